@@ -1,0 +1,24 @@
+import type { Config } from 'jest';
+
+const swc: [string, Record<string, unknown>] = [
+  '@swc/jest',
+  { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } },
+];
+
+/**
+ * One Kafka broker and one Postgres for the whole run (global setup); each test file makes
+ * its own schema and topics, so files run in parallel without cross-talk.
+ */
+const config: Config = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/packages', '<rootDir>/migrations', '<rootDir>/examples'],
+  testMatch: ['**/test/**/*.test.ts'],
+  transform: { '^.+\\.ts$': swc },
+  globalSetup: '<rootDir>/packages/testkit/src/jest/global-setup.ts',
+  globalTeardown: '<rootDir>/packages/testkit/src/jest/global-teardown.ts',
+  maxWorkers: 2,
+  testTimeout: 120_000,
+  verbose: true,
+};
+
+export default config;

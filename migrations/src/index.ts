@@ -1,0 +1,23 @@
+import type { Migration } from 'kysely';
+import { initial } from './0001-initial';
+
+/** Name of the table that records which migrations have run, inside the target schema. */
+export const MIGRATION_TABLE = 'effectively_migrations';
+/** Name of Kysely's migration lock table, inside the target schema. */
+export const MIGRATION_LOCK_TABLE = 'effectively_migrations_lock';
+
+/** A migration parameterised by the schema it creates its objects in. */
+export type SchemaMigration = (schema: string) => Migration;
+
+/**
+ * The ordered migrations. Names sort in the order they must run; never rename or edit one
+ * that has shipped, add a new one instead.
+ */
+export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: SchemaMigration]> = [
+  ['0001-initial', initial],
+];
+
+/** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */
+export function migrationsFor(schema: string): Record<string, Migration> {
+  return Object.fromEntries(MIGRATIONS.map(([name, m]) => [name, m(schema)]));
+}

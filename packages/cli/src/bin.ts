@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+import { EffectivelyError, createLogger } from '@effectively/core';
+import { parseArgs } from './args';
+import { migrateCommand, smokeCommand, type Command } from './commands';
+
+const COMMANDS: Record<string, Command> = {
+  migrate: migrateCommand,
+  smoke: smokeCommand,
+};
+
+const USAGE = `usage: effectively <command> [options]
+  migrate [--schema effectively] [--database-url URL]   apply pending migrations (DATABASE_URL)
+  smoke                                                 start/reach Kafka and Postgres and round-trip data`;
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  const command = args.command === undefined ? undefined : COMMANDS[args.command];
+  if (command === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return args.command === undefined || args.command === 'help' ? 0 : 2;
+  }
+  return command(args);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    createLogger('effectively-cli').error({ err: error, code: error instanceof EffectivelyError ? error.code : undefined }, error instanceof Error ? error.message : String(error));
+    process.exit(1);
+  },
+);

@@ -1,0 +1,64 @@
+/**
+ * Every error this library throws on purpose is an {@link EffectivelyError}: it carries a
+ * stable `code` (for alerting and `switch`), a `canRetry` flag, and a message that says what
+ * to do about it.
+ */
+export const ErrorCodes = {
+  INVALID_CONFIG: 'INVALID_CONFIG',
+  INVALID_IDENTIFIER: 'INVALID_IDENTIFIER',
+  MIGRATION_FAILED: 'MIGRATION_FAILED',
+  SERVICE_START_FAILED: 'SERVICE_START_FAILED',
+  HANDLER_TIMEOUT: 'HANDLER_TIMEOUT',
+  FENCED: 'FENCED',
+  STOPPED: 'STOPPED',
+} as const;
+
+/** One of the stable error codes in {@link ErrorCodes}. */
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Base class of every error the library throws deliberately. */
+export class EffectivelyError extends Error {
+  /** Stable, machine-readable code. */
+  readonly code: ErrorCode;
+  /** Whether retrying the same operation may succeed. */
+  readonly canRetry: boolean;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; canRetry?: boolean } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.canRetry = options.canRetry ?? false;
+  }
+}
+
+/** A configuration value is missing, out of range or inconsistent with another. */
+export class InvalidConfigError extends EffectivelyError {
+  constructor(message: string) {
+    super(ErrorCodes.INVALID_CONFIG, message);
+  }
+}
+
+/** A name that would become part of SQL (schema, table, group) is not a safe identifier. */
+export class InvalidIdentifierError extends EffectivelyError {
+  constructor(message: string) {
+    super(ErrorCodes.INVALID_IDENTIFIER, message);
+  }
+}
+
+/** Applying the schema migrations failed; the database was left at the last good migration. */
+export class MigrationError extends EffectivelyError {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCodes.MIGRATION_FAILED, message, { cause });
+  }
+}
+
+/** A backing service (Kafka broker, Postgres server) could not be started or reached. */
+export class ServiceStartError extends EffectivelyError {
+  /** Which piece is missing or broken, e.g. `java`, `maven`, `port`, `timeout`. */
+  readonly missing: string;
+
+  constructor(missing: string, message: string, cause?: unknown) {
+    super(ErrorCodes.SERVICE_START_FAILED, message, { cause });
+    this.missing = missing;
+  }
+}

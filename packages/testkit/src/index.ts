@@ -1,0 +1,12 @@
+export type { RunningKafka, RunningPostgres, ServiceSource } from './service';
+export { startKafka, parseBrokers, type StartKafkaOptions } from './kafka/start-kafka';
+export { startLocalBroker, type LocalBrokerOptions } from './kafka/local-broker';
+export { resolveKafkaClasspath, DEFAULT_KAFKA_VERSION, type ClasspathOptions } from './kafka/maven-classpath';
+export { createTopics, produceMessages, readTopic, testKafka, type TestMessage, type ReadMessage, type ProduceOptions } from './kafka/helpers';
+export { startPostgres, type StartPostgresOptions } from './postgres/start-postgres';
+export { startEmbeddedPostgres, type EmbeddedPostgresOptions, type LocalPostgres } from './postgres/embedded-postgres';
+export { createTestSchema, type TestSchema } from './postgres/schema';
+export { dockerAvailable } from './docker';
+export { freePort, portInUse } from './ports';
+export { seededRandom, uniqueName } from './random';
+export { testServices, TEST_ENV, type TestServices } from './jest/env';
