@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely';
+import { MIGRATIONS } from '@effectively/migrations';
 import { createDatabase, migrate, MigrationError, InvalidIdentifierError, type Database } from '../src';
 import { testServices, uniqueName } from '@effectively/testkit';
 
@@ -22,7 +23,7 @@ describe('migrate', () => {
   it('applies the migrations once, then reports nothing to do', async () => {
     const schema = fresh();
     const first = await migrate(database.db, { schema });
-    expect(first.applied).toEqual(['0001-initial']);
+    expect(first.applied).toEqual(MIGRATIONS.map(([name]) => name));
     const second = await migrate(database.db, { schema });
     expect(second.applied).toEqual([]);
   });
@@ -32,7 +33,7 @@ describe('migrate', () => {
     const pools = Array.from({ length: 6 }, () => createDatabase({ connectionString: databaseUrl, max: 1 }));
     try {
       const outcomes = await Promise.all(pools.map((p) => migrate(p.db, { schema })));
-      expect(outcomes.flatMap((o) => o.applied)).toEqual(['0001-initial']);
+      expect(outcomes.flatMap((o) => o.applied)).toEqual(MIGRATIONS.map(([name]) => name));
     } finally {
       await Promise.all(pools.map((p) => p.destroy()));
     }
