@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely';
 import { initial } from './0001-initial';
 import { consumerAndOutbox } from './0002-consumer-and-outbox';
+import { idempotencyKeys } from './0003-idempotency-keys';
 
 /** Name of the table that records which migrations have run, inside the target schema. */
 export const MIGRATION_TABLE = 'effectively_migrations';
@@ -17,6 +18,7 @@ export type SchemaMigration = (schema: string) => Migration;
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: SchemaMigration]> = [
   ['0001-initial', initial],
   ['0002-consumer-and-outbox', consumerAndOutbox],
+  ['0003-idempotency-keys', idempotencyKeys],
 ];
 
 /** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */
