@@ -1,0 +1,314 @@
+import { randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import { InvalidConfigError, type Logger } from '@effectively/core';
+import { requestFingerprint } from './fingerprint';
+import { parseIdempotencyKey } from './idempotency-key';
+import { KeyStore, type ClaimRef } from './key-store';
+import { IdempotencyMetric } from './metrics';
+import { resolveIdempotencyOptions, type IdempotencyOptions, type ResolvedIdempotencyOptions } from './options';
+import { problemResponse } from './problem';
+import { firstResponse, normalizeResponse, replayResponse, type NormalizedResponse } from './response';
+import type { HandlerResponse, HttpResponse, IdempotentRequest, StoredResponse } from './types';
+
+/** What {@link Idempotency.claim} needs to know about a request. */
+export interface ClaimInput {
+  scope: string;
+  key: string;
+  method: string;
+  route: string;
+  /** From {@link requestFingerprint}. */
+  fingerprint: string;
+}
+
+/** A claim this request holds on a key: pass it to `complete` or `release`. */
+export interface Claim extends ClaimRef {
+  readonly route: string;
+  /** 1 for the first run of the key, 2+ after takeovers of a crashed run. */
+  readonly attempt: number;
+}
+
+/**
+ * The outcome of claiming a key. Expected outcomes are values, not exceptions:
+ * - `claimed`: this request owns the key and must run the operation (`takeover` when a previous
+ *   holder's lease had run out);
+ * - `replay`: the operation already completed; send `response` again;
+ * - `conflict`: another request with this key is still running (409);
+ * - `mismatch`: the key was used for a different request (422).
+ */
+export type ClaimOutcome =
+  | { kind: 'claimed'; claim: Claim; takeover: boolean }
+  | { kind: 'replay'; response: StoredResponse }
+  | { kind: 'conflict'; retryAfterSeconds: number }
+  | { kind: 'mismatch' };
+
+/** What the handler of an idempotent operation receives. */
+export interface HandlerContext<DB> {
+  /**
+   * Where to make the operation's writes. In transactional mode this is the transaction in
+   * which the response is stored, so writes, outbox events and the key commit together.
+   */
+  db: Kysely<DB>;
+  /** Whether `db` is that transaction. */
+  transactional: boolean;
+  /** The idempotency key, or `undefined` on an unprotected request (`requireKey: false`). */
+  key: string | undefined;
+  scope: string;
+  /** 1 on the key's first run, 2+ when a crashed run's key was taken over. */
+  attempt: number;
+}
+
+/** The operation made idempotent. */
+export type IdempotentHandler<DB> = (context: HandlerContext<DB>) => Promise<HandlerResponse>;
+
+/** Per-route overrides for {@link Idempotency.handle}. */
+export interface HandleOptions {
+  transactional?: boolean;
+  requireKey?: boolean;
+}
+
+/**
+ * What {@link Idempotency.handle} did, with the response to send:
+ * `executed` (the handler ran; `stored` says whether its response was kept), `replayed`,
+ * `conflict` (409), `mismatch` (422), `rejected` (400, bad or missing key), `unprotected`
+ * (no key and none required; the handler ran without protection).
+ */
+export type HandleResult =
+  | { outcome: 'executed'; response: HttpResponse; stored: boolean; takeover: boolean }
+  | { outcome: 'replayed' | 'conflict' | 'mismatch' | 'rejected' | 'unprotected'; response: HttpResponse };
+
+/** Options for {@link Idempotency.prune}. */
+export interface PruneOptions {
+  /** Rows deleted per statement; default 500. Small batches keep locks and WAL bursts short. */
+  batchSize?: number;
+  /** Stop after this many batches (default: until nothing expired is left). */
+  maxBatches?: number;
+}
+
+/** Idempotency keys on Postgres, framework-neutral; see {@link createIdempotency}. */
+export interface Idempotency<DB = unknown> {
+  /** The validated, frozen configuration. */
+  readonly options: ResolvedIdempotencyOptions<DB>;
+  /**
+   * Runs `handler` at most once per (scope, key) and returns the response to send: the fresh
+   * one, a replay, or a problem response (400, 409, 422). A handler that throws, or answers
+   * with a status that is not stored, releases the key (and in transactional mode rolls its
+   * writes back); a thrown error is re-thrown for the framework to turn into a 500.
+   */
+  handle(request: IdempotentRequest, handler: IdempotentHandler<DB>, options?: HandleOptions): Promise<HandleResult>;
+  /** Low level: claims `input.key` atomically. */
+  claim(input: ClaimInput): Promise<ClaimOutcome>;
+  /** Low level: stores `response` for a claim; `false` when the claim had been taken over. */
+  complete(claim: Claim, response: StoredResponse, trx?: Kysely<DB>): Promise<boolean>;
+  /** Low level: gives up a claim without a response, so a retry can run at once. */
+  release(claim: Claim): Promise<boolean>;
+  /** Deletes expired keys in batches of `batchSize`; returns how many were deleted. */
+  prune(options?: PruneOptions): Promise<number>;
+}
+
+/** Thrown inside the handler's transaction to roll it back while keeping the response. */
+class Rollback {
+  constructor(readonly response: NormalizedResponse) {}
+}
+
+/** Thrown inside the handler's transaction when the claim was taken over before it began. */
+class ClaimLost {}
+
+/**
+ * Creates the idempotency-key store over the `idempotency_keys` table (migration
+ * `0003-idempotency-keys`). Options are validated here, once.
+ *
+ * @throws InvalidConfigError when an option is out of range, with what to change.
+ */
+export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>): Idempotency<DB> {
+  const o = resolveIdempotencyOptions(options);
+  const db = o.db as unknown as Kysely<unknown>;
+  const store = new KeyStore(db, o.schema, o.leaseMs, o.ttlMs);
+  const { metrics } = o;
+
+  const shouldStore = (status: number): boolean => (status >= 500 ? o.storeServerErrors : status >= 400 ? o.storeClientErrors : true);
+
+  async function claim(input: ClaimInput): Promise<ClaimOutcome> {
+    const { scope, key, method, route, fingerprint } = input;
+    const m = method.toUpperCase();
+    for (let round = 0; round < 3; round++) {
+      const ref: ClaimRef = { scope, key, leaseToken: randomUUID() };
+      if (await store.insert(ref, m, route, fingerprint)) {
+        return { kind: 'claimed', claim: { ...ref, route, attempt: 1 }, takeover: false };
+      }
+      const record = await store.read(scope, key);
+      if (record === undefined) continue; // released between our insert and read: try again
+      if (!record.expired) {
+        if (record.fingerprint !== fingerprint) return { kind: 'mismatch' };
+        if (record.status === 'completed' && record.response !== undefined) return { kind: 'replay', response: record.response };
+        if (record.leaseLive) return { kind: 'conflict', retryAfterSeconds: o.retryAfterSeconds };
+      }
+      const attempt = await store.takeOver(record.leaseToken, ref, m, route, fingerprint);
+      if (attempt !== undefined) {
+        return { kind: 'claimed', claim: { ...ref, route, attempt }, takeover: !record.expired };
+      }
+      // Someone else took it, or its holder is alive in a transaction: look again.
+    }
+    return { kind: 'conflict', retryAfterSeconds: o.retryAfterSeconds };
+  }
+
+  const complete = (c: Claim, response: StoredResponse, trx?: Kysely<DB>): Promise<boolean> =>
+    store.complete((trx ?? o.db) as unknown as Kysely<unknown>, c, response);
+  const release = (c: Claim): Promise<boolean> => store.release(c);
+
+  /** Runs the handler in its transaction, storing the response there; returns what to send. */
+  async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
+    const normalized = await o.db.transaction().execute(async (trx) => {
+      if (!(await store.lockOwn(trx as unknown as Kysely<unknown>, c))) throw new ClaimLost();
+      const result = normalizeResponse(await handler({ db: trx, transactional: true, key: c.key, scope, attempt: c.attempt }), o.storedHeaders);
+      if (!shouldStore(result.stored.status)) throw new Rollback(result);
+      if (!(await store.complete(trx as unknown as Kysely<unknown>, c, result.stored))) throw new ClaimLost();
+      return result;
+    });
+    log.debug({ status: normalized.stored.status }, 'response stored with the transaction');
+    return { normalized, stored: true };
+  }
+
+  /** Runs the handler outside any transaction, renewing the lease while it runs. */
+  async function runPlain(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
+    const timer =
+      o.heartbeatMs > 0
+        ? setInterval(() => {
+            store.renew(c).then(
+              (ok) => ok || log.warn('lease renewal found the key taken over; the handler may run twice'),
+              (err: unknown) => log.warn({ err }, 'lease renewal failed; will try again'),
+            );
+          }, o.heartbeatMs)
+        : undefined;
+    timer?.unref();
+    let normalized: NormalizedResponse;
+    try {
+      normalized = normalizeResponse(await handler({ db: o.db, transactional: false, key: c.key, scope, attempt: c.attempt }), o.storedHeaders);
+    } finally {
+      if (timer !== undefined) clearInterval(timer);
+    }
+    if (!shouldStore(normalized.stored.status)) throw new Rollback(normalized);
+    if (!(await store.complete(db, c, normalized.stored))) {
+      metrics.increment(IdempotencyMetric.leaseLost, { route: c.route });
+      log.warn('handler finished after its key was taken over by a retry; its response was not stored');
+      return { normalized, stored: false };
+    }
+    return { normalized, stored: true };
+  }
+
+  async function releaseQuietly(c: Claim, log: Logger, why: string): Promise<void> {
+    metrics.increment(IdempotencyMetric.released, { route: c.route });
+    try {
+      await store.release(c);
+      log.info({ why }, 'key released; a retry will run the operation again');
+    } catch (err) {
+      log.warn({ err, why }, 'could not release the key; a retry can take it over when its lease ends');
+    }
+  }
+
+  async function runUnprotected(request: IdempotentRequest, handler: IdempotentHandler<DB>, transactional: boolean): Promise<HandleResult> {
+    const context = { key: undefined, scope: request.scope, attempt: 1 };
+    const normalized = transactional
+      ? await o.db
+          .transaction()
+          .execute(async (trx) => normalizeResponse(await handler({ ...context, db: trx, transactional: true }), o.storedHeaders))
+      : normalizeResponse(await handler({ ...context, db: o.db, transactional: false }), o.storedHeaders);
+    return { outcome: 'unprotected', response: firstResponse(normalized) };
+  }
+
+  async function handle(request: IdempotentRequest, handler: IdempotentHandler<DB>, perRoute: HandleOptions = {}): Promise<HandleResult> {
+    const { scope, route } = request;
+    if (typeof scope !== 'string' || scope === '') {
+      throw new InvalidConfigError('scope must be a non-empty string: derive it from the authenticated tenant, user or API client.');
+    }
+    if (typeof route !== 'string' || route === '') throw new InvalidConfigError('route must be a non-empty string, the route template such as "/payments".');
+    const transactional = perRoute.transactional ?? o.transactional;
+    const parsed = parseIdempotencyKey(request.idempotencyKey, o.maxKeyLength, o.keyPattern);
+    if (!parsed.ok) {
+      if (parsed.problem === 'missing' && request.idempotencyKey === undefined && !(perRoute.requireKey ?? o.requireKey)) {
+        return runUnprotected(request, handler, transactional);
+      }
+      metrics.increment(IdempotencyMetric.rejectedKeys, { route });
+      o.logger.debug({ scope, route, problem: parsed.problem }, 'Idempotency-Key refused');
+      const name = parsed.problem === 'missing' ? 'idempotency-key-missing' : 'idempotency-key-invalid';
+      return { outcome: 'rejected', response: problemResponse(name, o.problemTypeBase, parsed.detail) };
+    }
+    const { key } = parsed;
+    const log = o.logger.child({ scope, idempotencyKey: key, route });
+    const outcome = await claim({ scope, key, method: request.method, route, fingerprint: requestFingerprint(request.method, route, request.body) });
+    switch (outcome.kind) {
+      case 'replay':
+        metrics.increment(IdempotencyMetric.replays, { route });
+        log.debug({ status: outcome.response.status }, 'replaying the stored response');
+        return { outcome: 'replayed', response: replayResponse(outcome.response, o.replayHeader) };
+      case 'conflict':
+        metrics.increment(IdempotencyMetric.conflicts, { route });
+        log.debug('a request with this key is still running: 409');
+        return {
+          outcome: 'conflict',
+          response: problemResponse('idempotency-key-in-use', o.problemTypeBase, 'A request with the same Idempotency-Key is still being processed; retry later.', {
+            'retry-after': String(outcome.retryAfterSeconds),
+          }),
+        };
+      case 'mismatch':
+        metrics.increment(IdempotencyMetric.mismatches, { route });
+        log.info('key reused with a different request: 422');
+        return {
+          outcome: 'mismatch',
+          response: problemResponse('idempotency-key-reused', o.problemTypeBase, 'This Idempotency-Key was already used with a different request (method, route or body); use a new key for a new request.'),
+        };
+      case 'claimed':
+        break;
+    }
+    const c = outcome.claim;
+    metrics.increment(IdempotencyMetric.claims, { route });
+    if (outcome.takeover) {
+      metrics.increment(IdempotencyMetric.takeovers, { route });
+      log.info({ attempt: c.attempt }, 'took over a key whose lease had run out; running the operation again');
+    } else {
+      log.debug({ attempt: c.attempt }, 'key claimed');
+    }
+    try {
+      const { normalized, stored } = transactional ? await runTransactional(c, log, handler, scope) : await runPlain(c, log, handler, scope);
+      return { outcome: 'executed', response: firstResponse(normalized), stored, takeover: outcome.takeover };
+    } catch (err) {
+      if (err instanceof Rollback) {
+        await releaseQuietly(c, log, `status ${err.response.stored.status} is not stored`);
+        return { outcome: 'executed', response: firstResponse(err.response), stored: false, takeover: outcome.takeover };
+      }
+      if (err instanceof ClaimLost) {
+        metrics.increment(IdempotencyMetric.leaseLost, { route });
+        log.warn('the key was taken over before the transaction began; nothing was done');
+        return {
+          outcome: 'conflict',
+          response: problemResponse('idempotency-key-in-use', o.problemTypeBase, 'A request with the same Idempotency-Key is being processed; retry later.', {
+            'retry-after': String(o.retryAfterSeconds),
+          }),
+        };
+      }
+      await releaseQuietly(c, log, 'handler failed');
+      throw err;
+    }
+  }
+
+  async function prune(options: PruneOptions = {}): Promise<number> {
+    const batchSize = options.batchSize ?? 500;
+    const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) {
+      throw new InvalidConfigError(`prune batchSize must be an integer from 1 to 100000, got ${JSON.stringify(batchSize)}.`);
+    }
+    if (maxBatches !== Number.POSITIVE_INFINITY && (!Number.isInteger(maxBatches) || maxBatches < 1)) {
+      throw new InvalidConfigError(`prune maxBatches must be a positive integer, got ${JSON.stringify(maxBatches)}.`);
+    }
+    let total = 0;
+    for (let batch = 0; batch < maxBatches; batch++) {
+      const deleted = await store.pruneBatch(batchSize);
+      total += deleted;
+      if (deleted < batchSize) break;
+    }
+    if (total > 0) metrics.increment(IdempotencyMetric.pruned, {}, total);
+    o.logger.debug({ deleted: total }, 'expired idempotency keys pruned');
+    return total;
+  }
+
+  return Object.freeze({ options: o, handle, claim, complete, release, prune });
+}
