@@ -1,1 +1,8 @@
-export {};
+export { IdempotentConsumer, type ConsumerStats } from './idempotent-consumer';
+export type { IdempotentConsumerOptions, ConsumedEvent, HandlerContext, EventHandler, BatchHandler, FailurePolicy } from './config';
+export type { EventIdSource, InvalidIdReason } from './event-id';
+export type { ConsumerHooks, HookContext } from './hooks';
+export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings } from './kafka-adapter';
+export { HandlerTimeoutError, FencedError, isTransientDatabaseError } from './errors';
+export { pruneProcessedEvents } from './store';
+export { CONSUMER_METRICS, consumerPrometheusMetrics } from './metrics';

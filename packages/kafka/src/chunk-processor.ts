@@ -1,0 +1,222 @@
+import { sql, type Transaction } from 'kysely';
+import { createOutboxWriter, type OutboxMessage, type OutboxWriter } from '@effectively/core';
+import type { ResolvedOptions } from './config';
+import { classify, type Classified } from './classify';
+import { deadLetterMessage } from './dead-letter';
+import { FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
+import type { HookContext } from './hooks';
+import type { RawMessage } from './kafka-adapter';
+import { ProcessedEventStore, type ClaimRow } from './store';
+
+/** What one chunk transaction achieved. */
+export interface ChunkOutcome {
+  /** How many leading messages of the chunk are settled (processed, duplicate or dead-lettered) and committed. */
+  settled: number;
+  /** The first message that failed and must be retried, with its error. */
+  failed?: { index: number; error: unknown };
+  processed: number;
+  duplicates: number;
+  conflicts: number;
+  deadLettered: number;
+  hook: HookContext;
+}
+
+/** A handler error that must abort the whole transaction (transient DB error, time-out). */
+class AbortTransaction extends Error {
+  constructor(
+    readonly inner: unknown,
+    readonly index: number | undefined,
+  ) {
+    super('abort transaction');
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+function withTimeout<R>(promise: Promise<R>, ms: number): Promise<R> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HandlerTimeoutError(ms)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Runs one transaction over a contiguous chunk of one partition: claim every id with one
+ * multi-row insert, skip duplicates, run the handlers (each event in a savepoint), dead-letter
+ * what is exhausted or rejected, release the claims of what failed, commit.
+ */
+export class ChunkProcessor<T> {
+  private readonly store: ProcessedEventStore;
+  private readonly outbox: OutboxWriter;
+
+  constructor(private readonly options: ResolvedOptions<T>) {
+    this.store = new ProcessedEventStore(options.schema, options.groupId);
+    this.outbox = createOutboxWriter({ schema: options.schema });
+  }
+
+  get processedEvents(): ProcessedEventStore {
+    return this.store;
+  }
+
+  /**
+   * @param attempts prior failed attempts per offset (updated in place on failure)
+   * @param epoch the partition epoch this member holds, when fencing
+   */
+  async run(messages: RawMessage[], attempts: Map<string, number>, epoch: string | undefined): Promise<ChunkOutcome> {
+    const o = this.options;
+    const first = messages[0] as RawMessage;
+    const last = messages[messages.length - 1] as RawMessage;
+    const classified = messages.map((m) => classify(m, o));
+    // Within the chunk, only the first copy of an id is a candidate; later copies are duplicates.
+    const firstIndexOf = new Map<string, number>();
+    classified.forEach((c, i) => {
+      if (!firstIndexOf.has(c.id)) firstIndexOf.set(c.id, i);
+    });
+    const candidates = classified.filter((c, i) => firstIndexOf.get(c.id) === i);
+    const hook: HookContext = { topic: first.topic, partition: first.partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
+    const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, hook };
+    const log = o.logger.child({ topic: first.topic, partition: first.partition });
+
+    try {
+      await o.db.transaction().execute(async (trx) => {
+        await this.store.configure(trx, o.lockTimeoutMs, o.statementTimeoutMs);
+        if (epoch !== undefined && !(await this.store.holdsPartition(trx, first.topic, first.partition, epoch))) {
+          throw new FencedError(first.topic, first.partition);
+        }
+        const rows: ClaimRow[] = candidates.map((c) => ({
+          eventId: c.id,
+          payloadHash: c.hash,
+          topic: c.message.topic,
+          partition: c.message.partition,
+          offset: c.message.offset,
+          status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
+          error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
+        }));
+        const claimed = await this.store.claim(trx, rows);
+        hook.claimed = [...claimed];
+
+        // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
+        const dupes = classified.filter((c, i) => firstIndexOf.get(c.id) !== i || !claimed.has(c.id));
+        const stored = await this.store.storedHashes(
+          trx,
+          candidates.filter((c) => !claimed.has(c.id)).map((c) => c.id),
+        );
+        const firstHash = new Map(candidates.map((c) => [c.id, c.hash]));
+        const dlq: OutboxMessage[] = [];
+        for (const d of dupes) {
+          outcome.duplicates++;
+          const reference = claimed.has(d.id) ? firstHash.get(d.id) : stored.get(d.id);
+          log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+          if (reference !== undefined && reference !== d.hash) {
+            outcome.conflicts++;
+            log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
+            if (o.onConflict === 'dead-letter') {
+              dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
+            }
+          }
+        }
+
+        const fresh = candidates.filter((c) => claimed.has(c.id));
+        for (const r of fresh) {
+          if (r.kind !== 'rejected') continue;
+          outcome.deadLettered++;
+          log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
+          dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, reason: r.reason, error: r.error, attempts: 0 }));
+        }
+
+        const events = fresh.filter((c): c is Extract<Classified<T>, { kind: 'event' }> => c.kind === 'event');
+        const position = new Map(messages.map((m, i) => [m.offset, i]));
+        const unsettled = await this.handle(trx, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number);
+        if (unsettled.length > 0) await this.store.release(trx, unsettled);
+        if (dlq.length > 0) await this.outbox.enqueue(trx, dlq);
+        await o.hooks.beforeDbCommit?.(hook);
+      });
+    } catch (error) {
+      if (error instanceof AbortTransaction) {
+        if (error.index !== undefined && !isTransientDatabaseError(error.inner)) {
+          const offset = (messages[error.index] as RawMessage).offset;
+          attempts.set(offset, (attempts.get(offset) ?? 0) + 1);
+          return { ...outcome, settled: error.index, failed: { index: error.index, error: error.inner }, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0 };
+        }
+        throw error.inner;
+      }
+      throw error;
+    }
+    return outcome;
+  }
+
+  /** Runs the handlers; returns the ids whose claims must be released (failed, or not reached). */
+  private async handle(
+    trx: Transaction<unknown>,
+    events: Array<Extract<Classified<T>, { kind: 'event' }>>,
+    attempts: Map<string, number>,
+    dlq: OutboxMessage[],
+    outcome: ChunkOutcome,
+    log: ChunkProcessorLogger,
+    indexOf: (message: RawMessage) => number,
+  ): Promise<string[]> {
+    const o = this.options;
+    if (events.length === 0) return [];
+    if (o.batchHandler !== undefined && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
+      await sql`SAVEPOINT effectively_batch`.execute(trx);
+      try {
+        await withTimeout(o.batchHandler(events.map((e) => e.event), { trx, outbox: this.outbox, logger: log }), o.handlerTimeoutMs);
+        await sql`RELEASE SAVEPOINT effectively_batch`.execute(trx);
+        outcome.processed += events.length;
+        return [];
+      } catch (error) {
+        if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) throw new AbortTransaction(error, undefined);
+        await sql`ROLLBACK TO SAVEPOINT effectively_batch`.execute(trx);
+        log.warn({ err: error, events: events.length }, 'batch handler failed; handling the chunk one event at a time');
+      }
+    }
+    const unsettled: string[] = [];
+    let halted = false;
+    for (const e of events) {
+      if (halted) {
+        unsettled.push(e.id);
+        continue;
+      }
+      const offset = e.message.offset;
+      const prior = attempts.get(offset) ?? 0;
+      const eventLog = log.child({ offset, eventId: e.id });
+      await sql`SAVEPOINT effectively_event`.execute(trx);
+      try {
+        await withTimeout(o.handler(e.event, { trx, outbox: this.outbox, logger: eventLog, attempt: prior + 1 }), o.handlerTimeoutMs);
+        await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
+        outcome.processed++;
+        attempts.delete(offset);
+      } catch (error) {
+        if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) {
+          throw new AbortTransaction(error, indexOf(e.message));
+        }
+        await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(trx);
+        const spent = prior + 1;
+        if (spent >= o.maxAttempts && o.onFailure === 'dead-letter') {
+          outcome.deadLettered++;
+          attempts.delete(offset);
+          eventLog.error({ err: error, attempts: spent }, 'handler failed on every attempt; dead-lettered');
+          await this.store.markDeadLettered(trx, e.id, errorText(error), spent);
+          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(e.message.topic), eventId: e.id, reason: 'handler-failed', error: errorText(error), attempts: spent }));
+          continue;
+        }
+        attempts.set(offset, spent);
+        eventLog.warn({ err: error, attempt: spent, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
+        unsettled.push(e.id);
+        outcome.failed ??= { index: indexOf(e.message), error };
+        if (o.onFailure === 'halt') halted = true;
+      }
+    }
+    if (outcome.failed !== undefined) outcome.settled = outcome.failed.index;
+    return unsettled;
+  }
+
+}
+
+type ChunkProcessorLogger = ResolvedOptions<unknown>['logger'];
+

@@ -1,0 +1,217 @@
+import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics, type OutboxWriter } from '@effectively/core';
+import type { Kysely, Transaction } from 'kysely';
+import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
+import type { EventIdSource } from './event-id';
+import type { ConsumerHooks } from './hooks';
+
+/** An event handed to the handler: the decoded value plus where it came from. */
+export interface ConsumedEvent<T> {
+  id: string;
+  topic: string;
+  partition: number;
+  offset: string;
+  key: Buffer | null;
+  /** The decoded payload (`null` for a tombstone when tombstones are handled). */
+  value: T;
+  headers: RawMessage['headers'];
+  timestamp: string;
+}
+
+/** What a handler gets besides the event. */
+export interface HandlerContext {
+  /** The transaction the event is claimed in: write your effects through it. */
+  trx: Transaction<unknown>;
+  /** Enqueue events to emit, in the same transaction. */
+  outbox: OutboxWriter;
+  /** A logger bound to topic, partition, offset and event id. */
+  logger: Logger;
+  /** 1 on first delivery, 2 on the first retry, … */
+  attempt: number;
+}
+
+/** Handles one event inside its transaction. Throwing rolls back this event's effects only. */
+export type EventHandler<T> = (event: ConsumedEvent<T>, ctx: HandlerContext) => Promise<void>;
+
+/**
+ * Handles all newly claimed events of a chunk at once (e.g. one multi-row upsert). If it
+ * throws, the chunk falls back to {@link EventHandler} one event at a time, each in a savepoint.
+ */
+export type BatchHandler<T> = (events: Array<ConsumedEvent<T>>, ctx: Omit<HandlerContext, 'attempt' | 'logger'> & { logger: Logger }) => Promise<void>;
+
+/** What to do with an event whose handler keeps failing. */
+export type FailurePolicy =
+  /** Record it as dead-lettered and publish the original to the dead-letter topic, in one transaction; move on. */
+  | 'dead-letter'
+  /** Stop the partition at this event (strict ordering); keep retrying with capped backoff until it succeeds or an operator acts. */
+  | 'halt';
+
+/** The idempotent consumer's options. */
+export interface IdempotentConsumerOptions<T = unknown> {
+  /** Kafka bootstrap addresses. */
+  brokers: string[];
+  /** Consumer group; also the deduplication scope. */
+  groupId: string;
+  topics: string[];
+  /** Kysely over the Postgres that holds the effects and the `processed_events` table. */
+  db: Kysely<unknown>;
+  /** Schema with effectively's tables; default `effectively`. */
+  schema?: string;
+  /** The per-event handler (required). */
+  handler: EventHandler<T>;
+  /** Optional whole-chunk handler for throughput; see {@link BatchHandler}. */
+  batchHandler?: BatchHandler<T>;
+  /** `batch` (default): one transaction per chunk of up to `batchSize`; `event`: one per event. */
+  mode?: 'batch' | 'event';
+  /** Most events per transaction in batch mode; default 500, at most 10,000. */
+  batchSize?: number;
+  /** Turns a message value into the handler's value; default JSON. Throwing dead-letters the message (a malformed payload does not get better by retrying). */
+  decode?: (value: Buffer, message: RawMessage) => T;
+  /** `dead-letter` (default) or `handle` (the handler gets `value: null`). */
+  tombstones?: 'dead-letter' | 'handle';
+  /** Where event ids come from; default header `event-id`. */
+  eventId?: EventIdSource;
+  /** Longest accepted event id in bytes; default 255, at most 512. */
+  maxEventIdBytes?: number;
+  /** Handler attempts before the failure policy applies; default 5. */
+  maxAttempts?: number;
+  /** First retry delay; doubles each attempt up to `maxRetryDelayMs`. Default 200 ms. */
+  retryDelayMs?: number;
+  maxRetryDelayMs?: number;
+  onFailure?: FailurePolicy;
+  /** Topic the dead-letter messages go to through the outbox; default `<topic>.dlq`. */
+  deadLetterTopic?: (topic: string) => string;
+  /** Same id with a different payload: `report` (default: metric + warning, skipped) or `dead-letter` (also publish it to the dead-letter topic). */
+  onConflict?: 'report' | 'dead-letter';
+  /** Per-event handler time limit; default 30 s. */
+  handlerTimeoutMs?: number;
+  /** `lock_timeout` inside the transaction; default 5 s. */
+  lockTimeoutMs?: number;
+  /** `statement_timeout` inside the transaction; default 30 s. */
+  statementTimeoutMs?: number;
+  /** Record each partition's owner epoch in the transaction so a zombie member cannot commit; default true. */
+  fencing?: boolean;
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  rebalanceTimeoutMs?: number;
+  maxBytesPerPartition?: number;
+  /** Partitions processed at once; default 1. Each partition stays in order. */
+  partitionsConsumedConcurrently?: number;
+  fromBeginning?: boolean;
+  clientId?: string;
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Lifecycle hooks: observation and fault injection at the dangerous points. */
+  hooks?: ConsumerHooks;
+  /** Stop cleanly on SIGTERM/SIGINT; default false. */
+  handleSignals?: boolean;
+  /** Bound for `stop()`; default 30 s. */
+  shutdownTimeoutMs?: number;
+  /** Extra kafkajs client settings (ssl, sasl). */
+  kafka?: KafkaClientSettings['kafka'];
+  /** Replaces the kafkajs client (a KafkaJS-compatible client, or a wrapper). */
+  client?: (settings: KafkaClientSettings) => ConsumerClient;
+}
+
+/** Options after validation and defaults; frozen. */
+export type ResolvedOptions<T> = Readonly<
+  Required<Omit<IdempotentConsumerOptions<T>, 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode'>> & {
+    batchHandler: BatchHandler<T> | undefined;
+    kafka: KafkaClientSettings['kafka'];
+    client: ((settings: KafkaClientSettings) => ConsumerClient) | undefined;
+    hooks: ConsumerHooks;
+    decode: (value: Buffer, message: RawMessage) => T;
+  }
+>;
+
+function positiveInt(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    throw new InvalidConfigError(`${name} must be an integer between 1 and ${max}, got ${JSON.stringify(value)}.`);
+  }
+  return value;
+}
+
+const FORBIDDEN_KAFKAJS = ['autoCommit', 'autoCommitInterval', 'autoCommitThreshold', 'eachBatchAutoResolve', 'eachMessage', 'eachBatch'];
+
+/**
+ * Validates options once, up front, with messages that say what to fix, and returns a frozen
+ * copy with defaults. The caller's object is not changed.
+ */
+export function resolveOptions<T>(options: IdempotentConsumerOptions<T>): ResolvedOptions<T> {
+  const raw = options as unknown as Record<string, unknown>;
+  for (const key of FORBIDDEN_KAFKAJS) {
+    if (key in raw || (options.kafka !== undefined && key in (options.kafka as Record<string, unknown>))) {
+      throw new InvalidConfigError(
+        `"${key}" cannot be set: the idempotent consumer commits offsets itself, only after the database transaction commits. Auto-commit or auto-resolve would commit offsets for work that may roll back.`,
+      );
+    }
+  }
+  if (!Array.isArray(options.brokers) || options.brokers.length === 0) throw new InvalidConfigError('brokers must list at least one host:port.');
+  if (typeof options.groupId !== 'string' || options.groupId.trim() === '' || options.groupId.length > 249) {
+    throw new InvalidConfigError('groupId must be a non-empty string of at most 249 characters; it is also the deduplication scope.');
+  }
+  if (!Array.isArray(options.topics) || options.topics.length === 0 || !options.topics.every((t) => typeof t === 'string' && /^[a-zA-Z0-9._-]{1,249}$/.test(t))) {
+    throw new InvalidConfigError('topics must list at least one valid Kafka topic name.');
+  }
+  if (typeof options.handler !== 'function') throw new InvalidConfigError('handler is required: (event, { trx, outbox, logger, attempt }) => Promise<void>.');
+  if (options.db === undefined) throw new InvalidConfigError('db (a Kysely instance over Postgres) is required.');
+  const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
+  const mode = options.mode ?? 'batch';
+  if (mode !== 'batch' && mode !== 'event') throw new InvalidConfigError(`mode must be "batch" or "event", got ${JSON.stringify(mode)}.`);
+  const batchSize = mode === 'event' ? 1 : positiveInt(options.batchSize ?? 500, 'batchSize', 10_000);
+  const sessionTimeoutMs = positiveInt(options.sessionTimeoutMs ?? 30_000, 'sessionTimeoutMs');
+  const heartbeatIntervalMs = positiveInt(options.heartbeatIntervalMs ?? Math.min(3_000, Math.floor(sessionTimeoutMs / 3)), 'heartbeatIntervalMs');
+  if (heartbeatIntervalMs * 3 > sessionTimeoutMs) {
+    throw new InvalidConfigError(`heartbeatIntervalMs (${heartbeatIntervalMs}) must be at most a third of sessionTimeoutMs (${sessionTimeoutMs}), or one missed heartbeat ends the session.`);
+  }
+  const maxEventIdBytes = positiveInt(options.maxEventIdBytes ?? 255, 'maxEventIdBytes', 512);
+  const handlerTimeoutMs = positiveInt(options.handlerTimeoutMs ?? 30_000, 'handlerTimeoutMs');
+  const statementTimeoutMs = positiveInt(options.statementTimeoutMs ?? 30_000, 'statementTimeoutMs');
+  const lockTimeoutMs = positiveInt(options.lockTimeoutMs ?? 5_000, 'lockTimeoutMs');
+  const onFailure = options.onFailure ?? 'dead-letter';
+  if (onFailure !== 'dead-letter' && onFailure !== 'halt') throw new InvalidConfigError(`onFailure must be "dead-letter" or "halt", got ${JSON.stringify(onFailure)}.`);
+  const onConflict = options.onConflict ?? 'report';
+  if (onConflict !== 'report' && onConflict !== 'dead-letter') throw new InvalidConfigError(`onConflict must be "report" or "dead-letter".`);
+  const tombstones = options.tombstones ?? 'dead-letter';
+  if (tombstones !== 'dead-letter' && tombstones !== 'handle') throw new InvalidConfigError(`tombstones must be "dead-letter" or "handle".`);
+  const eventId = options.eventId ?? { header: 'event-id' };
+  if ('header' in eventId && (typeof eventId.header !== 'string' || eventId.header === '')) throw new InvalidConfigError('eventId.header must name a header.');
+  return Object.freeze({
+    brokers: [...options.brokers],
+    groupId: options.groupId,
+    topics: [...options.topics],
+    db: options.db,
+    schema,
+    handler: options.handler,
+    batchHandler: options.batchHandler,
+    mode,
+    batchSize,
+    decode: options.decode ?? ((value: Buffer) => JSON.parse(value.toString('utf8')) as T),
+    tombstones,
+    eventId,
+    maxEventIdBytes,
+    maxAttempts: positiveInt(options.maxAttempts ?? 5, 'maxAttempts', 1000),
+    retryDelayMs: positiveInt(options.retryDelayMs ?? 200, 'retryDelayMs'),
+    maxRetryDelayMs: positiveInt(options.maxRetryDelayMs ?? 30_000, 'maxRetryDelayMs'),
+    onFailure,
+    deadLetterTopic: options.deadLetterTopic ?? ((topic: string) => `${topic}.dlq`),
+    onConflict,
+    handlerTimeoutMs,
+    lockTimeoutMs,
+    statementTimeoutMs,
+    fencing: options.fencing ?? true,
+    sessionTimeoutMs,
+    heartbeatIntervalMs,
+    rebalanceTimeoutMs: positiveInt(options.rebalanceTimeoutMs ?? 60_000, 'rebalanceTimeoutMs'),
+    maxBytesPerPartition: positiveInt(options.maxBytesPerPartition ?? 1_048_576, 'maxBytesPerPartition'),
+    partitionsConsumedConcurrently: positiveInt(options.partitionsConsumedConcurrently ?? 1, 'partitionsConsumedConcurrently', 1000),
+    fromBeginning: options.fromBeginning ?? true,
+    clientId: options.clientId ?? `effectively-${options.groupId}`,
+    logger: options.logger ?? silentLogger(),
+    metrics: options.metrics ?? new NoopMetrics(),
+    hooks: options.hooks ?? {},
+    handleSignals: options.handleSignals ?? false,
+    shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
+    kafka: options.kafka,
+    client: options.client,
+  });
+}

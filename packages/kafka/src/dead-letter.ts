@@ -1,0 +1,39 @@
+import type { OutboxMessage } from '@effectively/core';
+import type { RawMessage } from './kafka-adapter';
+
+function headerToString(value: RawMessage['headers'][string]): string | undefined {
+  if (value === undefined) return undefined;
+  const first = Array.isArray(value) ? value[0] : value;
+  if (first === undefined) return undefined;
+  return Buffer.isBuffer(first) ? first.toString('utf8') : first;
+}
+
+/**
+ * The dead-letter copy of `message`: original key and value, original headers, and `dlq-*`
+ * headers saying why, from where, and which group gave up. Its event id is derived from the
+ * group and the record, so re-running the transaction cannot publish it twice.
+ */
+export function deadLetterMessage(message: RawMessage, options: { group: string; topic: string; eventId: string; reason: string; error: string; attempts: number }): OutboxMessage {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(message.headers)) {
+    const text = headerToString(value);
+    if (text !== undefined) headers[name] = text;
+  }
+  return {
+    eventId: `dlq:${options.group}:${message.topic}/${message.partition}/${message.offset}:${options.reason}`,
+    topic: options.topic,
+    key: message.key,
+    value: message.value,
+    headers: {
+      ...headers,
+      'dlq-reason': options.reason,
+      'dlq-error': options.error.slice(0, 2000),
+      'dlq-event-id': options.eventId,
+      'dlq-group': options.group,
+      'dlq-original-topic': message.topic,
+      'dlq-original-partition': String(message.partition),
+      'dlq-original-offset': message.offset,
+      'dlq-attempts': String(options.attempts),
+    },
+  };
+}

@@ -1,0 +1,225 @@
+import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { backoffMs, sleepWithTicks } from './backoff';
+import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
+import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
+import { FencedError, isTransientDatabaseError } from './errors';
+import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
+
+/** Counters since start, also reported through `metrics`. */
+export interface ConsumerStats {
+  processed: number;
+  duplicates: number;
+  conflicts: number;
+  deadLettered: number;
+  handlerRetries: number;
+  transientRetries: number;
+  fenced: number;
+  batches: number;
+}
+
+/**
+ * Wraps a kafkajs consumer so every event's database effects happen exactly once per consumer
+ * group. Per chunk of a partition: one Postgres transaction that claims the event ids in
+ * `processed_events` and runs the handler; then, only after COMMIT, the Kafka offset commit.
+ */
+export class IdempotentConsumer<T = unknown> {
+  private readonly options: ResolvedOptions<T>;
+  private readonly client: ConsumerClient;
+  private readonly processor: ChunkProcessor<T>;
+  private readonly log: Logger;
+  private readonly attempts = new Map<string, Map<string, number>>();
+  private readonly committed = new Map<string, bigint>();
+  private readonly epochs = new Map<string, string>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private fenceReady: Promise<void> = Promise.resolve();
+  private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  private stopping: Promise<void> | undefined;
+  private readonly signalHandler = (): void => void this.stop();
+  readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
+
+  /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
+  constructor(options: IdempotentConsumerOptions<T>) {
+    this.options = resolveOptions(options);
+    const o = this.options;
+    this.log = o.logger.child({ group: o.groupId });
+    this.processor = new ChunkProcessor(o);
+    this.client = (o.client ?? createKafkajsConsumer)({
+      brokers: o.brokers,
+      clientId: o.clientId,
+      groupId: o.groupId,
+      sessionTimeoutMs: o.sessionTimeoutMs,
+      heartbeatIntervalMs: o.heartbeatIntervalMs,
+      rebalanceTimeoutMs: o.rebalanceTimeoutMs,
+      maxBytesPerPartition: o.maxBytesPerPartition,
+      logger: o.logger,
+      kafka: o.kafka,
+    });
+  }
+
+  /** Connects, subscribes and starts consuming. Resolves once fetching has started. */
+  async start(): Promise<void> {
+    if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, 'An IdempotentConsumer can be started once; create a new one to start again.');
+    this.state = 'running';
+    this.client.onAssignment((assignment) => {
+      this.fenceReady = this.takePartitions(assignment);
+    });
+    this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
+    if (this.options.handleSignals) {
+      process.once('SIGTERM', this.signalHandler);
+      process.once('SIGINT', this.signalHandler);
+    }
+    await this.client.connect();
+    await this.client.subscribe(this.options.topics, this.options.fromBeginning);
+    await this.client.run((batch) => this.onBatch(batch), this.options.partitionsConsumedConcurrently);
+    this.log.info({ topics: this.options.topics, mode: this.options.mode, batchSize: this.options.batchSize }, 'idempotent consumer started');
+  }
+
+  /**
+   * Stops fetching, lets the open transaction finish (or roll back), commits offsets of
+   * committed work, and disconnects — within `shutdownTimeoutMs`. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.state = 'stopping';
+    process.removeListener('SIGTERM', this.signalHandler);
+    process.removeListener('SIGINT', this.signalHandler);
+    for (const t of this.retryTimers) clearTimeout(t);
+    const bounded = <R>(p: Promise<R>): Promise<R | undefined> =>
+      Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), this.options.shutdownTimeoutMs).unref())]);
+    try {
+      await bounded(this.client.stop());
+    } catch (error) {
+      this.log.warn({ err: error }, 'error while stopping the consumer');
+    }
+    await bounded(this.client.disconnect()).catch((error: unknown) => this.log.warn({ err: error }, 'error while disconnecting'));
+    this.state = 'stopped';
+    this.log.info({ stats: this.stats }, 'idempotent consumer stopped');
+  }
+
+  private async takePartitions(assignment: Assignment): Promise<void> {
+    if (!this.options.fencing) return;
+    for (const { topic, partition } of assignment.partitions) {
+      for (let attempt = 1; this.state === 'running'; attempt++) {
+        try {
+          this.epochs.set(`${topic}:${partition}`, await this.processor.processedEvents.takePartition(this.options.db, topic, partition, assignment.memberId));
+          break;
+        } catch (error) {
+          this.log.warn({ err: error, topic, partition }, 'could not record partition ownership; retrying');
+          await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5000)));
+        }
+      }
+    }
+  }
+
+  private async onBatch(batch: FetchedBatch): Promise<void> {
+    await this.fenceReady;
+    const o = this.options;
+    const key = `${batch.topic}:${batch.partition}`;
+    let attempts = this.attempts.get(key);
+    if (attempts === undefined) this.attempts.set(key, (attempts = new Map()));
+    const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
+    let remaining = batch.messages;
+    while (remaining.length > 0 && live()) {
+      const chunk = remaining.slice(0, o.batchSize);
+      const outcome = await this.runWithTransientRetry(chunk, attempts, key, batch, live);
+      if (outcome === undefined) return;
+      this.record(outcome, chunk.length, key);
+      if (outcome.settled > 0) await this.commitSettled(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      await batch.heartbeat().catch(() => undefined);
+      if (outcome.failed !== undefined) {
+        const failedMessage = chunk[outcome.failed.index] as RawMessage;
+        const attempt = attempts.get(failedMessage.offset) ?? 1;
+        this.stats.handlerRetries++;
+        o.metrics.increment('retries_total', { group: o.groupId, topic: batch.topic, partition: batch.partition, kind: 'handler' });
+        this.pauseFor(batch.topic, batch.partition, backoffMs(attempt, o.retryDelayMs, o.maxRetryDelayMs));
+        return;
+      }
+      remaining = remaining.slice(chunk.length);
+    }
+  }
+
+  /** Runs one chunk, retrying transient database errors with backoff (heartbeating meanwhile). */
+  private async runWithTransientRetry(chunk: RawMessage[], attempts: Map<string, number>, key: string, batch: FetchedBatch, live: () => boolean): Promise<ChunkOutcome | undefined> {
+    const o = this.options;
+    for (let attempt = 1; ; attempt++) {
+      const started = process.hrtime.bigint();
+      try {
+        const outcome = await this.processor.run(chunk, attempts, o.fencing ? this.epochs.get(key) : undefined);
+        o.metrics.observe('batch_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, { group: o.groupId });
+        return outcome;
+      } catch (error) {
+        if (error instanceof FencedError) {
+          this.stats.fenced++;
+          o.metrics.increment('fenced_total', { group: o.groupId, topic: batch.topic, partition: batch.partition });
+          this.log.warn({ topic: batch.topic, partition: batch.partition }, error.message);
+          return undefined;
+        }
+        if (!isTransientDatabaseError(error)) {
+          // A failure outside any handler (e.g. a hook, or the outbox refusing a message): retry it like a transient one, loudly.
+          this.log.error({ err: error, topic: batch.topic, partition: batch.partition, firstOffset: chunk[0]?.offset }, 'chunk transaction failed; retrying');
+        } else {
+          this.log.warn({ err: error, topic: batch.topic, partition: batch.partition, attempt }, 'transient database error; retrying the transaction');
+        }
+        this.stats.transientRetries++;
+        o.metrics.increment('retries_total', { group: o.groupId, topic: batch.topic, partition: batch.partition, kind: 'transient' });
+        await sleepWithTicks(backoffMs(attempt, 100, 5000), Math.max(500, Math.floor(o.heartbeatIntervalMs / 2)), () => batch.heartbeat(), () => !live());
+        if (!live()) return undefined;
+      }
+    }
+  }
+
+  private record(outcome: ChunkOutcome, size: number, key: string): void {
+    const o = this.options;
+    const [topic, partition] = [outcome.hook.topic, outcome.hook.partition];
+    const labels = { group: o.groupId, topic, partition };
+    this.stats.batches++;
+    this.stats.processed += outcome.processed;
+    this.stats.duplicates += outcome.duplicates;
+    this.stats.conflicts += outcome.conflicts;
+    this.stats.deadLettered += outcome.deadLettered;
+    if (outcome.processed > 0) o.metrics.increment('events_processed_total', labels, outcome.processed);
+    if (outcome.duplicates > 0) o.metrics.increment('events_duplicate_total', labels, outcome.duplicates);
+    if (outcome.conflicts > 0) o.metrics.increment('events_conflict_total', labels, outcome.conflicts);
+    if (outcome.deadLettered > 0) o.metrics.increment('events_dead_lettered_total', { ...labels, reason: 'any' }, outcome.deadLettered);
+    o.metrics.observe('batch_size', size, { group: o.groupId });
+    const seen = this.stats.processed + this.stats.duplicates + this.stats.deadLettered;
+    if (seen > 0) o.metrics.set('dedup_hit_ratio', this.stats.duplicates / seen, { group: o.groupId });
+    this.log.debug({ key, ...outcome.hook, processed: outcome.processed, duplicates: outcome.duplicates }, 'chunk committed');
+  }
+
+  /** After COMMIT: resolve locally, then commit offset+1 to Kafka if the partition is still ours and it moves forward. */
+  private async commitSettled(batch: FetchedBatch, last: RawMessage, outcome: ChunkOutcome): Promise<void> {
+    const o = this.options;
+    batch.resolveOffset(last.offset);
+    await o.hooks.afterDbCommit?.(outcome.hook);
+    if (batch.isStale()) {
+      this.log.info({ topic: batch.topic, partition: batch.partition }, 'partition revoked; not committing its offset (the next owner will skip what is done)');
+      return;
+    }
+    const key = `${batch.topic}:${batch.partition}`;
+    const next = BigInt(last.offset) + 1n;
+    const previous = this.committed.get(key);
+    if (previous !== undefined && next <= previous) return;
+    try {
+      await this.client.commit([{ topic: batch.topic, partition: batch.partition, offset: next.toString() }]);
+      this.committed.set(key, next);
+      await o.hooks.afterOffsetCommit?.({ ...outcome.hook, committedOffset: next.toString() });
+    } catch (error) {
+      // The work is committed in Postgres; if this commit is lost, redelivery is skipped as duplicates.
+      this.log.warn({ err: error, topic: batch.topic, partition: batch.partition, offset: next.toString() }, 'offset commit failed; redelivered events will be skipped as duplicates');
+    }
+  }
+
+  private pauseFor(topic: string, partition: number, ms: number): void {
+    this.client.pause(topic, partition);
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(timer);
+      if (this.state === 'running') this.client.resume(topic, partition);
+    }, ms);
+    this.retryTimers.add(timer);
+  }
+}

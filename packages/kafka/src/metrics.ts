@@ -1,0 +1,22 @@
+import { PrometheusMetrics, type MetricDefinition } from '@effectively/core';
+import type { Registry } from 'prom-client';
+
+const partitionLabels = ['group', 'topic', 'partition'] as const;
+
+/** The consumer's metrics, for {@link PrometheusMetrics} or your own `Metrics`. */
+export const CONSUMER_METRICS = {
+  events_processed_total: { type: 'counter', help: 'Events whose handler committed.', labelNames: partitionLabels },
+  events_duplicate_total: { type: 'counter', help: 'Events skipped because (group, id) was already processed.', labelNames: partitionLabels },
+  events_conflict_total: { type: 'counter', help: 'Duplicates whose payload differs from the processed one.', labelNames: partitionLabels },
+  events_dead_lettered_total: { type: 'counter', help: 'Events recorded as dead-lettered and sent to the dead-letter topic.', labelNames: [...partitionLabels, 'reason'] },
+  retries_total: { type: 'counter', help: 'Retries, by kind (handler, transient database error).', labelNames: [...partitionLabels, 'kind'] },
+  fenced_total: { type: 'counter', help: 'Transactions rolled back because the member lost its partition.', labelNames: partitionLabels },
+  batch_size: { type: 'histogram', help: 'Messages per transaction.', labelNames: ['group'], buckets: [1, 10, 50, 100, 250, 500, 1000, 5000] },
+  batch_duration_seconds: { type: 'histogram', help: 'Duration of one chunk transaction.', labelNames: ['group'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] },
+  dedup_hit_ratio: { type: 'gauge', help: 'Share of messages seen so far that were duplicates.', labelNames: ['group'] },
+} as const satisfies Record<string, MetricDefinition>;
+
+/** A prom-client `Metrics` with the consumer's metrics registered on use in `registry`. */
+export function consumerPrometheusMetrics(registry: Registry): PrometheusMetrics {
+  return new PrometheusMetrics(registry, CONSUMER_METRICS);
+}
