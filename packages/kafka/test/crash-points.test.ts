@@ -1,0 +1,69 @@
+import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { startConsumerChild } from './support/child';
+import { count, createLedger, makeEvents, model, sameTotals, toMessages, totals, waitFor } from './support/ledger';
+
+/**
+ * A consumer process is SIGKILLed at each dangerous point; a restarted consumer must converge
+ * to exactly the model (no lost effect, no double effect).
+ */
+describe('SIGKILL at the crash points', () => {
+  const { brokers, databaseUrl } = testServices();
+  const kafka = testKafka(brokers);
+
+  it.each(['before-db-commit', 'after-db-commit', 'after-offset-commit'])('killed %s, restarted, converges to the model', async (point) => {
+    // Each case gets its own schema: its own ledger and processed_events.
+    const own = await createTestSchema(databaseUrl, `crash_${point}`);
+    try {
+      await createLedger(own.db, own.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: `crash_${point}`, partitions: 2 }]);
+      const random = seededRandom(point.length);
+      const events = makeEvents(400, random);
+      await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, maxCopies: 3, random });
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '40' };
+
+      const doomed = startConsumerChild({ ...env, CRASH_AT: point, CRASH_ON_CHUNK: '3' });
+      expect(await doomed.exited).toBe('SIGKILL');
+      expect(doomed.lines).toContain(`crashing at ${point}`);
+      const afterCrash = await count(own.db, own.schema, 'processed_events');
+
+      const survivor = startConsumerChild(env);
+      try {
+        const expected = model(events);
+        const got = await waitFor(() => totals(own.db, own.schema), (t) => sameTotals(t, expected), 90_000);
+        expect(got).toEqual(expected);
+        expect(await count(own.db, own.schema, 'processed_events')).toBe(events.length);
+        expect(afterCrash).toBeLessThan(events.length);
+      } finally {
+        expect(await survivor.stop()).toBe('0');
+      }
+    } finally {
+      await own.drop();
+    }
+  });
+
+  it('offsets never move backwards across a crash and restart', async () => {
+    const own = await createTestSchema(databaseUrl, 'mono');
+    try {
+      await createLedger(own.db, own.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'mono', partitions: 1 }]);
+      const events = makeEvents(300, seededRandom(11));
+      await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, random: seededRandom(12) });
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '25' };
+      const first = startConsumerChild({ ...env, CRASH_AT: 'after-db-commit', CRASH_ON_CHUNK: '4' });
+      await first.exited;
+      const second = startConsumerChild(env);
+      await waitFor(() => totals(own.db, own.schema), (t) => sameTotals(t, model(events)), 90_000);
+      await second.stop();
+      const commits = [...first.lines, ...second.lines].filter((l) => l.startsWith('committed')).map((l) => BigInt(l.split(' ')[3] as string));
+      expect(commits.length).toBeGreaterThan(3);
+      for (let i = 1; i < commits.length; i++) expect(commits[i]! >= commits[i - 1]!).toBe(true);
+      const admin = kafka.admin();
+      await admin.connect();
+      const [committed] = await admin.fetchOffsets({ groupId: env.GROUP, topics: [topic as string] });
+      await admin.disconnect();
+      expect(committed?.partitions[0]?.offset).toBe(String(commits[commits.length - 1]));
+    } finally {
+      await own.drop();
+    }
+  });
+});

@@ -1,0 +1,53 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
+
+/** A consumer running in a child process (see fixtures/consumer-process.ts). */
+export interface ConsumerChild {
+  process: ChildProcess;
+  lines: string[];
+  /** Resolves with the exit signal (e.g. 'SIGKILL') or code. */
+  exited: Promise<string>;
+  /** Resolves when a line matching `pattern` has been printed. */
+  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  stop(): Promise<string>;
+}
+
+export function startConsumerChild(env: Record<string, string>): ConsumerChild {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'consumer-process.ts')], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines: string[] = [];
+  const waiters: Array<{ pattern: RegExp; resolve: (line: string) => void }> = [];
+  readline.createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    lines.push(line);
+    for (const w of [...waiters]) {
+      if (w.pattern.test(line)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    }
+  });
+  const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? String(code))));
+  return {
+    process: child,
+    lines,
+    exited,
+    waitForLine: (pattern, timeoutMs = 60_000) =>
+      new Promise<string>((resolve, reject) => {
+        const found = lines.find((l) => pattern.test(l));
+        if (found !== undefined) return resolve(found);
+        const timer = setTimeout(() => reject(new Error(`no line matching ${String(pattern)} within ${timeoutMs} ms; saw: ${lines.slice(-5).join(' | ')}`)), timeoutMs);
+        waiters.push({ pattern, resolve: (l) => (clearTimeout(timer), resolve(l)) });
+        void exited.then((how) => reject(new Error(`consumer exited (${how}) before printing ${String(pattern)}`)));
+      }),
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const how = await exited;
+      clearTimeout(timer);
+      return how;
+    },
+  };
+}
