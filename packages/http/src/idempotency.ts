@@ -95,7 +95,7 @@ export interface Idempotency<DB = unknown> {
    * writes back); a thrown error is re-thrown for the framework to turn into a 500.
    */
   handle(request: IdempotentRequest, handler: IdempotentHandler<DB>, options?: HandleOptions): Promise<HandleResult>;
-  /** Low level: claims `input.key` atomically. */
+  /** Low level: claims `input.key` atomically (metrics and logs are reported by `handle` only). */
   claim(input: ClaimInput): Promise<ClaimOutcome>;
   /** Low level: stores `response` for a claim; `false` when the claim had been taken over. */
   complete(claim: Claim, response: StoredResponse, trx?: Kysely<DB>): Promise<boolean>;
