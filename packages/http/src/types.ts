@@ -1,5 +1,5 @@
-/** A JSON value, as a handler may return it for the response body. */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+/** A JSON value, as a handler may return it for the response body (object members that are `undefined` are left out, as by `JSON.stringify`). */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue | undefined };
 
 /** The framework-neutral view of an incoming request that {@link Idempotency.handle} needs. */
 export interface IdempotentRequest {
