@@ -9,6 +9,8 @@ export interface ExpressLikeRequest {
   body?: unknown;
   baseUrl?: string;
   path?: string;
+  /** The request target as received (path and query); what the key is bound to. */
+  originalUrl?: string;
   /** Express's matched route; its `path` is the template (`/payments/:id`). */
   route?: { path?: unknown } | undefined;
 }
@@ -24,7 +26,7 @@ export interface ExpressLikeResponse {
 export interface ExpressIdempotencyOptions<Req> extends HandleOptions {
   /** Whose key space the request's key lives in: the authenticated tenant, user or API client. */
   scope: (req: Req) => string | Promise<string>;
-  /** The route name used in the fingerprint and metrics; default `req.baseUrl + req.route.path`. */
+  /** The route name used in metrics and logs; default `req.baseUrl + req.route.path`. */
   route?: (req: Req) => string;
 }
 
@@ -61,7 +63,7 @@ export function idempotentExpress<DB, Req extends ExpressLikeRequest = ExpressLi
   return (req, res, next) => {
     (async () => {
       const result = await idempotency.handle(
-        { method: req.method, route: route(req), scope: await scope(req), idempotencyKey: req.headers['idempotency-key'], body: req.body },
+        { method: req.method, route: route(req), path: req.originalUrl ?? req.path, scope: await scope(req), idempotencyKey: req.headers['idempotency-key'], body: req.body },
         (context) => handler(req, context),
         handleOptions,
       );

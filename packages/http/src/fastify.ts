@@ -6,6 +6,7 @@ export interface FastifyLikeRequest {
   method: string;
   headers: Record<string, string | string[] | undefined>;
   body?: unknown;
+  /** The request target as received (path and query); what the key is bound to. */
   url: string;
   /** Fastify's route options; `url` is the route template (`/payments/:id`). */
   routeOptions?: { url?: string | undefined };
@@ -22,7 +23,7 @@ export interface FastifyLikeReply {
 export interface FastifyIdempotencyOptions<Req> extends HandleOptions {
   /** Whose key space the request's key lives in: the authenticated tenant, user or API client. */
   scope: (request: Req) => string | Promise<string>;
-  /** The route name used in the fingerprint and metrics; default the route template. */
+  /** The route name used in metrics and logs; default the route template. */
   route?: (request: Req) => string;
 }
 
@@ -56,7 +57,7 @@ export function idempotentFastify<DB, Req extends FastifyLikeRequest = FastifyLi
   const { scope, route = fastifyRoute, ...handleOptions } = options;
   return async (request, reply) => {
     const result = await idempotency.handle(
-      { method: request.method, route: route(request), scope: await scope(request), idempotencyKey: request.headers['idempotency-key'], body: request.body },
+      { method: request.method, route: route(request), path: request.url, scope: await scope(request), idempotencyKey: request.headers['idempotency-key'], body: request.body },
       (context) => handler(request, context),
       handleOptions,
     );

@@ -15,6 +15,7 @@ export interface ClaimInput {
   scope: string;
   key: string;
   method: string;
+  /** The request target the key is bound to (stored for diagnosis; the fingerprint is what is compared). */
   route: string;
   /** From {@link requestFingerprint}. */
   fingerprint: string;
@@ -22,7 +23,6 @@ export interface ClaimInput {
 
 /** A claim this request holds on a key: pass it to `complete` or `release`. */
 export interface Claim extends ClaimRef {
-  readonly route: string;
   /** 1 for the first run of the key, 2+ after takeovers of a crashed run. */
   readonly attempt: number;
 }
@@ -133,7 +133,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     for (let round = 0; round < 3; round++) {
       const ref: ClaimRef = { scope, key, leaseToken: randomUUID() };
       if (await store.insert(ref, m, route, fingerprint)) {
-        return { kind: 'claimed', claim: { ...ref, route, attempt: 1 }, takeover: false };
+        return { kind: 'claimed', claim: { ...ref, attempt: 1 }, takeover: false };
       }
       const record = await store.read(scope, key);
       if (record === undefined) continue; // released between our insert and read: try again
@@ -144,7 +144,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
       }
       const attempt = await store.takeOver(record.leaseToken, ref, m, route, fingerprint);
       if (attempt !== undefined) {
-        return { kind: 'claimed', claim: { ...ref, route, attempt }, takeover: !record.expired };
+        return { kind: 'claimed', claim: { ...ref, attempt }, takeover: !record.expired };
       }
       // Someone else took it, or its holder is alive in a transaction: look again.
     }
@@ -169,7 +169,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   }
 
   /** Runs the handler outside any transaction, renewing the lease while it runs. */
-  async function runPlain(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
+  async function runPlain(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string, route: string): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
     const timer =
       o.heartbeatMs > 0
         ? setInterval(() => {
@@ -188,15 +188,15 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     }
     if (!shouldStore(normalized.stored.status)) throw new Rollback(normalized);
     if (!(await store.complete(db, c, normalized.stored))) {
-      metrics.increment(IdempotencyMetric.leaseLost, { route: c.route });
+      metrics.increment(IdempotencyMetric.leaseLost, { route });
       log.warn('handler finished after its key was taken over by a retry; its response was not stored');
       return { normalized, stored: false };
     }
     return { normalized, stored: true };
   }
 
-  async function releaseQuietly(c: Claim, log: Logger, why: string): Promise<void> {
-    metrics.increment(IdempotencyMetric.released, { route: c.route });
+  async function releaseQuietly(c: Claim, log: Logger, route: string, why: string): Promise<void> {
+    metrics.increment(IdempotencyMetric.released, { route });
     try {
       await store.release(c);
       log.info({ why }, 'key released; a retry will run the operation again');
@@ -234,7 +234,8 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     }
     const { key } = parsed;
     const log = o.logger.child({ scope, idempotencyKey: key, route });
-    const outcome = await claim({ scope, key, method: request.method, route, fingerprint: requestFingerprint(request.method, route, request.body) });
+    const target = request.path ?? route;
+    const outcome = await claim({ scope, key, method: request.method, route: target, fingerprint: requestFingerprint(request.method, target, request.body) });
     switch (outcome.kind) {
       case 'replay':
         metrics.increment(IdempotencyMetric.replays, { route });
@@ -268,11 +269,11 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
       log.debug({ attempt: c.attempt }, 'key claimed');
     }
     try {
-      const { normalized, stored } = transactional ? await runTransactional(c, log, handler, scope) : await runPlain(c, log, handler, scope);
+      const { normalized, stored } = transactional ? await runTransactional(c, log, handler, scope) : await runPlain(c, log, handler, scope, route);
       return { outcome: 'executed', response: firstResponse(normalized), stored, takeover: outcome.takeover };
     } catch (err) {
       if (err instanceof Rollback) {
-        await releaseQuietly(c, log, `status ${err.response.stored.status} is not stored`);
+        await releaseQuietly(c, log, route, `status ${err.response.stored.status} is not stored`);
         return { outcome: 'executed', response: firstResponse(err.response), stored: false, takeover: outcome.takeover };
       }
       if (err instanceof ClaimLost) {
@@ -285,7 +286,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
           }),
         };
       }
-      await releaseQuietly(c, log, 'handler failed');
+      await releaseQuietly(c, log, route, 'handler failed');
       throw err;
     }
   }

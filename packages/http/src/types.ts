@@ -5,8 +5,10 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 export interface IdempotentRequest {
   /** HTTP method, e.g. `POST` (compared upper-cased). */
   method: string;
-  /** The route template (`/payments/:id`), not the concrete path, so ids in the path do not matter to metrics; it is part of the fingerprint. */
+  /** The route template (`/payments/:id`), used as the metrics label and in logs. */
   route: string;
+  /** The concrete request target (`/payments/42?expand=customer`) the key is bound to; part of the fingerprint. Default `route`. */
+  path?: string;
   /** Whose key space the key lives in (tenant, user, API client); supplied by the application, never by the client's key. */
   scope: string;
   /** The raw `Idempotency-Key` header value(s), exactly as received; `undefined` when absent. */

@@ -69,6 +69,9 @@ describe.each<AdapterName>(['express', 'fastify'])('idempotency keys over %s', (
     expect(JSON.parse(different.text)).toMatchObject({ status: 422, type: expect.stringContaining('idempotency-key-reused') });
     const otherRoute = await send(app.url, '/items/7', { key, body: '{"amount":100,"currency":"EUR","meta":{"a":1,"b":[1,2]}}' });
     expect(otherRoute.status).toBe(422);
+    const k2 = randomUUID();
+    expect((await send(app.url, '/items/7', { key: k2, body: { n: 1 } })).status).toBe(201);
+    expect((await send(app.url, '/items/8', { key: k2, body: { n: 1 } })).status).toBe(422);
     expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
   });
 

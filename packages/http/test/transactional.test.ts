@@ -4,7 +4,7 @@ import { createOutboxWriter } from '@effectively/core';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { createIdempotency, type HandlerContext, type HandlerResponse, type IdempotencyOptions } from '../src';
 import { startApp, type RunningApp, type TestHandler } from './adapters';
-import { countEffects, countRows, createEffectsTable, send } from './helpers';
+import { countEffects, countRows, createEffectsTable, send, sleep } from './helpers';
 
 describe('transactional mode and what gets stored', () => {
   const { databaseUrl } = testServices();
@@ -119,6 +119,23 @@ describe('transactional mode and what gets stored', () => {
     const replay = await send(app.url, '/items', { key, body: { a: 1 } });
     expect(replay.text).toBe('plain text');
     expect(replay.headers['x-request-id']).toBeUndefined(); // not in storedHeaders: sent once
+    expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
+  });
+
+  it('renews the lease of a slow handler outside a transaction, so a retry does not take it over', async () => {
+    const app = await start({ transactional: false, leaseMs: 300, heartbeatMs: 100 });
+    const key = randomUUID();
+    behaviour = async (_body, { db, key: k }) => {
+      await effect(db, k);
+      await sleep(1_200); // four leases long
+      return { status: 201, json: { slow: true } };
+    };
+    const first = send(app.url, '/items', { key, body: {} });
+    await sleep(800);
+    const retry = await send(app.url, '/items', { key, body: {} });
+    expect(retry.status).toBe(409);
+    expect((await first).status).toBe(201);
+    expect((await send(app.url, '/items', { key, body: {} })).headers['idempotent-replayed']).toBe('true');
     expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
   });
 
