@@ -1,11 +1,25 @@
 import type { OutboxMessage } from '@effectively/core';
 import type { RawMessage } from './kafka-adapter';
 
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A header value as outbox text: clean UTF-8 stays as it is; anything else (binary, NUL, which
+ * Postgres text cannot hold) becomes `base64:<bytes>`, so nothing is silently altered.
+ * Repeated headers keep their first value.
+ */
 function headerToString(value: RawMessage['headers'][string]): string | undefined {
   if (value === undefined) return undefined;
   const first = Array.isArray(value) ? value[0] : value;
   if (first === undefined) return undefined;
-  return Buffer.isBuffer(first) ? first.toString('utf8') : first;
+  const bytes = Buffer.isBuffer(first) ? first : Buffer.from(first, 'utf8');
+  try {
+    const text = decoder.decode(bytes);
+    if (!text.includes('\u0000')) return text;
+  } catch {
+    /* not UTF-8 */
+  }
+  return `base64:${bytes.toString('base64')}`;
 }
 
 /**
@@ -28,7 +42,7 @@ export function deadLetterMessage(message: RawMessage, options: { group: string;
       ...headers,
       'dlq-reason': options.reason,
       'dlq-error': options.error.slice(0, 2000),
-      'dlq-event-id': options.eventId,
+      'dlq-event-id': headerToString(options.eventId) ?? '',
       'dlq-group': options.group,
       'dlq-original-topic': message.topic,
       'dlq-original-partition': String(message.partition),

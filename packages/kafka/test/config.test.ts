@@ -1,0 +1,44 @@
+import { InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
+import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
+import { IdempotentConsumer, type IdempotentConsumerOptions } from '../src';
+
+describe('hostile or inconsistent configuration is refused at construction', () => {
+  const { brokers, databaseUrl } = testServices();
+  let s: TestSchema;
+  beforeAll(async () => {
+    s = await createTestSchema(databaseUrl, 'cfg');
+  });
+  afterAll(async () => s.drop());
+  const base = (): IdempotentConsumerOptions => ({ brokers, groupId: 'g', topics: ['t'], db: s.db, schema: s.schema, handler: async () => undefined });
+
+  it.each([
+    ['a schema with quotes', { schema: 'x"y' }, InvalidIdentifierError, /safe identifier/],
+    ['a schema with ;DROP', { schema: 'x; DROP TABLE users' }, InvalidIdentifierError, /safe identifier/],
+    ['a schema longer than 63 bytes', { schema: 's'.repeat(64) }, InvalidIdentifierError, /63 bytes/],
+    ['a reserved word', { schema: 'table' }, InvalidIdentifierError, /reserved/],
+    ['a unicode schema', { schema: 'schéma' }, InvalidIdentifierError, /safe identifier/],
+    ['a heartbeat not under a third of the session timeout', { sessionTimeoutMs: 6000, heartbeatIntervalMs: 3000 }, InvalidConfigError, /heartbeatIntervalMs/],
+    ['a zero batch size', { batchSize: 0 }, InvalidConfigError, /batchSize/],
+    ['a huge batch size', { batchSize: 1_000_000 }, InvalidConfigError, /batchSize/],
+    ['an event id limit above 512 bytes', { maxEventIdBytes: 4096 }, InvalidConfigError, /maxEventIdBytes/],
+    ['no topics', { topics: [] }, InvalidConfigError, /topics/],
+    ['an invalid topic name', { topics: ['bad topic'] }, InvalidConfigError, /topics/],
+  ])('refuses %s', (_name, patch, type, message) => {
+    expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(type);
+    expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(message);
+  });
+
+  it.each(['autoCommit', 'eachBatchAutoResolve', 'autoCommitInterval', 'eachMessage'])('refuses %s: offsets are committed only after the database commit', (key) => {
+    const options = { ...base(), [key]: true } as unknown as IdempotentConsumerOptions;
+    expect(() => new IdempotentConsumer(options)).toThrow(/only after the database transaction commits/);
+    const nested = { ...base(), kafka: { [key]: true } } as unknown as IdempotentConsumerOptions;
+    expect(() => new IdempotentConsumer(nested)).toThrow(InvalidConfigError);
+  });
+
+  it('does not change the caller\'s options object', () => {
+    const options = base();
+    const copy = { ...options };
+    new IdempotentConsumer(options);
+    expect(options).toEqual(copy);
+  });
+});
