@@ -26,9 +26,9 @@ export interface Database<DB = unknown> {
 }
 
 /**
- * Creates a Kysely instance over a `pg` pool. The pool's `error` event (an idle connection
- * killed by the server, e.g. `pg_terminate_backend` or a restart) is logged instead of
- * crashing the process; the pool replaces the connection on next use.
+ * Creates a Kysely instance over a `pg` pool. Connection errors (an idle or checked-out
+ * connection killed by the server, e.g. `pg_terminate_backend` or a restart) are logged
+ * instead of crashing the process; the pool replaces the connection on next use.
  */
 export function createDatabase<DB = unknown>(options: DatabaseOptions): Database<DB> {
   const logger = options.logger ?? silentLogger();
@@ -40,6 +40,12 @@ export function createDatabase<DB = unknown>(options: DatabaseOptions): Database
   });
   pool.on('error', (err) => {
     logger.warn({ err }, 'idle Postgres connection failed; the pool will open a new one');
+  });
+  // A connection that dies while checked out (pg_terminate_backend, a server restart) emits
+  // 'error' on its client; without a listener that would crash the process. The query in
+  // flight fails with the same error, which the caller handles (retry, roll back).
+  pool.on('connect', (client) => {
+    client.on('error', (err) => logger.warn({ err }, 'Postgres connection lost while in use'));
   });
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   let destroyed: Promise<void> | undefined;
