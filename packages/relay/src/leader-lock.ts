@@ -8,7 +8,8 @@ import { sql } from 'kysely';
 export interface LeaderLock {
   /**
    * Takes the lock, or confirms this relay still holds it. Resolves `false` on standby and
-   * when the lock was lost (its connection died); never throws for connection trouble.
+   * when the lock was just found lost (its connection died); the next call competes for it
+   * again. Never throws for connection trouble.
    */
   acquire(): Promise<boolean>;
   /** Releases the lock (if held) and closes its connection. */
@@ -30,8 +31,8 @@ export interface AdvisoryLeaderLockOptions {
  * A session-level `pg_try_advisory_lock(hashtext('effectively:relay:' || schema))` held on a
  * dedicated connection. The session that took it is remembered by backend pid and start time;
  * if that connection dies (server restart, `pg_terminate_backend`, network), Postgres releases
- * the lock and the next {@link LeaderLock.acquire} sees a different session, reports the loss and
- * tries to take the lock again, so publishing stops until it is re-acquired.
+ * the lock and the next {@link LeaderLock.acquire} sees a different session and reports the loss,
+ * so publishing stops until a later call takes the lock again.
  */
 export function createAdvisoryLeaderLock(options: AdvisoryLeaderLockOptions): LeaderLock {
   const key = `effectively:relay:${options.schema}`;
@@ -61,6 +62,8 @@ export function createAdvisoryLeaderLock(options: AdvisoryLeaderLockOptions): Le
           if (rows[0]?.session === held) return true;
           log.warn({ schema: options.schema }, 'relay lost its leader lock (its connection was replaced); publishing stops until the lock is taken again');
           held = undefined;
+          // Report the loss; the next call (after the standby pause) competes for the lock again.
+          return false;
         }
         const { rows } = await sql<{ locked: boolean; session: string }>`
           SELECT pg_try_advisory_lock(hashtext(${key})) AS locked,
