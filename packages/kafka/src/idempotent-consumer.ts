@@ -129,7 +129,7 @@ export class IdempotentConsumer<T = unknown> {
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) await this.commitSettled(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
-      await batch.heartbeat().catch(() => undefined);
+      if (!(await this.heartbeat(batch))) return;
       if (outcome.failed !== undefined) {
         const failedMessage = chunk[outcome.failed.index] as RawMessage;
         const attempt = attempts.get(failedMessage.offset) ?? 1;
@@ -166,9 +166,32 @@ export class IdempotentConsumer<T = unknown> {
         }
         this.stats.transientRetries++;
         o.metrics.increment('retries_total', { group: o.groupId, topic: batch.topic, partition: batch.partition, kind: 'transient' });
-        await sleepWithTicks(backoffMs(attempt, 100, 5000), Math.max(500, Math.floor(o.heartbeatIntervalMs / 2)), () => batch.heartbeat(), () => !live());
-        if (!live()) return undefined;
+        let rebalancing = false;
+        await sleepWithTicks(
+          backoffMs(attempt, 100, 5000),
+          Math.max(500, Math.floor(o.heartbeatIntervalMs / 2)),
+          async () => {
+            rebalancing = !(await this.heartbeat(batch));
+          },
+          () => !live() || rebalancing,
+        );
+        if (!live() || rebalancing) return undefined;
       }
+    }
+  }
+
+  /**
+   * Heartbeats between chunks. A failed heartbeat means the group is rebalancing (or the
+   * member was fenced out): stop working on this batch so the member can rejoin promptly;
+   * committed work is safe and the rest is redelivered.
+   */
+  private async heartbeat(batch: FetchedBatch): Promise<boolean> {
+    try {
+      await batch.heartbeat();
+      return true;
+    } catch (error) {
+      this.log.info({ topic: batch.topic, partition: batch.partition, reason: error instanceof Error ? error.message : String(error) }, 'heartbeat refused (rebalance); leaving the batch to rejoin');
+      return false;
     }
   }
 

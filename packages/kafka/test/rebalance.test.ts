@@ -1,0 +1,66 @@
+import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { startConsumerChild } from './support/child';
+import { count, createLedger, makeEvents, model, sameTotals, toMessages, totals, waitFor } from './support/ledger';
+
+describe('rebalances and zombies', () => {
+  const { brokers, databaseUrl } = testServices();
+  const kafka = testKafka(brokers);
+
+  it('a member joins mid-batch, another is frozen (SIGSTOP) past its session timeout and resumed: exact effects, offsets never move backwards', async () => {
+    const s = await createTestSchema(databaseUrl, 'rebal');
+    const admin = kafka.admin();
+    await admin.connect();
+    const members: Array<ReturnType<typeof startConsumerChild>> = [];
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'rebal', partitions: 4 }]);
+      const events = makeEvents(800, seededRandom(21));
+      await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, maxCopies: 3, random: seededRandom(22) });
+      const group = uniqueName('g');
+      // Slow handlers make long batches, so joins and freezes land mid-transaction.
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: s.schema, TOPIC: topic as string, GROUP: group, BATCH_SIZE: '20', HANDLER_DELAY_MS: '5', SESSION_TIMEOUT_MS: '6000' };
+
+      const seen = new Map<number, bigint>();
+      let backwards = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [topic as string] }).catch(() => []);
+          for (const p of offsets?.partitions ?? []) {
+            if (p.offset === '-1') continue;
+            const now = BigInt(p.offset);
+            const before = seen.get(p.partition);
+            if (before !== undefined && now < before) backwards++;
+            seen.set(p.partition, now);
+          }
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      })();
+
+      const a = startConsumerChild(env);
+      members.push(a);
+      await a.waitForLine(/^committed/);
+      const b = startConsumerChild(env);
+      members.push(b);
+      await b.waitForLine(/^started/);
+      await b.waitForLine(/^committed/, 60_000);
+
+      // Freeze A past its session timeout; B takes its partitions; then A wakes up as a zombie.
+      a.process.kill('SIGSTOP');
+      await new Promise((r) => setTimeout(r, 9000));
+      a.process.kill('SIGCONT');
+
+      const expected = model(events);
+      expect(await waitFor(() => totals(s.db, s.schema), (t) => sameTotals(t, expected), 120_000)).toEqual(expected);
+      expect(await count(s.db, s.schema, 'processed_events')).toBe(events.length);
+      sampling = false;
+      await sampler;
+      expect(backwards).toBe(0);
+      expect(seen.size).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(members.map((m) => m.stop()));
+      await admin.disconnect();
+      await s.drop();
+    }
+  });
+});
