@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createTestSchema, createTopics, readTopic, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
-import { OutboxRelay, type DrainResult } from '../src';
+import { Registry } from 'prom-client';
+import { OutboxRelay, relayPrometheusMetrics, type DrainResult } from '../src';
 import { enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor } from './support/outbox';
 
 describe('poison rows', () => {
@@ -25,8 +26,10 @@ describe('poison rows', () => {
       { eventId: 'big-2', topic, key: 'big', value: 'after the big one' },
       ...makeMessages(topic, 10, 3, 'after'),
     ]);
+    const registry = new Registry();
     const relay = new OutboxRelay({
       brokers,
+      metrics: relayPrometheusMetrics(registry),
       db: s.db,
       databaseUrl,
       schema: s.schema,
@@ -63,6 +66,10 @@ describe('poison rows', () => {
       expect(byId('ghost-2')?.status).toBe('published');
       expect(byId('big-2')?.status).toBe('published');
       expect(relay.stats.parked).toBe(2);
+      const text = await registry.metrics();
+      expect(text).toContain(`effectively_relay_parked_total{schema="${s.schema}",topic="${topic}",reason="message-too-large"} 1`);
+      expect(text).toContain(`effectively_relay_parked_total{schema="${s.schema}",topic="${missing}",reason="unknown-topic"} 1`);
+      expect(text).toContain(`effectively_relay_failed_attempts_total{schema="${s.schema}",topic="${missing}",reason="unknown-topic"} 3`);
     } finally {
       await relay.stop();
     }

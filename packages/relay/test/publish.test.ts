@@ -1,7 +1,8 @@
 import { createOutboxWriter, InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
 import { createTestSchema, createTopics, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
-import { OutboxRelay, pruneOutbox, type OutboxRelayOptions } from '../src';
+import { Registry } from 'prom-client';
+import { OutboxRelay, pruneOutbox, relayPrometheusMetrics, type OutboxRelayOptions } from '../src';
 import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor } from './support/outbox';
 
 describe('outbox relay publishes committed rows', () => {
@@ -128,15 +129,22 @@ describe('outbox relay publishes committed rows', () => {
 
   it('drainOnce runs one cycle and reports what it did', async () => {
     const [topic] = (await createTopics(kafka, [{ prefix: 'relay_drain' }])) as [string];
-    const r = relay({ batchSize: 7 });
+    const registry = new Registry();
+    const r = relay({ batchSize: 7, metrics: relayPrometheusMetrics(registry) });
     try {
       await enqueue(s.db, s.schema, makeMessages(topic, 10, 3, 'dr'));
       expect(await r.drainOnce()).toEqual({ published: 7, failed: 0, parked: 0, fetched: 7, leader: true });
       expect(await r.drainOnce()).toEqual({ published: 3, failed: 0, parked: 0, fetched: 3, leader: true });
       expect(await r.drainOnce()).toEqual({ published: 0, failed: 0, parked: 0, fetched: 0, leader: true });
+      const text = await registry.metrics();
+      expect(text).toContain(`effectively_relay_published_total{schema="${s.schema}",topic="${topic}"} 10`);
+      expect(text).toContain(`effectively_relay_leader{schema="${s.schema}"} 1`);
+      expect(text).toContain('effectively_relay_lag_seconds');
+      expect(text).toContain('effectively_relay_batch_duration_seconds_count');
     } finally {
       await r.stop();
     }
+    expect(await registry.metrics()).toContain(`effectively_relay_leader{schema="${s.schema}"} 0`);
     await expect(r.drainOnce()).rejects.toThrow(/stopped/);
   });
 });
