@@ -1,0 +1,218 @@
+import { createOutboxWriter, silentLogger, type Database } from '@effectively/core';
+import { OutboxRelay } from '@effectively/relay';
+import { testKafka, uniqueName } from '@effectively/testkit';
+import { logLevel, Kafka } from 'kafkajs';
+import { sql } from 'kysely';
+import { createAggregator } from '../examples/ad-spend/src/aggregator';
+import { parseSpendEvent, type SpendEvent } from '../examples/ad-spend/src/events';
+import type { GroundTruth } from '../examples/ad-spend/src/generator';
+import { applySpend, storedTotals } from '../examples/ad-spend/src/store';
+
+/** What every variant is given: one topic with the same messages, one schema, the truth. */
+export interface BenchContext {
+  brokers: string[];
+  databaseUrl: string;
+  database: Database;
+  schema: string;
+  topic: string;
+  alertsTopic: string;
+  messages: number;
+  truth: GroundTruth;
+  concurrency: number;
+  timeoutMs: number;
+}
+
+/** One run of one variant. */
+export interface Measurement {
+  items: number;
+  seconds: number;
+  /** Stored totals equal the truth (null: not applicable, e.g. producer variants). */
+  correct: boolean | null;
+  /** Relative error of the grand total, e.g. 0.23 = 23 % too much. */
+  error: number | null;
+}
+
+export interface Variant {
+  name: string;
+  group: 'consume' | 'produce';
+  /** One transaction per message: run `--slow-runs` times instead of `--runs`. */
+  slow?: boolean;
+  run(ctx: BenchContext): Promise<Measurement>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Empties the effect tables so every run starts from nothing. */
+export async function resetState(ctx: BenchContext): Promise<void> {
+  const t = (name: string) => sql.id(ctx.schema, name);
+  await sql`TRUNCATE ${t('campaign_daily_spend')}, ${t('outbox')}, ${t('processed_events')}, ${t('partition_fences')}, ${t('bench_seen')}`.execute(ctx.database.db);
+}
+
+async function check(ctx: BenchContext): Promise<Pick<Measurement, 'correct' | 'error'>> {
+  const stored = await storedTotals(ctx.database.db, ctx.schema);
+  const sum = (t: Record<string, Record<string, number>>): number => Object.values(t).reduce((a, byDay) => a + Object.values(byDay).reduce((x, y) => x + y, 0), 0);
+  let correct = true;
+  for (const c of new Set([...Object.keys(stored), ...Object.keys(ctx.truth.totals)])) {
+    for (const d of new Set([...Object.keys(stored[c] ?? {}), ...Object.keys(ctx.truth.totals[c] ?? {})])) {
+      if ((stored[c]?.[d] ?? 0) !== (ctx.truth.totals[c]?.[d] ?? 0)) correct = false;
+    }
+  }
+  const expected = sum(ctx.truth.totals);
+  return { correct, error: (sum(stored) - expected) / expected };
+}
+
+/** Times a consumer from the first message it handles until `done()` says all messages are handled. */
+async function timeConsumer(ctx: BenchContext, start: (mark: () => void) => Promise<{ done: () => boolean; stop: () => Promise<void> }>): Promise<Measurement> {
+  await resetState(ctx);
+  let first = 0;
+  const consumer = await start(() => {
+    if (first === 0) first = Date.now();
+  });
+  const deadline = Date.now() + ctx.timeoutMs;
+  while (!consumer.done() && Date.now() < deadline) await sleep(20);
+  const end = Date.now();
+  const finished = consumer.done();
+  await consumer.stop();
+  if (!finished) throw new Error(`timed out after ${ctx.timeoutMs} ms`);
+  return { items: ctx.messages, seconds: (end - first) / 1_000, ...(await check(ctx)) };
+}
+
+function decode(value: Buffer | null): SpendEvent {
+  return parseSpendEvent(JSON.parse((value ?? Buffer.alloc(0)).toString('utf8')));
+}
+
+function quietKafka(ctx: BenchContext): Kafka {
+  return new Kafka({ clientId: 'bench', brokers: ctx.brokers, logLevel: logLevel.NOTHING });
+}
+
+/** Plain kafkajs, eachBatch, one transaction with one multi-row upsert per batch, no deduplication. */
+export const rawBatched: Variant = {
+  name: 'raw kafkajs, batched upsert, no dedup',
+  group: 'consume',
+  run: (ctx) =>
+    timeConsumer(ctx, async (mark) => {
+      const outbox = createOutboxWriter({ schema: ctx.schema });
+      const consumer = quietKafka(ctx).consumer({ groupId: uniqueName('raw'), sessionTimeout: 10_000 });
+      let seen = 0;
+      await consumer.connect();
+      await consumer.subscribe({ topic: ctx.topic, fromBeginning: true });
+      await consumer.run({
+        partitionsConsumedConcurrently: ctx.concurrency,
+        eachBatch: async ({ batch }) => {
+          mark();
+          const events = batch.messages.map((m) => decode(m.value));
+          await ctx.database.db.transaction().execute((trx) => applySpend(trx, ctx.schema, events, outbox, ctx.alertsTopic));
+          seen += batch.messages.length;
+        },
+      });
+      return { done: () => seen >= ctx.messages, stop: () => consumer.disconnect() };
+    }),
+};
+
+/** The usual hand-written dedup: per message, one transaction: look the id up, apply, remember the id. */
+export const naive: Variant = {
+  name: 'naive: check id, apply, insert id (tx per message)',
+  group: 'consume',
+  slow: true,
+  run: (ctx) =>
+    timeConsumer(ctx, async (mark) => {
+      const outbox = createOutboxWriter({ schema: ctx.schema });
+      const seenTable = sql.id(ctx.schema, 'bench_seen');
+      const consumer = quietKafka(ctx).consumer({ groupId: uniqueName('naive'), sessionTimeout: 10_000 });
+      let seen = 0;
+      await consumer.connect();
+      await consumer.subscribe({ topic: ctx.topic, fromBeginning: true });
+      await consumer.run({
+        partitionsConsumedConcurrently: ctx.concurrency,
+        eachMessage: async ({ message }) => {
+          mark();
+          const event = decode(message.value);
+          await ctx.database.db.transaction().execute(async (trx) => {
+            const { rows } = await sql`SELECT 1 FROM ${seenTable} WHERE event_id = ${event.event_id}`.execute(trx);
+            if (rows.length > 0) return;
+            await applySpend(trx, ctx.schema, [event], outbox, ctx.alertsTopic);
+            await sql`INSERT INTO ${seenTable} (event_id) VALUES (${event.event_id})`.execute(trx);
+          });
+          seen++;
+        },
+      });
+      return { done: () => seen >= ctx.messages, stop: () => consumer.disconnect() };
+    }),
+};
+
+/** effectively's IdempotentConsumer (the ad-spend aggregator) in event or batch mode. */
+export function effectively(mode: 'event' | 'batch', batchSize = 500): Variant {
+  return {
+    name: mode === 'event' ? 'effectively, per-event mode' : `effectively, batch mode (${batchSize})`,
+    group: 'consume',
+    slow: mode === 'event',
+    run: (ctx) =>
+      timeConsumer(ctx, async (mark) => {
+        const consumer = createAggregator({
+          brokers: ctx.brokers,
+          db: ctx.database.db,
+          schema: ctx.schema,
+          spendTopic: ctx.topic,
+          alertsTopic: ctx.alertsTopic,
+          groupId: uniqueName(`eff_${mode}`),
+          mode,
+          batchSize,
+          partitionsConsumedConcurrently: ctx.concurrency,
+          hooks: { beforeDbCommit: mark },
+          logger: silentLogger(),
+        });
+        await consumer.start();
+        const s = consumer.stats;
+        return { done: () => s.processed + s.duplicates + s.conflicts + s.deadLettered >= ctx.messages, stop: () => consumer.stop() };
+      }),
+  };
+}
+
+/** Rows an alert-sized payload (~200 bytes) per unique event, for the producer comparison. */
+const payload = (i: number): string => JSON.stringify({ type: 'campaign.budget_exceeded', campaign_id: `cmp-${i % 50}`, day: '2026-01-05', daily_budget: 1_000_000_000, total: 1_000_000_000 + i, note: 'x'.repeat(60) });
+
+/** The relay publishing N committed outbox rows (idempotent producer, one request in flight). */
+export function relay(n: number, batchSize = 500): Variant {
+  return {
+    name: `relay: outbox → Kafka (batch ${batchSize})`,
+    group: 'produce',
+    run: async (ctx) => {
+      await resetState(ctx);
+      const outbox = createOutboxWriter({ schema: ctx.schema });
+      for (let i = 0; i < n; i += 1_000) {
+        const chunk = Array.from({ length: Math.min(1_000, n - i) }, (_, k) => ({ eventId: uniqueName(`o${i + k}`), topic: ctx.alertsTopic, key: `cmp-${(i + k) % 50}`, value: payload(i + k) }));
+        await outbox.enqueue(ctx.database.db, chunk);
+      }
+      const r = new OutboxRelay({ brokers: ctx.brokers, db: ctx.database.db, databaseUrl: ctx.databaseUrl, schema: ctx.schema, batchSize, pollIntervalMs: 10 });
+      const started = Date.now();
+      await r.start();
+      const deadline = Date.now() + ctx.timeoutMs;
+      while (r.stats.published < n && Date.now() < deadline) await sleep(10);
+      const end = Date.now();
+      const published = r.stats.published;
+      await r.stop();
+      if (published < n) throw new Error(`relay published ${published}/${n} in time`);
+      return { items: n, seconds: (end - started) / 1_000, correct: null, error: null };
+    },
+  };
+}
+
+/** kafkajs producing the same N messages directly (same guarantees: idempotent, one in flight, acks all). */
+export function direct(n: number, batchSize = 500): Variant {
+  return {
+    name: `kafkajs producer direct (batch ${batchSize})`,
+    group: 'produce',
+    run: async (ctx) => {
+      const producer = testKafka(ctx.brokers, 'bench-direct').producer({ idempotent: true, maxInFlightRequests: 1 });
+      await producer.connect();
+      const started = Date.now();
+      for (let i = 0; i < n; i += batchSize) {
+        const messages = Array.from({ length: Math.min(batchSize, n - i) }, (_, k) => ({ key: `cmp-${(i + k) % 50}`, value: payload(i + k), headers: { 'event-id': `d${i + k}` } }));
+        await producer.send({ topic: ctx.alertsTopic, acks: -1, messages });
+      }
+      const end = Date.now();
+      await producer.disconnect();
+      return { items: n, seconds: (end - started) / 1_000, correct: null, error: null };
+    },
+  };
+}
