@@ -110,6 +110,12 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
 
 const state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema } = {};
 let code = 0;
+const interrupt = (): void => {
+  say('interrupted; stopping services');
+  void Promise.allSettled([state.kafka?.stop(), state.postgres?.stop()]).finally(() => process.exit(130));
+};
+process.once('SIGINT', interrupt);
+process.once('SIGTERM', interrupt);
 main(state)
   .catch((error: unknown) => {
     say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

@@ -16,6 +16,8 @@ export interface AggregatorOptions {
   sessionTimeoutMs?: number;
   partitionsConsumedConcurrently?: number;
   hooks?: ConsumerHooks;
+  /** Called for every message as it is decoded (observation, e.g. benchmarks' start time). */
+  onReceived?: () => void;
   logger: Logger;
 }
 
@@ -36,7 +38,10 @@ export function createAggregator(options: AggregatorOptions): IdempotentConsumer
     schema: options.schema,
     mode: options.mode ?? 'batch',
     batchSize: options.batchSize ?? 500,
-    decode: (value) => parseSpendEvent(JSON.parse(value.toString('utf8'))),
+    decode: (value) => {
+      options.onReceived?.();
+      return parseSpendEvent(JSON.parse(value.toString('utf8')));
+    },
     handler: async (event, { trx }) => {
       await applySpend(trx, options.schema, [event.value], outbox, options.alertsTopic);
     },
