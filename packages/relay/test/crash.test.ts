@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { createTestSchema, createTopics, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
-import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor } from './support/outbox';
+import { createTestSchema, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor, newTopic } from './support/outbox';
 
 const fixture = path.join(__dirname, 'fixtures', 'relay-child.ts');
 
@@ -36,7 +36,7 @@ describe('relay killed mid-stream', () => {
   });
 
   it('SIGKILL while publishing, restart: every row published at least once, distinct event ids == rows, order per key kept (F32)', async () => {
-    const [topic] = (await createTopics(kafka, [{ prefix: 'relay_crash', partitions: 3 }])) as [string];
+    const topic = await newTopic(kafka, 'relay_crash', 3);
     const total = 3000;
     for (let t = 0; t < 30; t++) await enqueue(s.db, s.schema, makeMessages(topic, 100, 10, 'c', t * 100));
     const env = { DATABASE_URL: databaseUrl, KAFKA_BROKERS: brokers.join(','), SCHEMA: s.schema, BATCH_SIZE: '50' };

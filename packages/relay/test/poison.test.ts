@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { createTestSchema, createTopics, readTopic, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, readTopic, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { Registry } from 'prom-client';
 import { OutboxRelay, relayPrometheusMetrics, type DrainResult } from '../src';
-import { enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor } from './support/outbox';
+import { enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor, newTopic } from './support/outbox';
 
 describe('poison rows', () => {
   const { brokers, databaseUrl } = testServices();
@@ -14,7 +14,7 @@ describe('poison rows', () => {
   afterAll(async () => s.drop());
 
   it('a row for a missing topic backs off, then is parked after maxAttempts; an oversized row is parked at once; other keys flow (F27, F34)', async () => {
-    const [topic] = (await createTopics(kafka, [{ prefix: 'relay_poison', partitions: 2 }])) as [string];
+    const topic = await newTopic(kafka, 'relay_poison', 2);
     const missing = uniqueName('relay_missing'); // auto-creation is off on the test broker
     await enqueue(s.db, s.schema, makeMessages(topic, 10, 3, 'before'));
     await enqueue(s.db, s.schema, [

@@ -1,9 +1,9 @@
 import { createOutboxWriter, InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
-import { createTestSchema, createTopics, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { Registry } from 'prom-client';
 import { OutboxRelay, pruneOutbox, relayPrometheusMetrics, type OutboxRelayOptions } from '../src';
-import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor } from './support/outbox';
+import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor, newTopic } from './support/outbox';
 
 describe('outbox relay publishes committed rows', () => {
   const { brokers, databaseUrl } = testServices();
@@ -32,7 +32,7 @@ describe('outbox relay publishes committed rows', () => {
   });
 
   it('publishes every committed row once, in id order per key, with the event-id header; rows end published', async () => {
-    const [topic] = (await createTopics(kafka, [{ prefix: 'relay_order', partitions: 3 }])) as [string];
+    const topic = await newTopic(kafka, 'relay_order', 3);
     const r = relay({ batchSize: 100 });
     await r.start();
     try {
@@ -72,7 +72,7 @@ describe('outbox relay publishes committed rows', () => {
   });
 
   it('never publishes the rows of a rolled-back transaction', async () => {
-    const [topic] = (await createTopics(kafka, [{ prefix: 'relay_rollback' }])) as [string];
+    const topic = await newTopic(kafka, 'relay_rollback');
     const writer = createOutboxWriter({ schema: s.schema });
     const r = relay();
     await r.start();
@@ -96,7 +96,7 @@ describe('outbox relay publishes committed rows', () => {
   });
 
   it('publishes a row whose transaction took a lower id but committed later (F30: no id watermark)', async () => {
-    const [topic] = (await createTopics(kafka, [{ prefix: 'relay_late' }])) as [string];
+    const topic = await newTopic(kafka, 'relay_late');
     const writer = createOutboxWriter({ schema: s.schema });
     const r = relay();
     await r.start();
@@ -128,7 +128,7 @@ describe('outbox relay publishes committed rows', () => {
   });
 
   it('drainOnce runs one cycle and reports what it did', async () => {
-    const [topic] = (await createTopics(kafka, [{ prefix: 'relay_drain' }])) as [string];
+    const topic = await newTopic(kafka, 'relay_drain');
     const registry = new Registry();
     const r = relay({ batchSize: 7, metrics: relayPrometheusMetrics(registry) });
     try {

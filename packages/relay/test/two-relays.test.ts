@@ -1,7 +1,7 @@
-import { createTestSchema, createTopics, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { OutboxRelay } from '../src';
-import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor } from './support/outbox';
+import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor, newTopic } from './support/outbox';
 
 describe('two relays on one schema', () => {
   const { brokers, databaseUrl } = testServices();
@@ -25,7 +25,7 @@ describe('two relays on one schema', () => {
   };
 
   it('only the lock holder publishes; the standby takes over when the leader stops or loses its lock connection; order per key holds throughout (F31)', async () => {
-    const [topic] = (await createTopics(kafka, [{ prefix: 'relay_two', partitions: 2 }])) as [string];
+    const topic = await newTopic(kafka, 'relay_two', 2);
     const a = relay('relay-a');
     const b = relay('relay-b');
     try {

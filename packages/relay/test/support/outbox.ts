@@ -1,5 +1,6 @@
 import { createOutboxWriter, type OutboxMessage } from '@effectively/core';
-import type { ReadMessage } from '@effectively/testkit';
+import { createTopics, type ReadMessage } from '@effectively/testkit';
+import type { Kafka } from 'kafkajs';
 import { sql, type Kysely } from 'kysely';
 
 /** An outbox row as the tests look at it. */
@@ -83,4 +84,20 @@ export function idsPerKey(messages: readonly ReadMessage[], idOf: ReadonlyMap<st
 /** Keys whose ids are not strictly increasing in topic order (NULL keys excluded). */
 export function outOfOrderKeys(perKey: ReadonlyMap<string, bigint[]>): string[] {
   return [...perKey].filter(([key, ids]) => key !== '<null>' && ids.some((id, i) => i > 0 && id <= (ids[i - 1] as bigint))).map(([key]) => key);
+}
+
+/**
+ * `createTopics` with a few retries: on a broker that has just started, its leader wait can
+ * fail with UNKNOWN_TOPIC_OR_PARTITION (a testkit race, not the relay's); the names are new each try.
+ */
+export async function newTopic(kafka: Kafka, prefix: string, partitions = 1): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const [topic] = await createTopics(kafka, [{ prefix, partitions }]);
+      return topic as string;
+    } catch (err) {
+      if (attempt >= 4) throw err;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
 }
