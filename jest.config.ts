@@ -1,9 +1,7 @@
 import type { Config } from 'jest';
 
-const swc: [string, Record<string, unknown>] = [
-  '@swc/jest',
-  { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } },
-];
+// ts-jest transpiles each file on its own (no type-check here: `npm run typecheck` does that).
+const tsJest: [string, Record<string, unknown>] = ['ts-jest', { isolatedModules: true, diagnostics: false }];
 
 /**
  * One Kafka broker and one Postgres for the whole run (global setup); each test file makes
@@ -13,7 +11,7 @@ const config: Config = {
   testEnvironment: 'node',
   roots: ['<rootDir>/packages', '<rootDir>/migrations', '<rootDir>/examples'],
   testMatch: ['**/test/**/*.test.ts'],
-  transform: { '^.+\\.ts$': swc },
+  transform: { '^.+\\.ts$': tsJest },
   globalSetup: '<rootDir>/packages/testkit/src/jest/global-setup.ts',
   globalTeardown: '<rootDir>/packages/testkit/src/jest/global-teardown.ts',
   maxWorkers: 2,

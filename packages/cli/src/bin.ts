@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 import { EffectivelyError, createLogger } from '@effectively/core';
 import { parseArgs } from './args';
-import { migrateCommand, smokeCommand, type Command } from './commands';
+import { migrateCommand, pruneCommand, relayCommand, smokeCommand, type Command } from './commands';
 
 const COMMANDS: Record<string, Command> = {
   migrate: migrateCommand,
   smoke: smokeCommand,
+  relay: relayCommand,
+  prune: pruneCommand,
 };
 
 const USAGE = `usage: effectively <command> [options]
   migrate [--schema effectively] [--database-url URL]   apply pending migrations (DATABASE_URL)
+  relay [--schema effectively] [--brokers h:p]           publish the outbox to Kafka (DATABASE_URL, KAFKA_BROKERS) until SIGTERM
+  prune [--processed-events 14d] [--outbox 7d]          delete old processed-event records / published outbox rows in small batches
   smoke                                                 start/reach Kafka and Postgres and round-trip data`;
 
 async function main(argv: string[]): Promise<number> {

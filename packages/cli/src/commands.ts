@@ -1,4 +1,6 @@
-import { createDatabase, createLogger, InvalidConfigError, migrate } from '@effectively/core';
+import { assertIdentifier, createDatabase, createLogger, InvalidConfigError, migrate } from '@effectively/core';
+import { pruneProcessedEvents } from '@effectively/kafka';
+import { OutboxRelay, pruneOutbox } from '@effectively/relay';
 import { createTopics, produceMessages, readTopic, startKafka, startPostgres, testKafka, uniqueName } from '@effectively/testkit';
 import type { ParsedArgs } from './args';
 
@@ -54,5 +56,55 @@ export const smokeCommand: Command = async () => {
     return 0;
   } finally {
     await Promise.allSettled([kafka.stop(), postgres.stop()]);
+  }
+};
+
+function databaseUrl(args: ParsedArgs): string {
+  return required(args.options.get('database-url') ?? process.env.DATABASE_URL, 'DATABASE_URL', 'set it or pass --database-url postgres://...');
+}
+
+function schemaOf(args: ParsedArgs): string {
+  return assertIdentifier(args.options.get('schema') ?? process.env.EFFECTIVELY_SCHEMA ?? 'effectively', 'schema');
+}
+
+function durationMs(value: string | undefined, what: string): number {
+  const match = /^(\d+)(ms|s|m|h|d)$/.exec(value ?? '');
+  if (match === null) throw new InvalidConfigError(`${what} must be a duration like 30m, 12h or 7d, got ${JSON.stringify(value)}.`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Number(match[1]) * unit;
+}
+
+/** `relay --schema s`: publishes the outbox of `schema` to KAFKA_BROKERS until SIGTERM/SIGINT. */
+export const relayCommand: Command = async (args) => {
+  const url = databaseUrl(args);
+  const brokers = required(args.options.get('brokers') ?? process.env.KAFKA_BROKERS, 'KAFKA_BROKERS', 'set it or pass --brokers host:port').split(',');
+  const database = createDatabase({ connectionString: url, max: 4, logger: log, applicationName: 'effectively-relay' });
+  const relay = new OutboxRelay({ brokers, db: database.db, databaseUrl: url, schema: schemaOf(args), logger: createLogger('effectively-relay') });
+  await relay.start();
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await relay.stop();
+  await database.destroy();
+  return 0;
+};
+
+/**
+ * `prune --processed-events 14d --outbox 7d`: deletes old processed-event records and published
+ * outbox rows in small batches. The processed-events window must exceed the longest replay.
+ */
+export const pruneCommand: Command = async (args) => {
+  const database = createDatabase({ connectionString: databaseUrl(args), max: 1, logger: log });
+  const schema = schemaOf(args);
+  try {
+    const events = args.options.get('processed-events');
+    const outbox = args.options.get('outbox');
+    if (events === undefined && outbox === undefined) throw new InvalidConfigError('prune needs --processed-events <window> and/or --outbox <window>, e.g. --processed-events 14d.');
+    if (events !== undefined) log.info({ schema, deleted: await pruneProcessedEvents(database.db, { schema, olderThanMs: durationMs(events, '--processed-events') }) }, 'processed events pruned');
+    if (outbox !== undefined) log.info({ schema, ...(await pruneOutbox(database.db, { schema, olderThanMs: durationMs(outbox, '--outbox') })) }, 'published outbox rows pruned');
+    return 0;
+  } finally {
+    await database.destroy();
   }
 };

@@ -31,7 +31,9 @@ export async function createTopics(kafka: Kafka, specs: Array<{ prefix: string; 
   try {
     const names = specs.map((s) => uniqueName(s.prefix));
     await admin.createTopics({
-      waitForLeaders: true,
+      // kafkajs' own leader wait can fail with UNKNOWN_TOPIC_OR_PARTITION on a broker that just
+      // started; poll the metadata instead until every partition has a leader.
+      waitForLeaders: false,
       topics: specs.map((s, i) => ({
         topic: names[i] as string,
         numPartitions: s.partitions ?? 1,
@@ -39,7 +41,16 @@ export async function createTopics(kafka: Kafka, specs: Array<{ prefix: string; 
         configEntries: Object.entries(s.config ?? {}).map(([name, value]) => ({ name, value })),
       })),
     });
-    return names;
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const ready = await admin
+        .fetchTopicMetadata({ topics: names })
+        .then((m) => m.topics.length === names.length && m.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)))
+        .catch(() => false);
+      if (ready) return names;
+      if (Date.now() > deadline) throw new Error(`topics ${names.join(', ')} got no leaders within 30 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   } finally {
     await admin.disconnect();
   }
