@@ -55,7 +55,7 @@ export function markdown(report: BenchReport): string {
     '|---|---:|---:|---:|---:|---|',
   ];
   for (const r of report.results) {
-    lines.push(`| ${r.name} | ${fmt(r.median)} | ${fmt(r.min)}–${fmt(r.max)} | ${r.runs.length} | ${r.ratio === null ? '' : `${r.ratio.toFixed(2)}×`} | ${r.correctness} |`);
+    lines.push(`| ${r.name} | ${fmt(r.median)} | ${fmt(r.min)}–${fmt(r.max)} | ${r.runs.length} | ${r.ratio === null ? '' : `${r.ratio.toFixed(r.ratio < 0.1 ? 3 : 2)}×`} | ${r.correctness} |`);
   }
   lines.push('', 'Consumers: messages (including retried copies) per second from the first message handled to the last; baseline = raw kafkajs. Producers: rows published per second; baseline = kafkajs direct.');
   return lines.join('\n') + '\n';
