@@ -29,6 +29,8 @@ export class IdempotentConsumer<T = unknown> {
   private readonly log: Logger;
   private readonly attempts = new Map<string, Map<string, number>>();
   private readonly committed = new Map<string, bigint>();
+  private readonly pending = new Map<string, { next: bigint; hook: ChunkOutcome['hook'] }>();
+  private readonly lastFlush = new Map<string, number>();
   private readonly epochs = new Map<string, string>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private fenceReady: Promise<void> = Promise.resolve();
@@ -117,6 +119,14 @@ export class IdempotentConsumer<T = unknown> {
 
   private async onBatch(batch: FetchedBatch): Promise<void> {
     await this.fenceReady;
+    try {
+      await this.processBatch(batch);
+    } finally {
+      await this.flushOffset(batch);
+    }
+  }
+
+  private async processBatch(batch: FetchedBatch): Promise<void> {
     const o = this.options;
     const key = `${batch.topic}:${batch.partition}`;
     let attempts = this.attempts.get(key);
@@ -128,7 +138,7 @@ export class IdempotentConsumer<T = unknown> {
       const outcome = await this.runWithTransientRetry(chunk, attempts, key, batch, live);
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
-      if (outcome.settled > 0) await this.commitSettled(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      if (outcome.settled > 0) await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
       if (!(await this.heartbeat(batch))) return;
       if (outcome.failed !== undefined) {
         const failedMessage = chunk[outcome.failed.index] as RawMessage;
@@ -214,23 +224,40 @@ export class IdempotentConsumer<T = unknown> {
     this.log.debug({ key, ...outcome.hook, processed: outcome.processed, duplicates: outcome.duplicates }, 'chunk committed');
   }
 
-  /** After COMMIT: resolve locally, then commit offset+1 to Kafka if the partition is still ours and it moves forward. */
-  private async commitSettled(batch: FetchedBatch, last: RawMessage, outcome: ChunkOutcome): Promise<void> {
-    const o = this.options;
+  /**
+   * After COMMIT: resolve the offset locally and remember it as committable. The Kafka commit
+   * itself ({@link flushOffset}) happens at the end of the fetched batch, or sooner once
+   * `offsetCommitIntervalMs` has passed: always after the database commit, never per event
+   * (a Kafka round trip per event would cost more than the transaction). Committing later is
+   * safe: whatever is redelivered is skipped as a duplicate.
+   */
+  private async settle(batch: FetchedBatch, last: RawMessage, outcome: ChunkOutcome): Promise<void> {
     batch.resolveOffset(last.offset);
-    await o.hooks.afterDbCommit?.(outcome.hook);
+    await this.options.hooks.afterDbCommit?.(outcome.hook);
+    this.pending.set(`${batch.topic}:${batch.partition}`, { next: BigInt(last.offset) + 1n, hook: outcome.hook });
+    const lastFlush = this.lastFlush.get(`${batch.topic}:${batch.partition}`) ?? 0;
+    if (Date.now() - lastFlush >= this.options.offsetCommitIntervalMs) await this.flushOffset(batch);
+  }
+
+  /** Commits offset+1 of the last settled event to Kafka, if the partition is still ours and it moves forward. */
+  private async flushOffset(batch: FetchedBatch): Promise<void> {
+    const o = this.options;
+    const key = `${batch.topic}:${batch.partition}`;
+    const pending = this.pending.get(key);
+    if (pending === undefined) return;
+    this.pending.delete(key);
+    this.lastFlush.set(key, Date.now());
     if (batch.isStale()) {
       this.log.info({ topic: batch.topic, partition: batch.partition }, 'partition revoked; not committing its offset (the next owner will skip what is done)');
       return;
     }
-    const key = `${batch.topic}:${batch.partition}`;
-    const next = BigInt(last.offset) + 1n;
+    const next = pending.next;
     const previous = this.committed.get(key);
     if (previous !== undefined && next <= previous) return;
     try {
       await this.client.commit([{ topic: batch.topic, partition: batch.partition, offset: next.toString() }]);
       this.committed.set(key, next);
-      await o.hooks.afterOffsetCommit?.({ ...outcome.hook, committedOffset: next.toString() });
+      await o.hooks.afterOffsetCommit?.({ ...pending.hook, committedOffset: next.toString() });
     } catch (error) {
       // The work is committed in Postgres; if this commit is lost, redelivery is skipped as duplicates.
       this.log.warn({ err: error, topic: batch.topic, partition: batch.partition, offset: next.toString() }, 'offset commit failed; redelivered events will be skipped as duplicates');

@@ -48,7 +48,7 @@ describe('SIGKILL at the crash points', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'mono', partitions: 1 }]);
       const events = makeEvents(300, seededRandom(11));
       await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, random: seededRandom(12) });
-      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '25' };
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '25', OFFSET_COMMIT_INTERVAL_MS: '0' };
       const first = startConsumerChild({ ...env, CRASH_AT: 'after-db-commit', CRASH_ON_CHUNK: '4' });
       await first.exited;
       const second = startConsumerChild(env);
