@@ -1,6 +1,6 @@
 export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, ServiceStartError, ErrorCodes, type ErrorCode } from './errors';
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
-export { createLogger, silentLogger, type Logger } from './logger';
+export { createLogger, silentLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
 export { createDatabase, type Database, type DatabaseOptions } from './db';
 export { migrate, type MigrateOptions, type MigrateOutcome } from './migrate';
 export { createOutboxWriter, type OutboxWriter, type OutboxMessage, type EnqueueResult } from './outbox';

@@ -18,3 +18,30 @@ export function createLogger(name: string, level: string = process.env.LOG_LEVEL
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/** kafkajs' numeric log levels (ERROR 1, WARN 2, INFO 4, DEBUG 5), without depending on kafkajs. */
+const KAFKAJS_ERROR = 1;
+const KAFKAJS_WARN = 2;
+const KAFKAJS_INFO = 4;
+
+/** The shape of a kafkajs log entry that {@link kafkajsLogCreator} reads. */
+export interface KafkajsLogEntry {
+  level: number;
+  log: { message: string } & Record<string, unknown>;
+}
+
+/**
+ * A kafkajs `logCreator` that writes through pino: kafkajs errors and warnings as such, its
+ * chatty info lines at debug, the rest at trace, each tagged `component: 'kafkajs'`.
+ */
+export function kafkajsLogCreator(logger: Logger): () => (entry: KafkajsLogEntry) => void {
+  return () =>
+    ({ level, log }) => {
+      const { message, ...extra } = log;
+      const entry = { ...extra, component: 'kafkajs' };
+      if (level === KAFKAJS_ERROR) logger.error(entry, message);
+      else if (level === KAFKAJS_WARN) logger.warn(entry, message);
+      else if (level === KAFKAJS_INFO) logger.debug(entry, message);
+      else logger.trace(entry, message);
+    };
+}

@@ -2,8 +2,8 @@
  * The one place that talks to kafkajs. kafkajs is in maintenance mode; everything else in this
  * package sees only these small interfaces, so a KafkaJS-compatible client can replace it here.
  */
-import { Kafka, logLevel as KafkaLogLevel, type Consumer, type KafkaConfig, type LogEntry } from 'kafkajs';
-import type { Logger } from '@effectively/core';
+import { Kafka, logLevel as KafkaLogLevel, type Consumer, type KafkaConfig } from 'kafkajs';
+import { kafkajsLogCreator, type Logger } from '@effectively/core';
 
 /** A record as fetched from Kafka. */
 export interface RawMessage {
@@ -66,21 +66,9 @@ export interface KafkaClientSettings {
   kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'>;
 }
 
-function pinoLogCreator(logger: Logger): KafkaConfig['logCreator'] {
-  return () =>
-    ({ level, log }: LogEntry) => {
-      const { message, ...extra } = log;
-      const entry = { ...extra, component: 'kafkajs' };
-      if (level === KafkaLogLevel.ERROR) logger.error(entry, message);
-      else if (level === KafkaLogLevel.WARN) logger.warn(entry, message);
-      else if (level === KafkaLogLevel.INFO) logger.debug(entry, message);
-      else logger.trace(entry, message);
-    };
-}
-
 /** Creates the kafkajs-backed {@link ConsumerClient}. */
 export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerClient {
-  const kafka = new Kafka({ ...settings.kafka, brokers: settings.brokers, clientId: settings.clientId, logLevel: KafkaLogLevel.INFO, logCreator: pinoLogCreator(settings.logger) });
+  const kafka = new Kafka({ ...settings.kafka, brokers: settings.brokers, clientId: settings.clientId, logLevel: KafkaLogLevel.INFO, logCreator: kafkajsLogCreator(settings.logger) });
   const consumer: Consumer = kafka.consumer({
     groupId: settings.groupId,
     sessionTimeout: settings.sessionTimeoutMs,

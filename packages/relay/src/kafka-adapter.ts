@@ -2,8 +2,8 @@
  * The one place that talks to kafkajs. Everything else in this package sees only the small
  * {@link ProducerClient} interface, so a KafkaJS-compatible client can replace it here.
  */
-import { Kafka, Partitioners, logLevel as KafkaLogLevel, type KafkaConfig, type LogEntry, type ProducerConfig } from 'kafkajs';
-import type { Logger } from '@effectively/core';
+import { Kafka, Partitioners, logLevel as KafkaLogLevel, type KafkaConfig, type ProducerConfig } from 'kafkajs';
+import { kafkajsLogCreator, type Logger } from '@effectively/core';
 
 /** One record to publish. */
 export interface OutgoingMessage {
@@ -53,18 +53,6 @@ export interface ProducerClientSettings {
   producer: ProducerSettings;
 }
 
-function pinoLogCreator(logger: Logger): KafkaConfig['logCreator'] {
-  return () =>
-    ({ level, log }: LogEntry) => {
-      const { message, ...extra } = log;
-      const entry = { ...extra, component: 'kafkajs' };
-      if (level === KafkaLogLevel.ERROR) logger.error(entry, message);
-      else if (level === KafkaLogLevel.WARN) logger.warn(entry, message);
-      else if (level === KafkaLogLevel.INFO) logger.debug(entry, message);
-      else logger.trace(entry, message);
-    };
-}
-
 const TOPIC_TYPES = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION']);
 const UNAVAILABLE_TYPES = new Set([
   'OUT_OF_ORDER_SEQUENCE_NUMBER', 'INVALID_PRODUCER_EPOCH', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_ID_MAPPING', 'DUPLICATE_SEQUENCE_NUMBER',
@@ -104,7 +92,7 @@ export function classifyKafkajsError(error: unknown): ProduceFailureKind {
 
 /** Creates the kafkajs-backed {@link ProducerClient}: idempotent, one request in flight, `acks: -1`, no topic auto-creation. */
 export function createKafkajsProducer(settings: ProducerClientSettings): ProducerClient {
-  const kafka = new Kafka({ ...settings.kafka, brokers: settings.brokers, clientId: settings.clientId, logLevel: KafkaLogLevel.INFO, logCreator: pinoLogCreator(settings.logger) });
+  const kafka = new Kafka({ ...settings.kafka, brokers: settings.brokers, clientId: settings.clientId, logLevel: KafkaLogLevel.INFO, logCreator: kafkajsLogCreator(settings.logger) });
   const producer = kafka.producer({
     allowAutoTopicCreation: false,
     ...settings.producer,
