@@ -1,4 +1,4 @@
-import { createOutboxWriter, silentLogger, type Database } from '@effectively/core';
+import { createOutbox, silentLogger, type Database } from '@effectively/core';
 import { OutboxRelay } from '@effectively/relay';
 import { testKafka, uniqueName } from '@effectively/testkit';
 import { logLevel, Kafka } from 'kafkajs';
@@ -91,7 +91,7 @@ export const rawBatched: Variant = {
   group: 'consume',
   run: (ctx) =>
     timeConsumer(ctx, async (mark) => {
-      const outbox = createOutboxWriter({ schema: ctx.schema });
+      const outbox = createOutbox({ schema: ctx.schema });
       const consumer = quietKafka(ctx).consumer({ groupId: uniqueName('raw'), sessionTimeout: 10_000 });
       let seen = 0;
       await consumer.connect();
@@ -116,7 +116,7 @@ export const naive: Variant = {
   slow: true,
   run: (ctx) =>
     timeConsumer(ctx, async (mark) => {
-      const outbox = createOutboxWriter({ schema: ctx.schema });
+      const outbox = createOutbox({ schema: ctx.schema });
       const seenTable = sql.id(ctx.schema, 'bench_seen');
       const consumer = quietKafka(ctx).consumer({ groupId: uniqueName('naive'), sessionTimeout: 10_000 });
       let seen = 0;
@@ -178,16 +178,16 @@ export function relay(n: number, batchSize = 500): Variant {
     group: 'produce',
     run: async (ctx) => {
       await resetState(ctx);
-      const outbox = createOutboxWriter({ schema: ctx.schema });
+      const outbox = createOutbox({ schema: ctx.schema });
       const r = new OutboxRelay({ brokers: ctx.brokers, db: ctx.database.db, databaseUrl: ctx.databaseUrl, schema: ctx.schema, batchSize });
       // Warm up (producer connected, leader lock taken) with one row, like the direct producer's connect().
-      await outbox.enqueue(ctx.database.db, [{ eventId: uniqueName('warm'), topic: ctx.alertsTopic, key: 'warm', value: payload(0) }]);
+      await outbox.publish(ctx.database.db, [{ eventId: uniqueName('warm'), topic: ctx.alertsTopic, key: 'warm', value: payload(0) }]);
       let warm = await r.drainOnce();
       const deadline = Date.now() + ctx.timeoutMs;
       while (warm.published === 0 && Date.now() < deadline) warm = await r.drainOnce();
       for (let i = 0; i < n; i += 1_000) {
         const chunk = Array.from({ length: Math.min(1_000, n - i) }, (_, k) => ({ eventId: uniqueName(`o${i + k}`), topic: ctx.alertsTopic, key: `cmp-${(i + k) % 50}`, value: payload(i + k) }));
-        await outbox.enqueue(ctx.database.db, chunk);
+        await outbox.publish(ctx.database.db, chunk);
       }
       const started = Date.now();
       let published = 0;

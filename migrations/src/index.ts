@@ -2,6 +2,9 @@ import type { Migration } from 'kysely';
 import { initial } from './0001-initial';
 import { consumerAndOutbox } from './0002-consumer-and-outbox';
 import { idempotencyKeys } from './0003-idempotency-keys';
+import { outboxLanes } from './0004-outbox-lanes';
+
+export { OUTBOX_LANES } from './0004-outbox-lanes';
 
 /** Name of the table that records which migrations have run, inside the target schema. */
 export const MIGRATION_TABLE = 'effectively_migrations';
@@ -19,6 +22,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Schema
   ['0001-initial', initial],
   ['0002-consumer-and-outbox', consumerAndOutbox],
   ['0003-idempotency-keys', idempotencyKeys],
+  ['0004-outbox-lanes', outboxLanes],
 ];
 
 /** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */

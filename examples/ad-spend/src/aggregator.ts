@@ -1,4 +1,4 @@
-import { createOutboxWriter, type Logger } from '@effectively/core';
+import { createOutbox, type Logger } from '@effectively/core';
 import { IdempotentConsumer, type ConsumerHooks } from '@effectively/kafka';
 import type { Kysely } from 'kysely';
 import { parseSpendEvent, type SpendEvent } from './events';
@@ -29,7 +29,7 @@ export interface AggregatorOptions {
  * per-event handler (same SQL, one event).
  */
 export function createAggregator(options: AggregatorOptions): IdempotentConsumer<SpendEvent> {
-  const outbox = createOutboxWriter({ schema: options.schema });
+  const outbox = createOutbox({ schema: options.schema });
   return new IdempotentConsumer<SpendEvent>({
     brokers: options.brokers,
     groupId: options.groupId,

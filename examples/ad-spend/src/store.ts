@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { assertIdentifier, type OutboxWriter } from '@effectively/core';
+import { assertIdentifier, type Outbox } from '@effectively/core';
 import { budgetAlertId, dayOf, type BudgetExceeded, type SpendEvent } from './events';
 import type { GroundTruth } from './generator';
 
@@ -76,10 +76,10 @@ export async function addSpend(trx: Db, schemaName: string, events: readonly Spe
 }
 
 /** Adds the events and enqueues one `campaign.budget_exceeded` per crossing, all in `trx`. */
-export async function applySpend(trx: Db, schema: string, events: readonly SpendEvent[], outbox: OutboxWriter, alertsTopic: string): Promise<number> {
+export async function applySpend(trx: Db, schema: string, events: readonly SpendEvent[], outbox: Outbox, alertsTopic: string): Promise<number> {
   const crossed = await addSpend(trx, schema, events);
   if (crossed.length > 0) {
-    await outbox.enqueue(
+    await outbox.publish(
       trx,
       crossed.map((alert) => ({ eventId: budgetAlertId(alert.campaign_id, alert.day), topic: alertsTopic, key: alert.campaign_id, value: { ...alert } })),
     );

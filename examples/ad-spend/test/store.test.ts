@@ -1,4 +1,4 @@
-import { createOutboxWriter } from '@effectively/core';
+import { createOutbox } from '@effectively/core';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import type { SpendEvent } from '../src/events';
@@ -37,7 +37,7 @@ describe('ad-spend store', () => {
   });
 
   it('enqueues the alert with the deterministic id budget:<campaign>:<day>, once', async () => {
-    const outbox = createOutboxWriter({ schema: ts.schema });
+    const outbox = createOutbox({ schema: ts.schema });
     await applySpend(ts.db, ts.schema, [ev('10', 'a', 5_000, '2026-01-07')], outbox, 'alerts');
     await applySpend(ts.db, ts.schema, [ev('11', 'a', 5_000, '2026-01-07')], outbox, 'alerts');
     const { rows } = await sql<{ event_id: string }>`SELECT event_id FROM ${sql.id(ts.schema, 'outbox')}`.execute(ts.db);

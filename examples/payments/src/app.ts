@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { sql } from 'kysely';
 import type { Registry } from 'prom-client';
-import { createOutboxWriter, type Logger } from '@effectively/core';
+import { createOutbox, type Logger } from '@effectively/core';
 import { idempotentExpress, type Idempotency } from '@effectively/http';
 
 /** A payment request after validation. */
@@ -30,7 +30,7 @@ function parsePayment(body: unknown): PaymentInput | string {
  */
 export function createPaymentsApp(options: { idempotency: Idempotency; schema: string; registry: Registry; logger: Logger }): express.Express {
   const { idempotency, schema, registry, logger } = options;
-  const outbox = createOutboxWriter({ schema });
+  const outbox = createOutbox({ schema });
   const app = express();
   app.use(express.json());
 
@@ -56,7 +56,7 @@ export function createPaymentsApp(options: { idempotency: Idempotency; schema: s
         RETURNING created_at`.execute(db);
       const payment: Payment = { id, account, ...input, status: 'succeeded', createdAt: (row.rows[0]?.created_at ?? new Date()).toISOString() };
       // Same transaction as the payment and the stored response: published exactly when they commit.
-      await outbox.enqueue(db, [{ eventId: `payment-created:${account}:${key ?? id}`, topic: 'payments', key: id, value: payment }]);
+      await outbox.publish(db, [{ eventId: `payment-created:${account}:${key ?? id}`, topic: 'payments', key: id, value: payment }]);
       logger.info({ paymentId: id, account, idempotencyKey: key }, 'payment created');
       return { status: 201, headers: { location: `/payments/${id}` }, json: payment };
     }),

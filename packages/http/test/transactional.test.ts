@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { createOutboxWriter } from '@effectively/core';
+import { createOutbox } from '@effectively/core';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { createIdempotency, type HandlerContext, type HandlerResponse, type IdempotencyOptions } from '../src';
 import { startApp, type RunningApp, type TestHandler } from './adapters';
@@ -35,13 +35,13 @@ describe('transactional mode and what gets stored', () => {
 
   it('rolls back business rows, outbox rows and the stored response when the handler throws; the retry succeeds', async () => {
     const app = await start({}, 'fastify');
-    const outbox = createOutboxWriter({ schema: ts.schema });
+    const outbox = createOutbox({ schema: ts.schema });
     const key = randomUUID();
     let attempts = 0;
     behaviour = async (body, { db, key: k }) => {
       attempts++;
       await effect(db, k);
-      await outbox.enqueue(db, [{ eventId: `${k}:payment-created`, topic: 'payments', value: { body: body as Record<string, string> } }]);
+      await outbox.publish(db, [{ eventId: `${k}:payment-created`, topic: 'payments', value: { body: body as Record<string, string> } }]);
       if (attempts === 1) throw new Error('payment provider exploded after the writes');
       return { status: 201, json: { ok: true } };
     };

@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutboxWriter, type OutboxMessage, type OutboxWriter } from '@effectively/core';
+import { createOutbox, type OutboxMessage, type Outbox } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { classify, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
@@ -52,11 +52,11 @@ function withTimeout<R>(promise: Promise<R>, ms: number): Promise<R> {
  */
 export class ChunkProcessor<T> {
   private readonly store: ProcessedEventStore;
-  private readonly outbox: OutboxWriter;
+  private readonly outbox: Outbox;
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.store = new ProcessedEventStore(options.schema, options.groupId);
-    this.outbox = createOutboxWriter({ schema: options.schema });
+    this.outbox = createOutbox({ schema: options.schema });
   }
 
   get processedEvents(): ProcessedEventStore {
@@ -133,7 +133,7 @@ export class ChunkProcessor<T> {
         const position = new Map(messages.map((m, i) => [m.offset, i]));
         const unsettled = await this.handle(trx, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number);
         if (unsettled.length > 0) await this.store.release(trx, unsettled);
-        if (dlq.length > 0) await this.outbox.enqueue(trx, dlq);
+        if (dlq.length > 0) await this.outbox.publish(trx, dlq);
         await o.hooks.beforeDbCommit?.(hook);
       });
     } catch (error) {

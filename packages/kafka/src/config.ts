@@ -1,4 +1,4 @@
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics, type OutboxWriter } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics, type Outbox } from '@effectively/core';
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
 import type { EventIdSource } from './event-id';
@@ -22,7 +22,7 @@ export interface HandlerContext {
   /** The transaction the event is claimed in: write your effects through it. */
   trx: Transaction<unknown>;
   /** Enqueue events to emit, in the same transaction. */
-  outbox: OutboxWriter;
+  outbox: Outbox;
   /** A logger bound to topic, partition, offset and event id. */
   logger: Logger;
   /** 1 on first delivery, 2 on the first retry, … */

@@ -1,31 +1,49 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics } from '@effectively/core';
 import type { Kysely } from 'kysely';
 import type { KafkaSettings, ProducerClient, ProducerClientSettings, ProducerSettings } from './kafka-adapter';
-import type { LeaderLock } from './leader-lock';
+
+/** Points in the relay's cycle where your code can run (metrics, tracing, fault injection). */
+export interface RelayHooks {
+  /**
+   * After Kafka acknowledged `eventIds` and before their rows are deleted. A crash here means
+   * those rows are published again by whichever relay next holds their lanes.
+   */
+  afterKafkaAck?(info: { eventIds: readonly string[]; lanes: readonly number[] }): void | Promise<void>;
+}
 
 /** The outbox relay's options. */
 export interface OutboxRelayOptions {
   /** Kafka bootstrap addresses. */
   brokers: string[];
-  /** Kysely over the Postgres that holds the `outbox` table; used to read and mark rows. */
+  /** Kysely over the Postgres that holds the `outbox` table. */
   db: Kysely<unknown>;
   /**
-   * Postgres URL for the relay's own leader-lock connection: one connection, kept open while the
-   * relay runs, holding `pg_advisory_lock` so only one relay per schema publishes. Required
-   * unless `leaderLock` is given.
+   * Postgres URL for the relay's `LISTEN` connection (a connection of its own, not from the
+   * pool; it must not go through a transaction-mode pooler). Required unless `listen` is false.
    */
   databaseUrl?: string;
-  /** Replaces the advisory-lock leader election (e.g. your own lock service). */
-  leaderLock?: LeaderLock;
+  /** Wake on `NOTIFY` from writers; default true. When false the relay only polls. */
+  listen?: boolean;
   /** Schema with effectively's tables; default `effectively`. */
   schema?: string;
-  /** Most rows per poll cycle; default 500, at most 10,000. */
+  /** Most rows per claim; default 500, at most 10,000. */
   batchSize?: number;
-  /** Pause after a cycle that found nothing to publish; default 150 ms. */
+  /** Poll interval when idle (the fallback when a notification is missed or the listener is down); default 500 ms. */
   pollIntervalMs?: number;
-  /** How often a standby relay tries to take the lock; default 2 s. */
-  standbyRetryMs?: number;
-  /** Attempts before a row is parked; default 10. */
+  /**
+   * How long a lane lease lasts without renewal; default 10 s. A relay that dies holds its
+   * lanes this long; a relay renews every third of it.
+   */
+  leaseMs?: number;
+  /**
+   * Longest a claim transaction may stay open (it spans the Kafka send); default 60 s. Postgres
+   * ends a claim idle for longer (`idle_in_transaction_session_timeout`), so a frozen relay
+   * cannot keep its lanes locked; its rows are then published again by another relay.
+   */
+  claimTimeoutMs?: number;
+  /** Attempts before a row Kafka keeps refusing is parked; default 5. */
   maxAttempts?: number;
   /** Delay before the first retry of a failed row; doubles per attempt up to `maxRetryDelayMs`. Default 1 s. */
   retryDelayMs?: number;
@@ -35,13 +53,16 @@ export interface OutboxRelayOptions {
   shutdownTimeoutMs?: number;
   /** Kafka client id; default `effectively-relay-<schema>`. */
   clientId?: string;
+  /** This relay's name in `outbox_lanes.owner`; default `<host>:<pid>:<random>`. */
+  relayId?: string;
   logger?: Logger;
   metrics?: Metrics;
+  hooks?: RelayHooks;
   /** Extra kafkajs client settings (ssl, sasl, …). */
   kafka?: KafkaSettings;
   /**
-   * Extra kafkajs producer settings (retry, timeouts, compression is per send and not offered).
-   * `idempotent` is always true and `maxInFlightRequests` always 1; other values are refused.
+   * Extra kafkajs producer settings (retry, timeouts). `idempotent` is always true and
+   * `maxInFlightRequests` always 1; other values are refused.
    */
   producer?: ProducerSettings;
   /** Replaces the kafkajs producer (a KafkaJS-compatible client, or a wrapper). */
@@ -53,18 +74,21 @@ export type ResolvedRelayOptions = Readonly<{
   brokers: readonly string[];
   db: Kysely<unknown>;
   databaseUrl: string | undefined;
-  leaderLock: LeaderLock | undefined;
+  listen: boolean;
   schema: string;
   batchSize: number;
   pollIntervalMs: number;
-  standbyRetryMs: number;
+  leaseMs: number;
+  claimTimeoutMs: number;
   maxAttempts: number;
   retryDelayMs: number;
   maxRetryDelayMs: number;
   shutdownTimeoutMs: number;
   clientId: string;
+  relayId: string;
   logger: Logger;
   metrics: Metrics;
+  hooks: Readonly<RelayHooks>;
   kafka: KafkaSettings | undefined;
   producer: Readonly<ProducerSettings>;
   producerClient: ((settings: ProducerClientSettings) => ProducerClient) | undefined;
@@ -107,8 +131,20 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
     throw new InvalidConfigError('brokers must list at least one host:port.');
   }
   if (options.db === undefined || options.db === null) throw new InvalidConfigError('db (a Kysely instance over the Postgres holding the outbox) is required.');
-  if (options.leaderLock === undefined && (typeof options.databaseUrl !== 'string' || options.databaseUrl === '')) {
-    throw new InvalidConfigError('databaseUrl is required (the relay keeps one connection of its own for the leader lock), unless you pass leaderLock.');
+  const listen = options.listen ?? true;
+  if (typeof listen !== 'boolean') throw new InvalidConfigError(`listen must be true or false, got ${JSON.stringify(listen)}.`);
+  if (listen && (typeof options.databaseUrl !== 'string' || options.databaseUrl === '')) {
+    throw new InvalidConfigError('databaseUrl is required for the LISTEN connection (a connection of its own, outside the pool); pass it, or listen: false to poll only.');
+  }
+  const relayId = options.relayId ?? `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  if (typeof relayId !== 'string' || relayId === '' || relayId.length > 200) throw new InvalidConfigError(`relayId must be a non-empty string of at most 200 characters, got ${JSON.stringify(relayId)}.`);
+  const leaseMs = positiveInt(options.leaseMs ?? 10_000, 'leaseMs', 600_000);
+  if (leaseMs < 300) throw new InvalidConfigError(`leaseMs must be at least 300 (a relay renews every third of it), got ${leaseMs}.`);
+  const claimTimeoutMs = positiveInt(options.claimTimeoutMs ?? 60_000, 'claimTimeoutMs', 3_600_000);
+  if (claimTimeoutMs < 1_000) throw new InvalidConfigError(`claimTimeoutMs must be at least 1000 (it bounds a Kafka send), got ${claimTimeoutMs}.`);
+  const hooks = options.hooks ?? {};
+  if (typeof hooks !== 'object' || hooks === null || (hooks.afterKafkaAck !== undefined && typeof hooks.afterKafkaAck !== 'function')) {
+    throw new InvalidConfigError('hooks must be an object whose members are functions.');
   }
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   const retryDelayMs = positiveInt(options.retryDelayMs ?? 1_000, 'retryDelayMs');
@@ -118,16 +154,19 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
     brokers: Object.freeze([...options.brokers]),
     db: options.db,
     databaseUrl: options.databaseUrl,
-    leaderLock: options.leaderLock,
+    listen,
     schema,
     batchSize: positiveInt(options.batchSize ?? 500, 'batchSize', 10_000),
-    pollIntervalMs: positiveInt(options.pollIntervalMs ?? 150, 'pollIntervalMs', 60_000),
-    standbyRetryMs: positiveInt(options.standbyRetryMs ?? 2_000, 'standbyRetryMs', 600_000),
-    maxAttempts: positiveInt(options.maxAttempts ?? 10, 'maxAttempts', 1_000),
+    pollIntervalMs: positiveInt(options.pollIntervalMs ?? 500, 'pollIntervalMs', 60_000),
+    leaseMs,
+    claimTimeoutMs,
+    maxAttempts: positiveInt(options.maxAttempts ?? 5, 'maxAttempts', 1_000),
     retryDelayMs,
     maxRetryDelayMs,
     shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
     clientId: options.clientId ?? `effectively-relay-${schema}`,
+    relayId,
+    hooks: Object.freeze({ ...hooks }),
     logger: options.logger ?? silentLogger(),
     metrics: options.metrics ?? new NoopMetrics(),
     kafka: options.kafka,

@@ -1,7 +1,7 @@
-export { OutboxRelay, type DrainResult, type RelayStats } from './outbox-relay';
-export type { OutboxRelayOptions } from './config';
-export { createAdvisoryLeaderLock, type LeaderLock, type AdvisoryLeaderLockOptions } from './leader-lock';
-export { pruneOutbox, type PruneOutboxOptions } from './outbox-store';
+export { OutboxRelay, type DrainResult, type RelayStats, type RelayHealth } from './outbox-relay';
+export type { OutboxRelayOptions, RelayHooks } from './config';
+export { pruneOutbox, outboxBacklog, type PruneOutboxOptions, type OutboxBacklog } from './outbox-store';
+export { listParked, requeueParked, discardParked, type ParkedRow, type ParkedSelection } from './parked';
 export {
   createKafkajsProducer,
   classifyKafkajsError,
@@ -14,3 +14,11 @@ export {
   type ProduceFailureKind,
 } from './kafka-adapter';
 export { RELAY_METRICS, relayPrometheusMetrics } from './metrics';
+
+import { OutboxRelay } from './outbox-relay';
+import type { OutboxRelayOptions } from './config';
+
+/** Creates an {@link OutboxRelay} (not started): `const relay = createRelay({ ... }); await relay.start();`. */
+export function createRelay(options: OutboxRelayOptions): OutboxRelay {
+  return new OutboxRelay(options);
+}

@@ -3,13 +3,23 @@ import type { Registry } from 'prom-client';
 
 /** The relay's metrics, for {@link PrometheusMetrics} or your own `Metrics`. */
 export const RELAY_METRICS = {
-  relay_published_total: { type: 'counter', help: 'Outbox rows acknowledged by Kafka and marked published.', labelNames: ['schema', 'topic'] },
+  relay_published_total: { type: 'counter', help: 'Outbox rows acknowledged by Kafka (then deleted from the outbox).', labelNames: ['schema', 'topic'] },
   relay_failed_attempts_total: { type: 'counter', help: 'Failed attempts to publish an outbox row (each one backs the row off or parks it).', labelNames: ['schema', 'topic', 'reason'] },
-  relay_parked_total: { type: 'counter', help: 'Outbox rows parked (quarantined) after too many attempts or a non-retryable error.', labelNames: ['schema', 'topic', 'reason'] },
-  relay_lag_seconds: { type: 'gauge', help: 'Age of the oldest pending outbox row (0 when none is pending).', labelNames: ['schema'] },
-  relay_leader: { type: 'gauge', help: '1 while this relay holds the schema lock and publishes, 0 on standby.', labelNames: ['schema'] },
-  relay_batch_duration_seconds: { type: 'histogram', help: 'Duration of one poll-publish-mark cycle that found rows.', labelNames: ['schema'], buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30] },
-  relay_batch_size: { type: 'histogram', help: 'Rows fetched per cycle.', labelNames: ['schema'], buckets: [1, 10, 50, 100, 250, 500, 1000, 5000] },
+  relay_parked_total: { type: 'counter', help: 'Outbox rows parked after maxAttempts refusals; see `effectively outbox parked`.', labelNames: ['schema', 'topic', 'reason'] },
+  relay_cycle_errors_total: { type: 'counter', help: 'Claim cycles that failed as a whole (database or Kafka unavailable); nothing unacknowledged was deleted.', labelNames: ['schema'] },
+  relay_backlog_rows: { type: 'gauge', help: 'Outbox rows waiting to be published (all lanes, backing-off rows included).', labelNames: ['schema'] },
+  relay_parked_rows: { type: 'gauge', help: 'Outbox rows parked, waiting for an operator.', labelNames: ['schema'] },
+  relay_oldest_pending_age_seconds: { type: 'gauge', help: 'Age of the oldest unpublished row (0 when none).', labelNames: ['schema'] },
+  relay_lanes_owned: { type: 'gauge', help: 'Outbox lanes this relay holds the lease of.', labelNames: ['schema'] },
+  relay_listener_connected: { type: 'gauge', help: '1 while the LISTEN connection is up, 0 while the relay only polls.', labelNames: ['schema'] },
+  relay_publish_latency_seconds: {
+    type: 'histogram',
+    help: "From the writing transaction's start to Kafka's acknowledgement, per row.",
+    labelNames: ['schema'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  },
+  relay_send_duration_seconds: { type: 'histogram', help: 'Duration of one Kafka send (a claimed batch).', labelNames: ['schema'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30] },
+  relay_batch_size: { type: 'histogram', help: 'Rows per claim that found rows.', labelNames: ['schema'], buckets: [1, 10, 50, 100, 250, 500, 1000, 5000] },
 } as const satisfies Record<string, MetricDefinition>;
 
 /** A prom-client `Metrics` with the relay's metrics registered on use in `registry`. */

@@ -1,22 +1,24 @@
 import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { sql, type Transaction } from 'kysely';
 import { backoffMs } from './backoff';
 import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions } from './config';
 import { createKafkajsProducer, type OutgoingMessage, type ProduceFailureKind, type ProducerClient, type TopicBatch } from './kafka-adapter';
-import { createAdvisoryLeaderLock, type LeaderLock } from './leader-lock';
-import { fetchPending, markFailed, markPublished, pendingLagSeconds, type OutboxRow } from './outbox-store';
+import { LaneLeases } from './lane-leases';
+import { NotifyListener } from './listener';
+import { anyDue, deletePublished, fetchPending, lockOwnedLanes, markFailed, outboxBacklog, type OutboxRow } from './outbox-store';
 
-/** What one poll cycle ({@link OutboxRelay.drainOnce}) did. */
+/** What one claim cycle ({@link OutboxRelay.drainOnce}) did. */
 export interface DrainResult {
-  /** Rows acknowledged by Kafka and marked published. */
+  /** Rows acknowledged by Kafka and deleted from the outbox. */
   published: number;
   /** Rows whose attempt failed and that were backed off (not parked). */
   failed: number;
   /** Rows parked in this cycle. */
   parked: number;
-  /** Rows read from the outbox in this cycle. */
+  /** Rows claimed in this cycle. */
   fetched: number;
-  /** Whether this relay held the leader lock; a standby publishes nothing. */
-  leader: boolean;
+  /** Lanes held in this cycle. */
+  lanes: number;
 }
 
 /** Counters since construction, also reported through `metrics`. */
@@ -24,17 +26,34 @@ export interface RelayStats {
   published: number;
   failedAttempts: number;
   parked: number;
-  /** Cycles that found rows to publish. */
+  /** Claims that found rows. */
   batches: number;
-  /** Whether this relay held the leader lock at its last check. */
-  isLeader: boolean;
-  /** How often this relay took the lock. */
-  leaderAcquisitions: number;
-  /** Cycles that ended in an error (database or Kafka unavailable); the loop retries them. */
+  /** Claim cycles that ended in an error (database or Kafka unavailable); the loop retries them. */
   cycleErrors: number;
+  /** Lanes held now. */
+  lanes: number;
+  /** Whether the LISTEN connection is up. */
+  listening: boolean;
+  /** Times the LISTEN connection was opened again after a loss. */
+  listenerReconnects: number;
+  /** Cycles started by a notification rather than the poll timer. */
+  notifiedWakeups: number;
 }
 
-/** Thrown when the whole cycle must be retried later (Kafka unavailable), after marking what was acked. */
+/** What `/healthz` reports. */
+export interface RelayHealth {
+  /** `ok`: running and reaching the database; `failing`: not running, or its last cycles failed for longer than a lease. */
+  status: 'ok' | 'failing';
+  state: 'new' | 'running' | 'stopping' | 'stopped';
+  relayId: string;
+  lanes: number;
+  listening: boolean;
+  /** When the last cycle (or rebalance) succeeded. */
+  lastSuccessAt: string | null;
+  lastError: string | null;
+}
+
+/** The whole cycle must be retried later (Kafka unavailable); thrown after committing what was acknowledged. */
 class KafkaUnavailable extends Error {}
 
 function describe(error: unknown): string {
@@ -42,17 +61,11 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-function toHeaders(row: OutboxRow): Record<string, string> {
-  const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(row.headers ?? {})) {
-    headers[name] = typeof value === 'string' ? value : JSON.stringify(value);
-  }
-  headers['event-id'] = row.event_id;
-  return headers;
-}
-
 function toMessage(row: OutboxRow): OutgoingMessage {
-  return { key: row.message_key, value: row.payload, headers: toHeaders(row) };
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(row.headers ?? {})) headers[name] = typeof value === 'string' ? value : JSON.stringify(value);
+  headers['event-id'] = row.event_id;
+  return { key: row.message_key, value: row.payload, headers };
 }
 
 /** Groups rows by topic, keeping id order inside each topic (and so inside each key). */
@@ -66,32 +79,53 @@ function byTopic(rows: readonly OutboxRow[]): TopicBatch[] {
   return [...groups].map(([topic, messages]) => ({ topic, messages }));
 }
 
+function keyOf(row: OutboxRow): string | undefined {
+  return row.message_key === null ? undefined : `${row.topic}\u0000${row.message_key.toString('hex')}`;
+}
+
+/** What a claim did inside its transaction, and the error to raise once it is committed. */
+interface ClaimOutcome {
+  result: DrainResult;
+  deferred?: unknown;
+  lost: number[];
+}
+
 /**
- * Publishes committed outbox rows to Kafka, in id order per key, each with the header
- * `event-id` (plus the row's stored headers), then marks them published.
+ * Publishes committed outbox rows to Kafka with an idempotent producer (`acks: -1`, one request
+ * in flight), each with the header `event-id` plus the row's own headers, then deletes them.
  *
- * - One relay per schema publishes at a time: the leader holds a Postgres advisory lock on a
- *   connection of its own; others wait on standby and take over when it goes away.
- * - Delivery to Kafka is at least once: a relay that dies after the broker acknowledged a batch
- *   but before marking it publishes those rows again on restart. Consumers deduplicate by the
- *   `event-id` header (the idempotent consumer does).
- * - A row that keeps failing backs off (`available_at`) and, after `maxAttempts` or at once for a
- *   record the broker refuses as too large, is parked (`status = 'parked'`, `last_error`); later
- *   rows of its key wait while it backs off, other keys keep flowing.
+ * - **Order per key.** Rows hash by key into lanes; each lane is leased to one relay at a time
+ *   (several relays share the lanes) and published only inside a transaction holding the lane's
+ *   row lock, in id order. Writers lock a key's lane until they commit, so ids follow commit
+ *   order within a lane.
+ * - **At least once to Kafka.** Rows are deleted only after Kafka acknowledged them, in the same
+ *   claim transaction; a relay that dies in between publishes them again. Consumers deduplicate
+ *   by `event-id` (the idempotent consumer does).
+ * - **Failures.** When Kafka is unavailable nothing is counted against the rows; the cycle is
+ *   retried with backoff. A row Kafka refuses (too large, unknown topic, not authorised) backs
+ *   off and after `maxAttempts` is parked; later rows of its topic and key wait behind it,
+ *   other keys flow. See `listParked` / `requeueParked` / `discardParked`.
+ * - **Wake-up.** `LISTEN` for writers' notifications, polling every `pollIntervalMs` as the fallback.
  */
 export class OutboxRelay {
   private readonly options: ResolvedRelayOptions;
   private readonly log: Logger;
-  private readonly lock: LeaderLock;
+  private readonly leases: LaneLeases;
+  private readonly listener: NotifyListener | undefined;
   private producer: ProducerClient | undefined;
   private producerReady: Promise<void> | undefined;
-  private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  private state: RelayHealth['state'] = 'new';
   private loop: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  private notified = false;
   private exclusive: Promise<unknown> = Promise.resolve();
-  private lagCheckedAt = 0;
-  private readonly counters: RelayStats = { published: 0, failedAttempts: 0, parked: 0, batches: 0, isLeader: false, leaderAcquisitions: 0, cycleErrors: 0 };
+  private nextRebalanceAt = 0;
+  private backlogCheckedAt = 0;
+  private lastSuccessAt: number | undefined;
+  private lastError: string | undefined;
+  private failingSince: number | undefined;
+  private readonly counters = { published: 0, failedAttempts: 0, parked: 0, batches: 0, cycleErrors: 0, notifiedWakeups: 0 };
   private readonly labels: { schema: string };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
@@ -99,41 +133,72 @@ export class OutboxRelay {
     this.options = resolveRelayOptions(options);
     const o = this.options;
     this.labels = { schema: o.schema };
-    this.log = o.logger.child({ component: 'outbox-relay', schema: o.schema });
-    this.lock =
-      o.leaderLock ??
-      createAdvisoryLeaderLock({ databaseUrl: o.databaseUrl as string, schema: o.schema, applicationName: `effectively-relay-lock:${o.clientId}`.slice(0, 63), logger: this.log });
+    this.log = o.logger.child({ component: 'outbox-relay', schema: o.schema, relayId: o.relayId });
+    this.leases = new LaneLeases(o.db, o.schema, o.relayId, o.leaseMs, this.log);
+    if (o.listen) {
+      this.listener = new NotifyListener({
+        databaseUrl: o.databaseUrl as string,
+        schema: o.schema,
+        applicationName: `effectively-relay-listener:${o.clientId}`.slice(0, 63),
+        logger: this.log,
+        onNotify: () => this.onNotify(),
+        onStateChange: (listening) => o.metrics.set('relay_listener_connected', listening ? 1 : 0, this.labels),
+      });
+    }
+  }
+
+  /** This relay's id (its name in `outbox_lanes.owner`). */
+  get relayId(): string {
+    return this.options.relayId;
   }
 
   /** A snapshot of the counters since construction. */
   get stats(): Readonly<RelayStats> {
-    return Object.freeze({ ...this.counters });
+    return Object.freeze({
+      ...this.counters,
+      lanes: this.leases.owned.length,
+      listening: this.listener?.listening ?? false,
+      listenerReconnects: this.listener?.reconnects ?? 0,
+    });
   }
 
-  /**
-   * Starts the poll loop in the background and resolves at once. The loop publishes while this
-   * relay holds the leader lock and otherwise retries the lock every `standbyRetryMs`.
-   */
+  /** Liveness for `/healthz`. */
+  health(): RelayHealth {
+    const failingTooLong = this.failingSince !== undefined && Date.now() - this.failingSince > this.options.leaseMs;
+    return {
+      status: this.state === 'running' && this.lastSuccessAt !== undefined && !failingTooLong ? 'ok' : 'failing',
+      state: this.state,
+      relayId: this.options.relayId,
+      lanes: this.leases.owned.length,
+      listening: this.listener?.listening ?? false,
+      lastSuccessAt: this.lastSuccessAt === undefined ? null : new Date(this.lastSuccessAt).toISOString(),
+      lastError: this.lastError ?? null,
+    };
+  }
+
+  /** Starts listening and the publish loop in the background; resolves at once. */
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, `This relay is ${this.state}; create a new OutboxRelay to start again.`);
     this.state = 'running';
+    await this.listener?.start();
     this.loop = this.run();
+    this.log.info({ batchSize: this.options.batchSize, pollIntervalMs: this.options.pollIntervalMs, leaseMs: this.options.leaseMs, listen: this.options.listen }, 'relay started');
   }
 
   /**
-   * Stops the loop: lets the in-flight cycle finish (at most `shutdownTimeoutMs`), then
-   * disconnects the producer and releases the leader lock. Safe to call more than once.
+   * Stops: lets the cycle in flight finish (at most `shutdownTimeoutMs`), hands its lanes back so
+   * other relays take them at once, and closes its connections. Safe to call more than once.
    */
   stop(): Promise<void> {
     return (this.stopping ??= this.shutdown());
   }
 
   /**
-   * Runs one poll cycle: checks (or takes) the leader lock, reads up to `batchSize` ready rows,
-   * publishes them and marks the outcome. Public so tests and benchmarks can drive the relay
-   * without the loop. Cycles never overlap; a call waits for the one in flight.
+   * One claim: takes lanes if this relay holds none, locks its lanes, publishes up to
+   * `batchSize` due rows in id order, deletes what Kafka acknowledged, records failures, commits.
+   * Cycles never overlap; a call waits for the one in flight. Usable without `start()`.
    *
-   * @throws when the database or the whole Kafka cluster is unavailable; nothing unacknowledged is marked.
+   * @throws when the database or the whole Kafka cluster is unavailable; nothing unacknowledged is deleted.
    */
   drainOnce(): Promise<DrainResult> {
     if (this.state === 'stopped') return Promise.reject(new EffectivelyError(ErrorCodes.STOPPED, 'This relay was stopped; create a new OutboxRelay to publish again.'));
@@ -145,32 +210,55 @@ export class OutboxRelay {
     return next;
   }
 
+  private onNotify(): void {
+    this.notified = true;
+    const wake = this.wake;
+    if (wake !== undefined) {
+      this.counters.notifiedWakeups++;
+      wake();
+    }
+  }
+
   private async run(): Promise<void> {
     let errors = 0;
     while (this.state === 'running') {
       let pause: number;
       try {
+        this.notified = false;
         const result = await this.drainOnce();
         errors = 0;
-        pause = !result.leader ? this.options.standbyRetryMs : result.fetched === 0 ? this.options.pollIntervalMs : 0;
+        this.succeeded();
+        pause = result.fetched > 0 || this.notified ? 0 : this.options.pollIntervalMs;
+        if (result.lanes === 0) pause = Math.max(pause, Math.min(this.options.pollIntervalMs, Math.ceil(this.options.leaseMs / 3)));
       } catch (err) {
         errors++;
         this.counters.cycleErrors++;
-        pause = backoffMs(errors, Math.max(100, this.options.pollIntervalMs), 10_000);
-        this.log.warn({ err, retryInMs: pause }, 'relay cycle failed; retrying (unacknowledged rows stay pending)');
+        this.options.metrics.increment('relay_cycle_errors_total', this.labels);
+        this.lastError = describe(err);
+        this.failingSince ??= Date.now();
+        pause = backoffMs(errors, Math.max(100, Math.min(this.options.pollIntervalMs, 1_000)), 10_000);
+        this.log.warn({ err, retryInMs: pause }, 'relay cycle failed; retrying (unacknowledged rows stay in the outbox)');
       }
       if (pause > 0 && this.state === 'running') await this.sleep(pause);
     }
   }
 
+  private succeeded(): void {
+    this.lastSuccessAt = Date.now();
+    this.failingSince = undefined;
+  }
+
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
+      const self = this;
       function done(): void {
         clearTimeout(timer);
+        self.wake = undefined;
         resolve();
       }
       this.wake = done;
+      if (this.notified) done();
     });
   }
 
@@ -185,21 +273,16 @@ export class OutboxRelay {
         new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), this.options.shutdownTimeoutMs))),
       ]);
       clearTimeout(timer);
-      if (!finished) this.log.warn({ shutdownTimeoutMs: this.options.shutdownTimeoutMs }, 'relay cycle did not finish in time; closing anyway (its unmarked rows will be published again)');
+      if (!finished) this.log.warn({ shutdownTimeoutMs: this.options.shutdownTimeoutMs }, 'relay cycle did not finish in time; closing anyway (its rows will be published again)');
     } else {
       await this.exclusive;
     }
     this.state = 'stopped';
+    await this.listener?.close();
     await this.closeProducer();
-    await this.lock.close().catch((err: unknown) => this.log.warn({ err }, 'closing the leader-lock connection failed'));
-    this.setLeader(false);
+    await this.leases.releaseAll().catch((err: unknown) => this.log.warn({ err }, 'handing back lanes failed; they return to the pool when their lease runs out'));
+    this.options.metrics.set('relay_lanes_owned', 0, this.labels);
     this.log.info(this.stats, 'relay stopped');
-  }
-
-  private setLeader(leader: boolean): void {
-    if (leader && !this.counters.isLeader) this.counters.leaderAcquisitions++;
-    this.counters.isLeader = leader;
-    this.options.metrics.set('relay_leader', leader ? 1 : 0, this.labels);
   }
 
   private async ensureProducer(): Promise<ProducerClient> {
@@ -233,57 +316,97 @@ export class OutboxRelay {
 
   private async cycle(): Promise<DrainResult> {
     const o = this.options;
-    const leader = await this.lock.acquire();
-    this.setLeader(leader);
-    const result: DrainResult = { published: 0, failed: 0, parked: 0, fetched: 0, leader };
-    if (!leader) return result;
-    const started = process.hrtime.bigint();
-    const rows = await fetchPending(o.db, o.schema, o.batchSize);
+    if (Date.now() >= this.nextRebalanceAt || this.leases.owned.length === 0) {
+      await this.leases.rebalance();
+      this.nextRebalanceAt = Date.now() + Math.ceil(o.leaseMs / 3);
+      o.metrics.set('relay_lanes_owned', this.leases.owned.length, this.labels);
+    }
+    await this.reportBacklog();
+    const lanes = [...this.leases.owned];
+    const result: DrainResult = { published: 0, failed: 0, parked: 0, fetched: 0, lanes: lanes.length };
+    if (lanes.length === 0 || !(await anyDue(o.db, o.schema, lanes))) return result;
+
+    const outcome = await o.db.transaction().execute((trx) => this.claim(trx, lanes, result));
+    if (outcome.lost.length > 0) this.leases.lost(outcome.lost);
+    if (outcome.deferred !== undefined) throw outcome.deferred;
+    return outcome.result;
+  }
+
+  /** The claim transaction: lock lanes, read rows, send, delete what was acknowledged. */
+  private async claim(trx: Transaction<unknown>, lanes: number[], result: DrainResult): Promise<ClaimOutcome> {
+    const o = this.options;
+    await sql`SELECT set_config('idle_in_transaction_session_timeout', ${`${o.claimTimeoutMs}ms`}, true), set_config('lock_timeout', '5s', true)`.execute(trx);
+    const locked = await lockOwnedLanes(trx, o.schema, o.relayId, lanes, o.leaseMs);
+    const lockedSet = new Set(locked);
+    const outcome: ClaimOutcome = { result, lost: lanes.filter((l) => !lockedSet.has(l)) };
+    result.lanes = locked.length;
+    if (locked.length === 0) return outcome;
+    const rows = await fetchPending(trx, o.schema, locked, o.batchSize);
     result.fetched = rows.length;
-    await this.reportLag();
-    if (rows.length === 0) return result;
+    if (rows.length === 0) return outcome;
     this.counters.batches++;
     o.metrics.observe('relay_batch_size', rows.length, this.labels);
 
     const producer = await this.ensureProducer();
+    const started = process.hrtime.bigint();
     let failure: unknown;
     try {
       await producer.sendBatch(byTopic(rows));
     } catch (err) {
       failure = err;
     }
+    o.metrics.observe('relay_send_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, this.labels);
     if (failure === undefined) {
-      await markPublished(o.db, o.schema, rows.map((r) => r.id));
-      this.countPublished(rows, result);
-    } else {
-      const kind = producer.classify(failure);
-      await this.closeProducer();
-      if (kind === 'unavailable') throw new KafkaUnavailable(`Kafka is unavailable; ${rows.length} rows stay pending: ${describe(failure)}`, { cause: failure });
-      this.log.warn({ err: failure, kind, rows: rows.length }, 'batch send failed; sending its rows one at a time');
-      await this.oneByOne(rows, result);
+      await this.acknowledged(trx, rows, locked, result);
+      return outcome;
     }
-    o.metrics.observe('relay_batch_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, this.labels);
-    return result;
+    const kind = producer.classify(failure);
+    await this.closeProducer();
+    if (kind === 'unavailable') {
+      outcome.deferred = new KafkaUnavailable(`Kafka is unavailable; ${rows.length} rows stay in the outbox: ${describe(failure)}`, { cause: failure });
+      return outcome;
+    }
+    this.log.warn({ err: failure, kind, rows: rows.length }, 'batch send failed; sending its rows one at a time');
+    outcome.deferred = await this.oneByOne(trx, rows, locked, result);
+    return outcome;
+  }
+
+  /** Kafka acknowledged `rows`: run the hook, delete them in the claim transaction, count them. */
+  private async acknowledged(trx: Transaction<unknown>, rows: readonly OutboxRow[], lanes: readonly number[], result: DrainResult): Promise<void> {
+    if (rows.length === 0) return;
+    const o = this.options;
+    const now = Date.now();
+    for (const row of rows) o.metrics.observe('relay_publish_latency_seconds', Math.max(0, now - row.created_ms) / 1000, this.labels);
+    await o.hooks.afterKafkaAck?.({ eventIds: rows.map((r) => r.event_id), lanes });
+    await deletePublished(trx, o.schema, rows.map((r) => r.id));
+    result.published += rows.length;
+    this.counters.published += rows.length;
+    const perTopic = new Map<string, number>();
+    for (const row of rows) perTopic.set(row.topic, (perTopic.get(row.topic) ?? 0) + 1);
+    for (const [topic, n] of perTopic) o.metrics.increment('relay_published_total', { ...this.labels, topic }, n);
+    if (this.log.isLevelEnabled('debug')) {
+      for (const row of rows) this.log.debug({ topic: row.topic, eventId: row.event_id, outboxId: row.id, lane: row.lane }, 'outbox row published');
+    }
   }
 
   /**
-   * The fallback after a failed batch: rows in id order, one request each. Acked rows are marked
-   * published; a failing row is backed off or parked and later rows of its key are not sent in
-   * this cycle, so a key's order holds. Stops early when the cluster seems unavailable.
+   * The fallback after a failed batch: rows in id order, one request each. Acknowledged rows are
+   * deleted; a failing row is backed off or parked and later rows of its key are not sent in
+   * this claim, so a key's order holds. Returns the error to raise when the cluster, not the
+   * row, seems to be the problem.
    */
-  private async oneByOne(rows: readonly OutboxRow[], result: DrainResult): Promise<void> {
-    const o = this.options;
+  private async oneByOne(trx: Transaction<unknown>, rows: readonly OutboxRow[], lanes: readonly number[], result: DrainResult): Promise<unknown> {
     const blockedKeys = new Set<string>();
-    const missingTopics = new Map<string, string>();
+    const topicErrors = new Map<string, { error: string; kind: 'unknown-topic' }>();
     const acked: OutboxRow[] = [];
-    let unavailable: unknown;
+    let deferred: unknown;
     try {
       for (const row of rows) {
-        const key = row.message_key === null ? undefined : row.message_key.toString('hex');
+        const key = keyOf(row);
         if (key !== undefined && blockedKeys.has(key)) continue;
-        const topicError = missingTopics.get(row.topic);
+        const topicError = topicErrors.get(row.topic);
         if (topicError !== undefined) {
-          await this.recordFailure(row, topicError, 'unknown-topic', result);
+          await this.recordFailure(trx, row, topicError.error, topicError.kind, result);
           if (key !== undefined) blockedKeys.add(key);
           continue;
         }
@@ -296,63 +419,51 @@ export class OutboxRelay {
           const kind = producer.classify(err);
           await this.closeProducer();
           if (kind === 'unavailable') {
-            unavailable = err;
+            deferred = new KafkaUnavailable(`Kafka is unavailable: ${describe(err)}`, { cause: err });
             break;
           }
           if (key !== undefined) blockedKeys.add(key);
-          if (kind === 'unknown-topic') missingTopics.set(row.topic, describe(err));
-          await this.recordFailure(row, describe(err), kind, result);
-          // An unclassified failure may be the cluster's, not the row's: leave the rest for the next cycle.
+          if (kind === 'unknown-topic') topicErrors.set(row.topic, { error: describe(err), kind });
+          await this.recordFailure(trx, row, describe(err), kind, result);
+          // An unclassified failure may be the cluster's, not the row's: leave the rest for the next claim.
           if (kind === 'retriable') break;
         }
       }
     } finally {
-      await markPublished(o.db, o.schema, acked.map((r) => r.id));
-      this.countPublished(acked, result);
+      await this.acknowledged(trx, acked, lanes, result);
     }
-    if (unavailable !== undefined) throw new KafkaUnavailable(`Kafka is unavailable: ${describe(unavailable)}`, { cause: unavailable });
+    return deferred;
   }
 
-  private async recordFailure(row: OutboxRow, error: string, kind: Exclude<ProduceFailureKind, 'unavailable'>, result: DrainResult): Promise<void> {
+  private async recordFailure(trx: Transaction<unknown>, row: OutboxRow, error: string, kind: Exclude<ProduceFailureKind, 'unavailable'>, result: DrainResult): Promise<void> {
     const o = this.options;
     const attempts = row.attempts + 1;
-    const park = kind === 'message-too-large' || attempts >= o.maxAttempts;
-    const reason = kind;
-    const lastError = kind === 'message-too-large' ? `message too large for the broker (not retried): ${error}` : error;
+    const park = attempts >= o.maxAttempts;
+    const log = { topic: row.topic, eventId: row.event_id, outboxId: row.id, lane: row.lane, attempts, maxAttempts: o.maxAttempts, reason: kind, error };
     if (park) {
-      await markFailed(o.db, o.schema, row.id, lastError, { park: true });
+      await markFailed(trx, o.schema, row.id, error, { park: true });
       result.parked++;
       this.counters.parked++;
-      o.metrics.increment('relay_parked_total', { ...this.labels, topic: row.topic, reason });
-      this.log.error({ topic: row.topic, eventId: row.event_id, outboxId: row.id, attempts, reason, error },
-        'outbox row parked: it will not be published until an operator sets its status back to pending; later rows of its key now flow');
+      o.metrics.increment('relay_parked_total', { ...this.labels, topic: row.topic, reason: kind });
+      this.log.error(log, 'outbox row parked: later rows of its key wait until an operator re-queues or discards it (effectively outbox parked|requeue|discard)');
     } else {
       const delayMs = backoffMs(attempts, o.retryDelayMs, o.maxRetryDelayMs);
-      await markFailed(o.db, o.schema, row.id, lastError, { park: false, delayMs });
+      await markFailed(trx, o.schema, row.id, error, { park: false, delayMs });
       result.failed++;
-      this.log.warn({ topic: row.topic, eventId: row.event_id, outboxId: row.id, attempts, maxAttempts: o.maxAttempts, retryInMs: delayMs, reason, error }, 'publishing an outbox row failed; retrying later');
+      this.log.warn({ ...log, retryInMs: delayMs }, 'publishing an outbox row failed; retrying later (later rows of its key wait)');
     }
     this.counters.failedAttempts++;
-    o.metrics.increment('relay_failed_attempts_total', { ...this.labels, topic: row.topic, reason });
+    o.metrics.increment('relay_failed_attempts_total', { ...this.labels, topic: row.topic, reason: kind });
   }
 
-  private countPublished(rows: readonly OutboxRow[], result: DrainResult): void {
-    if (rows.length === 0) return;
-    result.published += rows.length;
-    this.counters.published += rows.length;
-    const perTopic = new Map<string, number>();
-    for (const row of rows) perTopic.set(row.topic, (perTopic.get(row.topic) ?? 0) + 1);
-    for (const [topic, n] of perTopic) this.options.metrics.increment('relay_published_total', { ...this.labels, topic }, n);
-    if (this.log.isLevelEnabled('debug')) {
-      for (const row of rows) this.log.debug({ topic: row.topic, eventId: row.event_id, outboxId: row.id }, 'outbox row published');
-    }
-  }
-
-  /** Sets the lag gauge (age of the oldest pending row, backing-off rows included) at most once a second. */
-  private async reportLag(): Promise<void> {
+  /** Sets the backlog gauges at most every 5 s. */
+  private async reportBacklog(): Promise<void> {
     const now = Date.now();
-    if (now - this.lagCheckedAt < 1_000) return;
-    this.lagCheckedAt = now;
-    this.options.metrics.set('relay_lag_seconds', await pendingLagSeconds(this.options.db, this.options.schema), this.labels);
+    if (now - this.backlogCheckedAt < 5_000) return;
+    this.backlogCheckedAt = now;
+    const backlog = await outboxBacklog(this.options.db, this.options.schema);
+    this.options.metrics.set('relay_backlog_rows', backlog.pending, this.labels);
+    this.options.metrics.set('relay_parked_rows', backlog.parked, this.labels);
+    this.options.metrics.set('relay_oldest_pending_age_seconds', backlog.oldestPendingSeconds, this.labels);
   }
 }

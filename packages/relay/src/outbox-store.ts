@@ -1,5 +1,11 @@
+/**
+ * The relay's SQL, one function per statement. Every identifier is a checked schema name passed
+ * through `sql.id`; every value is a bound parameter.
+ */
 import { assertIdentifier, InvalidConfigError } from '@effectively/core';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
+
+type Db = Kysely<unknown> | Transaction<unknown>;
 
 /** A pending outbox row as the relay reads it. */
 export interface OutboxRow {
@@ -9,44 +15,68 @@ export interface OutboxRow {
   topic: string;
   message_key: Buffer | null;
   payload: Buffer | null;
-  headers: Record<string, string> | null;
+  headers: Record<string, unknown> | null;
   attempts: number;
+  lane: number;
+  /** When the writing transaction started, in ms since the epoch. */
+  created_ms: number;
 }
 
 /**
- * Rows ready to publish, oldest id first. Not an `id > last_seen` watermark: a transaction that
- * took a lower id but committed later is still found (F30). A row waits while an earlier row of
- * the same key is backing off, so keys stay in order; NULL keys never block each other.
+ * Locks and renews, in the caller's transaction, those of `lanes` this relay still owns
+ * (`FOR UPDATE SKIP LOCKED`: a lane whose row another transaction holds, such as a stalled relay's
+ * claim, is left out). Rows of the returned lanes may be published until the transaction ends.
  */
-export async function fetchPending(db: Kysely<unknown>, schema: string, limit: number): Promise<OutboxRow[]> {
+export async function lockOwnedLanes(trx: Transaction<unknown>, schema: string, relayId: string, lanes: readonly number[], leaseMs: number): Promise<number[]> {
+  const table = sql.id(schema, 'outbox_lanes');
+  const { rows } = await sql<{ lane: number }>`
+    UPDATE ${table} SET lease_until = now() + ${leaseMs}::float8 * interval '1 millisecond'
+    WHERE lane IN (SELECT lane FROM ${table} WHERE owner = ${relayId} AND lane = ANY(${[...lanes]}::int[]) FOR UPDATE SKIP LOCKED)
+    RETURNING lane`.execute(trx);
+  return rows.map((r) => r.lane).sort((a, b) => a - b);
+}
+
+/**
+ * Rows ready to publish in `lanes`, oldest id first. Not an `id > last_seen` watermark: a
+ * transaction that took a lower id but committed later is still found. A row waits while an
+ * earlier row of its topic and key backs off or is parked, so keys stay in order; keyless rows
+ * never wait.
+ */
+export async function fetchPending(db: Db, schema: string, lanes: readonly number[], limit: number): Promise<OutboxRow[]> {
   const outbox = sql.id(schema, 'outbox');
   const { rows } = await sql<OutboxRow>`
-    SELECT o.id::text AS id, o.event_id, o.topic, o.message_key, o.payload, o.headers, o.attempts
+    SELECT o.id::text AS id, o.event_id, o.topic, o.message_key, o.payload, o.headers, o.attempts, o.lane,
+      (EXTRACT(EPOCH FROM o.created_at) * 1000)::float8 AS created_ms
     FROM ${outbox} o
-    WHERE o.status = 'pending'
-      AND o.available_at <= now()
+    WHERE o.lane = ANY(${[...lanes]}::int[]) AND o.status = 'pending' AND o.available_at <= now()
       AND NOT EXISTS (
-        SELECT 1 FROM ${outbox} e
-        WHERE e.status = 'pending'
-          AND e.message_key = o.message_key
-          AND e.id < o.id
-          AND e.available_at > now())
+        SELECT 1 FROM ${outbox} b
+        WHERE b.lane = o.lane AND b.topic = o.topic AND b.message_key = o.message_key AND b.id < o.id
+          AND (b.status = 'parked' OR (b.status = 'pending' AND b.attempts > 0 AND b.available_at > now())))
     ORDER BY o.id
     LIMIT ${limit}`.execute(db);
+  for (const row of rows) row.created_ms = Number(row.created_ms);
   return rows;
 }
 
-/** Marks rows published, in one statement. */
-export async function markPublished(db: Kysely<unknown>, schema: string, ids: readonly string[]): Promise<void> {
+/** Whether any row of `lanes` is due (one cheap index probe; lets an idle relay skip the claim transaction). */
+export async function anyDue(db: Db, schema: string, lanes: readonly number[]): Promise<boolean> {
+  const { rows } = await sql<{ due: boolean }>`
+    SELECT EXISTS (SELECT 1 FROM ${sql.id(schema, 'outbox')} WHERE status = 'pending' AND lane = ANY(${[...lanes]}::int[]) AND available_at <= now()) AS due`.execute(db);
+  return rows[0]?.due === true;
+}
+
+/**
+ * Deletes rows Kafka acknowledged. Deleting (rather than marking published) keeps the table as
+ * small as its backlog: measured in `bench/outbox-table.ts`, see the README.
+ */
+export async function deletePublished(db: Db, schema: string, ids: readonly string[]): Promise<void> {
   if (ids.length === 0) return;
-  await sql`
-    UPDATE ${sql.id(schema, 'outbox')}
-    SET status = 'published', published_at = now(), last_error = NULL
-    WHERE id = ANY(${[...ids]}::bigint[]) AND status = 'pending'`.execute(db);
+  await sql`DELETE FROM ${sql.id(schema, 'outbox')} WHERE id = ANY(${[...ids]}::bigint[])`.execute(db);
 }
 
 /** Records a failed attempt: either back the row off until `delayMs` from now, or park it. */
-export async function markFailed(db: Kysely<unknown>, schema: string, id: string, error: string, outcome: { park: true } | { park: false; delayMs: number }): Promise<void> {
+export async function markFailed(db: Db, schema: string, id: string, error: string, outcome: { park: true } | { park: false; delayMs: number }): Promise<void> {
   const message = error.slice(0, 2000);
   if (outcome.park) {
     await sql`
@@ -61,13 +91,27 @@ export async function markFailed(db: Kysely<unknown>, schema: string, id: string
   }
 }
 
-/** Age in seconds of the oldest pending row, 0 when none is pending. */
-export async function pendingLagSeconds(db: Kysely<unknown>, schema: string): Promise<number> {
-  const { rows } = await sql<{ lag: number | string | null }>`
-    SELECT EXTRACT(EPOCH FROM now() - created_at)::float8 AS lag
-    FROM ${sql.id(schema, 'outbox')} WHERE status = 'pending' ORDER BY id LIMIT 1`.execute(db);
-  const lag = Number(rows[0]?.lag ?? 0);
-  return Number.isFinite(lag) && lag > 0 ? lag : 0;
+/** What is waiting in the outbox. */
+export interface OutboxBacklog {
+  /** Rows not yet published (backing-off rows included, parked rows not). */
+  pending: number;
+  /** Rows parked for an operator. */
+  parked: number;
+  /** Age in seconds of the oldest pending row, 0 when none. */
+  oldestPendingSeconds: number;
+}
+
+/** Counts the backlog (up to `cap` rows per status, so a huge backlog stays cheap to measure). */
+export async function outboxBacklog(db: Db, schema: string, cap = 1_000_000): Promise<OutboxBacklog> {
+  const outbox = sql.id(schema, 'outbox');
+  const { rows } = await sql<{ pending: string; parked: string; oldest: number | string | null }>`
+    SELECT
+      (SELECT count(*) FROM (SELECT 1 FROM ${outbox} WHERE status = 'pending' LIMIT ${cap}) p) AS pending,
+      (SELECT count(*) FROM (SELECT 1 FROM ${outbox} WHERE status = 'parked' LIMIT ${cap}) q) AS parked,
+      (SELECT EXTRACT(EPOCH FROM now() - created_at)::float8 FROM ${outbox} WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest`.execute(db);
+  const r = rows[0];
+  const oldest = Number(r?.oldest ?? 0);
+  return { pending: Number(r?.pending ?? 0), parked: Number(r?.parked ?? 0), oldestPendingSeconds: Number.isFinite(oldest) && oldest > 0 ? oldest : 0 };
 }
 
 /** Options for {@link pruneOutbox}. */
@@ -81,9 +125,9 @@ export interface PruneOutboxOptions {
 }
 
 /**
- * Deletes published outbox rows older than `olderThanMs`, in small batches, until none is
- * left. Pending and parked rows are never touched. Run it periodically (e.g. hourly); keep the
- * window longer than downstream consumers' deduplication needs the rows for auditing.
+ * Deletes rows with status `published` older than `olderThanMs`, in small batches. The relay
+ * deletes what it publishes, so only rows marked published by other tools (or by effectively
+ * before 0.2) are left for this; pending and parked rows are never touched.
  */
 export async function pruneOutbox(db: Kysely<unknown>, options: PruneOutboxOptions): Promise<{ deleted: number }> {
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');

@@ -1,4 +1,4 @@
-import { createOutboxWriter, InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
+import { createOutbox, InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
 import { createTestSchema, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { Registry } from 'prom-client';
@@ -15,7 +15,7 @@ describe('outbox relay publishes committed rows', () => {
   afterAll(async () => s.drop());
 
   const relay = (extra: Partial<OutboxRelayOptions> = {}): OutboxRelay =>
-    new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, standbyRetryMs: 200, ...extra });
+    new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, ...extra });
 
   it('rejects unsafe configuration up front (F22: idempotent producer with several requests in flight)', () => {
     expect(() => relay({ producer: { idempotent: true, maxInFlightRequests: 5 } })).toThrow(InvalidConfigError);
@@ -73,13 +73,13 @@ describe('outbox relay publishes committed rows', () => {
 
   it('never publishes the rows of a rolled-back transaction', async () => {
     const topic = await newTopic(kafka, 'relay_rollback');
-    const writer = createOutboxWriter({ schema: s.schema });
+    const writer = createOutbox({ schema: s.schema });
     const r = relay();
     await r.start();
     try {
       await expect(
         s.db.transaction().execute(async (trx) => {
-          await writer.enqueue(trx, makeMessages(topic, 10, 2, 'rb'));
+          await writer.publish(trx, makeMessages(topic, 10, 2, 'rb'));
           throw new Error('handler failed');
         }),
       ).rejects.toThrow('handler failed');
@@ -97,7 +97,7 @@ describe('outbox relay publishes committed rows', () => {
 
   it('publishes a row whose transaction took a lower id but committed later (F30: no id watermark)', async () => {
     const topic = await newTopic(kafka, 'relay_late');
-    const writer = createOutboxWriter({ schema: s.schema });
+    const writer = createOutbox({ schema: s.schema });
     const r = relay();
     await r.start();
     try {
@@ -106,7 +106,7 @@ describe('outbox relay publishes committed rows', () => {
       let inserted!: () => void;
       const insertedA = new Promise<void>((resolve) => (inserted = resolve));
       const txA = s.db.transaction().execute(async (trx) => {
-        await writer.enqueue(trx, [{ eventId: 'late-a', topic, key: 'a', value: 'A' }]);
+        await writer.publish(trx, [{ eventId: 'late-a', topic, key: 'a', value: 'A' }]);
         inserted();
         await gate;
       });

@@ -13,7 +13,7 @@ describe('two relays on one schema', () => {
   afterAll(async () => s.drop());
 
   const relay = (clientId: string): OutboxRelay =>
-    new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, clientId, batchSize: 50, pollIntervalMs: 50, standbyRetryMs: 100 });
+    new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, clientId, batchSize: 50, pollIntervalMs: 50 });
 
   /** Sessions holding this schema's relay lock, from pg_locks. */
   const lockHolders = async (): Promise<number> => {

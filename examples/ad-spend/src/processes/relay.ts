@@ -11,7 +11,6 @@ runProcess('relay', config.databaseUrl, async (database, logger) => {
     databaseUrl: config.databaseUrl,
     schema: config.schema,
     pollIntervalMs: numFrom(process.env, 'POLL_INTERVAL_MS', 100),
-    standbyRetryMs: numFrom(process.env, 'STANDBY_RETRY_MS', 500),
     retryDelayMs: 200,
     maxRetryDelayMs: 2_000,
     logger,

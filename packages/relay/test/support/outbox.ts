@@ -1,4 +1,4 @@
-import { createOutboxWriter, type OutboxMessage } from '@effectively/core';
+import { createOutbox, type OutboxMessage } from '@effectively/core';
 import { createTopics, type ReadMessage } from '@effectively/testkit';
 import type { Kafka } from 'kafkajs';
 import { sql, type Kysely } from 'kysely';
@@ -16,9 +16,9 @@ export interface Row {
 
 /** Enqueues `messages` in one committed transaction through the core outbox writer. */
 export async function enqueue(db: Kysely<unknown>, schema: string, messages: OutboxMessage[]): Promise<void> {
-  const writer = createOutboxWriter({ schema });
+  const writer = createOutbox({ schema });
   await db.transaction().execute(async (trx) => {
-    await writer.enqueue(trx, messages);
+    await writer.publish(trx, messages);
   });
 }
 
