@@ -64,7 +64,10 @@ export function spawnGuarded(command: string, args: string[], options: { stdio: 
     stop: async (graceMs = 20_000) => {
       if (exited()) return;
       child.kill('SIGTERM');
-      const clean = await Promise.race([whenExited().then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), graceMs))]);
+      // The grace timer is cleared once the process exits, so it never holds this process open.
+      let timer: NodeJS.Timeout | undefined;
+      const clean = await Promise.race([whenExited().then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))]);
+      clearTimeout(timer);
       if (!clean) {
         killGroup();
         await whenExited();

@@ -1,6 +1,6 @@
 export type { RunningKafka, RunningPostgres, ServiceSource } from './service';
 export { startKafka, parseBrokers, type StartKafkaOptions } from './kafka/start-kafka';
-export { startLocalBroker, type LocalBrokerOptions } from './kafka/local-broker';
+export { startLocalBroker, type LocalBrokerOptions, type LocalKafkaBroker } from './kafka/local-broker';
 export { resolveKafkaClasspath, DEFAULT_KAFKA_VERSION, type ClasspathOptions } from './kafka/maven-classpath';
 export { createTopics, produceMessages, readTopic, testKafka, type TestMessage, type ReadMessage, type ProduceOptions } from './kafka/helpers';
 export { startPostgres, type StartPostgresOptions } from './postgres/start-postgres';

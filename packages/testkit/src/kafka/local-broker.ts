@@ -1,11 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { ServiceStartError } from '@effectively/core';
-import { spawnGuarded } from '../guardian';
+import { spawnGuarded, type GuardedProcess } from '../guardian';
 import { freePort, portInUse } from '../ports';
 import { once, type RunningKafka } from '../service';
 import { DEFAULT_KAFKA_VERSION, resolveKafkaClasspath, type ClasspathOptions } from './maven-classpath';
@@ -19,10 +20,45 @@ export interface LocalBrokerOptions extends ClasspathOptions {
   javaCommand?: string;
   /** Maximum JVM heap; default `768m`. */
   heap?: string;
-  /** How long to wait for the broker to answer a metadata request; default 60 s. */
+  /** How long to wait for the broker to answer a metadata request, at start and at each restart; default 60 s. */
   startTimeoutMs?: number;
+  /**
+   * How long {@link LocalKafkaBroker.halt} waits after SIGTERM before it SIGKILLs the broker; default 15 s.
+   * A clean shutdown takes about half a second. After a SIGKILL the next restart takes about
+   * 10 s longer: the controller keeps the old registration until `broker.session.timeout.ms`
+   * (default 9 s) has passed.
+   */
+  haltTimeoutMs?: number;
   /** Extra `server.properties` entries (override the test defaults). */
   brokerProperties?: Record<string, string | number | boolean>;
+}
+
+/**
+ * A broker this kit runs itself, which a test may halt and start again (a broker outage).
+ * Every call is safe in any order: `halt()` on a halted broker and `restart()` on a running one
+ * do nothing; calls made at the same time run one after the other; `halt()` and `restart()`
+ * after `stop()` are refused.
+ */
+export interface LocalKafkaBroker extends RunningKafka {
+  readonly source: 'local';
+  readonly version: string;
+  /** The temp directory holding `server.properties`, the data (`data/`) and `broker.log`; removed by `stop()`. */
+  readonly dir: string;
+  /** True while the broker process runs (from spawn until it has exited). */
+  running(): boolean;
+  /**
+   * Stops the broker process (SIGTERM, then SIGKILL after `haltTimeoutMs`) and keeps its data
+   * directory and ports. Resolves once neither port accepts connections any more.
+   */
+  halt(): Promise<void>;
+  /**
+   * Starts the broker again with the same `server.properties`: same ports, same data. Resolves
+   * once it answers a metadata request with itself as controller, as at the first start.
+   *
+   * @throws ServiceStartError `port` when something else took one of its ports meanwhile,
+   *   `broker` when it exits during start-up, `timeout` when it does not answer in time.
+   */
+  restart(): Promise<void>;
 }
 
 /**
@@ -105,14 +141,42 @@ function readLog(file: string): string {
   }
 }
 
+/** True when something accepts TCP connections on 127.0.0.1:`port`. */
+function accepting(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    const done = (result: boolean): void => {
+      socket.destroy();
+      resolve(result);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/** Resolves once none of `ports` accepts connections; throws after `timeoutMs`. */
+async function waitForPortsClosed(ports: number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const open = [];
+    for (const port of ports) if (await accepting(port)) open.push(port);
+    if (open.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`The halted Kafka broker's port ${open.join(', ')} on 127.0.0.1 still accepts connections after ${timeoutMs} ms.`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /**
  * Starts a single-node Apache Kafka broker (KRaft, combined broker+controller) from the
  * official Maven Central artifacts, on 127.0.0.1, in a fresh temp directory. Resolves once it
- * answers a metadata request. `stop()` shuts it down cleanly and removes its data.
+ * answers a metadata request. `halt()`/`restart()` take it down and bring it back on the same
+ * ports and data; `stop()` shuts it down for good and removes its data. Like every server this
+ * kit starts, it runs under a guardian and dies with this process, also after a restart.
  *
  * @throws ServiceStartError naming the missing piece: `java`, `maven`, `port`, `broker`, `timeout`.
  */
-export async function startLocalBroker(options: LocalBrokerOptions = {}): Promise<RunningKafka> {
+export async function startLocalBroker(options: LocalBrokerOptions = {}): Promise<LocalKafkaBroker> {
   const started = Date.now();
   const version = options.kafkaVersion ?? DEFAULT_KAFKA_VERSION;
   const java = options.javaCommand ?? (process.env.JAVA_HOME ? path.join(process.env.JAVA_HOME, 'bin', 'java') : 'java');
@@ -153,22 +217,87 @@ export async function startLocalBroker(options: LocalBrokerOptions = {}): Promis
     throw new ServiceStartError('broker', `Formatting the KRaft log directory failed (exit ${String(format.code)}):\n${tail(format.output)}`);
   }
 
+  const brokers = [`127.0.0.1:${port}`];
   const logFile = path.join(dir, 'broker.log');
-  const logFd = fs.openSync(logFile, 'a');
-  const server = spawnGuarded(java, [...jvmArgs, 'kafka.Kafka', propsFile], { stdio: ['ignore', logFd, logFd], stopSignal: 'TERM' });
-  fs.closeSync(logFd);
-  const child = server.child;
+  const haltTimeoutMs = options.haltTimeoutMs ?? 15_000;
+  /** The broker process of the current run; undefined while halted. */
+  let server: GuardedProcess | undefined;
+  let stopped = false;
+  const refuseAfterStop = (what: string): void => {
+    if (stopped) throw new ServiceStartError('broker', `Cannot ${what} the local Kafka broker at ${brokers.join(',')}: it was stopped for good (stop() removed its data). Start a new one.`);
+  };
+
+  /** Spawns the broker on the formatted directory and waits until it answers; kills it when it does not. */
+  const launch = async (): Promise<void> => {
+    const logFd = fs.openSync(logFile, 'a');
+    const proc = spawnGuarded(java, [...jvmArgs, 'kafka.Kafka', propsFile], { stdio: ['ignore', logFd, logFd], stopSignal: 'TERM' });
+    fs.closeSync(logFd);
+    server = proc;
+    try {
+      await waitForMetadata(brokers, proc.child, Date.now() + (options.startTimeoutMs ?? 60_000), logFile);
+    } catch (error) {
+      await proc.kill();
+      if (server === proc) server = undefined;
+      throw error;
+    }
+  };
+  const running = (): boolean => server !== undefined && !server.exited();
+  /** Stops the current process, if any (SIGTERM, SIGKILL after `graceMs`). */
+  const down = async (graceMs: number): Promise<void> => {
+    const current = server;
+    server = undefined;
+    if (current !== undefined) await current.stop(graceMs);
+  };
+
+  // halt() and restart() run one at a time, in call order.
+  let queue: Promise<void> = Promise.resolve();
+  const serial = (fn: () => Promise<void>): Promise<void> => {
+    const run = queue.then(fn);
+    queue = run.catch(() => undefined);
+    return run;
+  };
+
+  const halt = (): Promise<void> =>
+    serial(async () => {
+      refuseAfterStop('halt');
+      await down(haltTimeoutMs);
+      await waitForPortsClosed([port, controllerPort], 10_000);
+    });
+
+  const restart = (): Promise<void> =>
+    serial(async () => {
+      refuseAfterStop('restart');
+      if (running()) return;
+      server = undefined; // exited on its own (e.g. killed from outside): start it again
+      const taken = [];
+      for (const p of [port, controllerPort]) if (await portInUse(p)) taken.push(p);
+      if (taken.length > 0) {
+        throw new ServiceStartError('port', `Cannot restart the Kafka broker: port ${taken.join(', ')} on 127.0.0.1 was taken by something else while it was halted.`);
+      }
+      refuseAfterStop('restart');
+      fs.appendFileSync(logFile, `\n[effectively-testkit] restart at ${new Date().toISOString()}\n`);
+      try {
+        await launch();
+      } catch (error) {
+        if (stopped) throw new ServiceStartError('broker', `The local Kafka broker at ${brokers.join(',')} was stopped while it restarted.`, error);
+        throw error;
+      }
+    });
+
   const stop = once(async () => {
-    await server.stop();
+    stopped = true;
+    // Stop a restart in flight at once (its wait then fails), then let queued calls settle.
+    await down(20_000);
+    await queue;
+    await down(20_000);
     removeDir();
   });
 
-  const brokers = [`127.0.0.1:${port}`];
   try {
-    await waitForMetadata(brokers, child, Date.now() + (options.startTimeoutMs ?? 60_000), logFile);
+    await launch();
   } catch (error) {
     await stop();
     throw error;
   }
-  return { brokers, source: 'local', version, startupMs: Date.now() - started, stop };
+  return { brokers, source: 'local', version, startupMs: Date.now() - started, dir, running, halt, restart, stop };
 }
