@@ -1,8 +1,10 @@
 import { InvalidConfigError } from '@effectively/core';
 
-/** Parsed command line: the command, `--flag value` options and bare `--switch`es. */
+/** Parsed command line: the command, positional words after it, `--flag value` options and bare `--switch`es. */
 export interface ParsedArgs {
   command: string | undefined;
+  /** Words before the first option, e.g. `parked` in `effectively outbox parked`. */
+  positionals: string[];
   options: Map<string, string>;
   switches: Set<string>;
 }
@@ -12,7 +14,10 @@ export function parseArgs(argv: string[]): ParsedArgs {
   const [command, ...rest] = argv;
   const options = new Map<string, string>();
   const switches = new Set<string>();
-  for (let i = 0; i < rest.length; i++) {
+  const positionals: string[] = [];
+  let i = 0;
+  for (; i < rest.length && !(rest[i] as string).startsWith('--'); i++) positionals.push(rest[i] as string);
+  for (; i < rest.length; i++) {
     const arg = rest[i] as string;
     if (!arg.startsWith('--')) throw new InvalidConfigError(`Unexpected argument ${JSON.stringify(arg)}; options look like --name value.`);
     const eq = arg.indexOf('=');
@@ -20,5 +25,5 @@ export function parseArgs(argv: string[]): ParsedArgs {
     else if (rest[i + 1] !== undefined && !(rest[i + 1] as string).startsWith('--')) options.set(arg.slice(2), rest[++i] as string);
     else switches.add(arg.slice(2));
   }
-  return { command, options, switches };
+  return { command, positionals, options, switches };
 }

@@ -1,18 +1,24 @@
 #!/usr/bin/env node
 import { EffectivelyError, createLogger } from '@effectively/core';
 import { parseArgs } from './args';
-import { migrateCommand, pruneCommand, relayCommand, smokeCommand, type Command } from './commands';
+import { migrateCommand, outboxCommand, pruneCommand, relayCommand, smokeCommand, type Command } from './commands';
 
 const COMMANDS: Record<string, Command> = {
   migrate: migrateCommand,
   smoke: smokeCommand,
   relay: relayCommand,
   prune: pruneCommand,
+  outbox: outboxCommand,
 };
 
 const USAGE = `usage: effectively <command> [options]
   migrate [--schema effectively] [--database-url URL]   apply pending migrations (DATABASE_URL)
-  relay [--schema effectively] [--brokers h:p]           publish the outbox to Kafka (DATABASE_URL, KAFKA_BROKERS) until SIGTERM
+  relay [--schema effectively] [--brokers h:p]           publish the outbox to Kafka (DATABASE_URL, KAFKA_BROKERS) until SIGTERM;
+        [--http-port 9400] [--http-host 0.0.0.0]          serves /metrics and /healthz (--http-port 0: off)
+        [--batch-size 500] [--poll-interval-ms 500] [--lease-ms 10000]
+  outbox parked [--limit 100]                           list parked outbox rows (JSON lines)
+  outbox requeue --ids 1,2 | --all [--topic t]          re-queue parked rows (after fixing the cause)
+  outbox discard --ids 1,2 | --all [--topic t]          delete parked rows; the rows behind them flow on
   prune [--processed-events 14d] [--outbox 7d]          delete old processed-event records / published outbox rows in small batches
   smoke                                                 start/reach Kafka and Postgres and round-trip data`;
 
