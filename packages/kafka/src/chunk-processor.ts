@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutbox, type OutboxMessage, type Outbox } from '@effectively/core';
+import { createOutbox, runWithTraceContext, type Outbox, type OutboxMessage, type TraceContext } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { classify, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
@@ -33,6 +33,19 @@ class AbortTransaction extends Error {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** The W3C trace context an incoming record carries, so rows its handler publishes continue the trace. */
+function traceContextOf(message: RawMessage): TraceContext | undefined {
+  const text = (name: string): string | undefined => {
+    const raw = message.headers[name];
+    const first = Array.isArray(raw) ? raw[0] : raw;
+    return first === undefined ? undefined : first.toString();
+  };
+  const traceparent = text('traceparent');
+  if (traceparent === undefined) return undefined;
+  const tracestate = text('tracestate');
+  return tracestate === undefined ? { traceparent } : { traceparent, tracestate };
 }
 
 function withTimeout<R>(promise: Promise<R>, ms: number): Promise<R> {
@@ -187,7 +200,11 @@ export class ChunkProcessor<T> {
       const eventLog = log.child({ offset, eventId: e.id });
       await sql`SAVEPOINT effectively_event`.execute(trx);
       try {
-        await withTimeout(o.handler(e.event, { trx, outbox: this.outbox, logger: eventLog, attempt: prior + 1 }), o.handlerTimeoutMs);
+        const handler = o.handler;
+        await withTimeout(
+          runWithTraceContext(traceContextOf(e.message), () => handler(e.event, { trx, outbox: this.outbox, logger: eventLog, attempt: prior + 1 })),
+          o.handlerTimeoutMs,
+        );
         await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
         outcome.processed++;
         attempts.delete(offset);

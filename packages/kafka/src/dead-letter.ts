@@ -1,4 +1,4 @@
-import type { OutboxMessage } from '@effectively/core';
+import { EVENT_ID_HEADER, type OutboxMessage } from '@effectively/core';
 import type { RawMessage } from './kafka-adapter';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -30,6 +30,7 @@ function headerToString(value: RawMessage['headers'][string]): string | undefine
 export function deadLetterMessage(message: RawMessage, options: { group: string; topic: string; eventId: string; reason: string; error: string; attempts: number }): OutboxMessage {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(message.headers)) {
+    if (name === EVENT_ID_HEADER) continue; // the copy gets its own event id; the original is in dlq-event-id
     const text = headerToString(value);
     if (text !== undefined) headers[name] = text;
   }
