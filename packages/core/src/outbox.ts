@@ -61,7 +61,7 @@ export interface Outbox {
   readonly schema: string;
   /**
    * Inserts the message(s) in `trx`, so they are published exactly when `trx` commits and never
-   * if it rolls back. Takes the transaction-scoped lock of each key's lane first (held until
+   * if it rolls back (given a `Kysely` outside a transaction, it runs in a transaction of its own). Takes the transaction-scoped lock of each key's lane first (held until
    * commit), so rows of one key get ids in commit order: publish late in the transaction, and
    * in one call where you can (several calls that lock lanes in different orders can deadlock,
    * which Postgres resolves by aborting one transaction).
@@ -133,30 +133,36 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
   const laneOf = sql.id(schema, 'outbox_lane');
   const lockSpace = `effectively.outbox:${schema}`;
 
+  async function write(trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> {
+    const keys = [...new Map(rows.filter((r) => r.key !== null).map((r) => [(r.key as Buffer).toString('hex'), r.key as Buffer])).values()];
+    if (keys.length > 0 || notify) {
+      // Lanes locked in ascending order (volatile functions in the select list run after ORDER BY).
+      await sql`
+        SELECT ${notify ? sql`pg_notify(${OUTBOX_CHANNEL}, ${schema})` : sql`NULL`} AS notified,
+          (SELECT count(*) FROM (
+            SELECT pg_advisory_xact_lock(hashtext(${lockSpace}), lane) FROM (
+              SELECT DISTINCT ${laneOf}(k, NULL) AS lane FROM unnest(${keys}::bytea[]) AS k) lanes
+            ORDER BY lane) locked) AS lanes`.execute(trx);
+    }
+    const result = await sql<{ event_id: string }>`
+      INSERT INTO ${outbox} (event_id, topic, message_key, payload, headers)
+      SELECT * FROM unnest(${rows.map((r) => r.eventId)}::text[], ${rows.map((r) => r.topic)}::text[],
+        ${rows.map((r) => r.key)}::bytea[], ${rows.map((r) => r.value)}::bytea[], ${rows.map((r) => JSON.stringify(r.headers))}::jsonb[])
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING event_id`.execute(trx);
+    const inserted = new Set(result.rows.map((r) => r.event_id));
+    return { eventIds: rows.map((r) => r.eventId), inserted: inserted.size, alreadyPublished: rows.map((r) => r.eventId).filter((id) => !inserted.has(id)) };
+  }
+
   return Object.freeze({
     schema,
     async publish(trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
       const messages: readonly OutboxMessage[] = Array.isArray(input) ? input : [input as OutboxMessage];
       if (messages.length === 0) return { eventIds: [], inserted: 0, alreadyPublished: [] };
       const rows = messages.map((m) => toRow(m, trace));
-      const keys = [...new Map(rows.filter((r) => r.key !== null).map((r) => [(r.key as Buffer).toString('hex'), r.key as Buffer])).values()];
-      if (keys.length > 0 || notify) {
-        // Lanes locked in ascending order (volatile functions in the select list run after ORDER BY).
-        await sql`
-          SELECT ${notify ? sql`pg_notify(${OUTBOX_CHANNEL}, ${schema})` : sql`NULL`} AS notified,
-            (SELECT count(*) FROM (
-              SELECT pg_advisory_xact_lock(hashtext(${lockSpace}), lane) FROM (
-                SELECT DISTINCT ${laneOf}(k, NULL) AS lane FROM unnest(${keys}::bytea[]) AS k) lanes
-              ORDER BY lane) locked) AS lanes`.execute(trx);
-      }
-      const result = await sql<{ event_id: string }>`
-        INSERT INTO ${outbox} (event_id, topic, message_key, payload, headers)
-        SELECT * FROM unnest(${rows.map((r) => r.eventId)}::text[], ${rows.map((r) => r.topic)}::text[],
-          ${rows.map((r) => r.key)}::bytea[], ${rows.map((r) => r.value)}::bytea[], ${rows.map((r) => JSON.stringify(r.headers))}::jsonb[])
-        ON CONFLICT (event_id) DO NOTHING
-        RETURNING event_id`.execute(trx);
-      const inserted = new Set(result.rows.map((r) => r.event_id));
-      return { eventIds: rows.map((r) => r.eventId), inserted: inserted.size, alreadyPublished: rows.map((r) => r.eventId).filter((id) => !inserted.has(id)) };
+      // Outside a transaction, make one: the lane lock must be held until the insert commits.
+      if (!trx.isTransaction) return trx.transaction().execute((own) => write(own, rows));
+      return write(trx, rows);
     },
   });
 }
