@@ -230,6 +230,8 @@ export class OutboxRelay {
         this.succeeded();
         pause = result.fetched > 0 || this.notified ? 0 : this.options.pollIntervalMs;
         if (result.lanes === 0) pause = Math.max(pause, Math.min(this.options.pollIntervalMs, Math.ceil(this.options.leaseMs / 3)));
+        // Idle or not, wake for the next renewal: a poll interval longer than the lease must not let the leases and heartbeat lapse.
+        if (pause > 0) pause = Math.min(pause, Math.max(1, this.nextRebalanceAt - Date.now()));
       } catch (err) {
         errors++;
         this.counters.cycleErrors++;

@@ -1,150 +1,250 @@
-import { createOutbox, InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
-import { createTestSchema, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { randomBytes } from 'node:crypto';
+import { createOutbox, InvalidConfigError, InvalidIdentifierError, runWithTraceContext, type OutboxMessage } from '@effectively/core';
+import { createTestSchema, readTopic, testKafka, testServices, type ReadMessage, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
-import { Registry } from 'prom-client';
-import { OutboxRelay, pruneOutbox, relayPrometheusMetrics, type OutboxRelayOptions } from '../src';
-import { countByStatus, enqueue, header, idsPerKey, makeMessages, outOfOrderKeys, rows, waitFor, newTopic } from './support/outbox';
+import { OutboxRelay, pruneOutbox, type DrainResult, type OutboxRelayOptions } from '../src';
+import { countByStatus, dedupe, eventIdsOf, header, idsPerKey, newTopic, outboxCount, outboxIds, outOfOrderKeys, waitFor } from './support/outbox';
 
-describe('outbox relay publishes committed rows', () => {
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+describe('outbox writer and relay: what commits is published, what rolls back is not', () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   let s: TestSchema;
+  const relays: OutboxRelay[] = [];
   beforeAll(async () => {
     s = await createTestSchema(databaseUrl, 'relay_pub');
+    await sql`CREATE TABLE ${sql.id(s.schema, 'effects')} (id text PRIMARY KEY, amount integer NOT NULL)`.execute(s.db);
   });
-  afterAll(async () => s.drop());
-
-  const relay = (extra: Partial<OutboxRelayOptions> = {}): OutboxRelay =>
-    new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, ...extra });
-
-  it('rejects unsafe configuration up front (F22: idempotent producer with several requests in flight)', () => {
-    expect(() => relay({ producer: { idempotent: true, maxInFlightRequests: 5 } })).toThrow(InvalidConfigError);
-    expect(() => relay({ producer: { maxInFlightRequests: 2 } })).toThrow(/maxInFlightRequests must be 1/);
-    expect(() => relay({ producer: { idempotent: false } })).toThrow(/idempotent cannot be false/);
-    expect(() => relay({ producer: { transactionalId: 'x' } as never })).toThrow(InvalidConfigError);
-    expect(() => relay({ schema: 'x"; DROP TABLE y; --' })).toThrow(InvalidIdentifierError);
-    expect(() => relay({ databaseUrl: undefined })).toThrow(/databaseUrl is required/);
-    expect(() => relay({ batchSize: 0 })).toThrow(/batchSize/);
-    const options: OutboxRelayOptions = { brokers, db: s.db, databaseUrl, schema: s.schema, producer: { retry: { retries: 2 } } };
-    const copy = JSON.stringify({ ...options, db: undefined });
-    new OutboxRelay(options);
-    expect(JSON.stringify({ ...options, db: undefined })).toBe(copy);
+  afterAll(async () => {
+    await Promise.allSettled(relays.map((r) => r.stop()));
+    await s.drop();
   });
 
-  it('publishes every committed row once, in id order per key, with the event-id header; rows end published', async () => {
-    const topic = await newTopic(kafka, 'relay_order', 3);
-    const r = relay({ batchSize: 100 });
-    await r.start();
-    try {
-      // Five writers, each owning its own keys, each committing 6 transactions of 20 rows while the relay runs.
-      await Promise.all(
-        Array.from({ length: 5 }, async (_, w) => {
-          for (let t = 0; t < 6; t++) await enqueue(s.db, s.schema, makeMessages(topic, 20, 4, `w${w}`, t * 20));
-        }),
-      );
-      // A few rows without a key.
-      await enqueue(s.db, s.schema, [{ eventId: 'nokey-1', topic, value: 'a' }, { eventId: 'nokey-2', topic, key: null, value: null }]);
-      const total = 5 * 6 * 20 + 2;
-      await waitFor(() => countByStatus(s.db, s.schema), (c) => c.published === total);
-      const all = await rows(s.db, s.schema);
-      expect(all.filter((x) => x.topic === topic).every((x) => x.status === 'published')).toBe(true);
+  const relay = (extra: Partial<OutboxRelayOptions> = {}): OutboxRelay => {
+    const r = new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, ...extra });
+    relays.push(r);
+    return r;
+  };
 
-      const messages = await readTopic(kafka, topic);
-      const idOf = new Map(all.map((x) => [x.event_id, x.id]));
-      const eventIds = messages.map((m) => header(m, 'event-id'));
-      expect(eventIds.every((id) => id !== undefined)).toBe(true);
-      expect(new Set(eventIds).size).toBe(total);
-      expect(messages.length).toBe(total);
-      const perKey = idsPerKey(messages, idOf);
-      expect(perKey.size).toBe(5 * 4 + 1);
-      expect(outOfOrderKeys(perKey)).toEqual([]);
-      // Stored headers travel along; values and tombstones arrive as written.
-      const m7 = messages.find((m) => header(m, 'event-id') === 'w3-7');
-      expect(header(m7 as never, 'seq')).toBe('7');
-      expect(JSON.parse(String(m7?.value))).toEqual({ i: 7, prefix: 'w3' });
-      expect(messages.find((m) => header(m, 'event-id') === 'nokey-2')?.value).toBeNull();
-      expect(r.stats.published).toBe(total);
-      expect(r.stats.isLeader).toBe(true);
-    } finally {
-      await r.stop();
-    }
-    expect(r.stats.isLeader).toBe(false);
-  });
-
-  it('never publishes the rows of a rolled-back transaction', async () => {
-    const topic = await newTopic(kafka, 'relay_rollback');
+  it('rejects unsafe writer and relay configuration up front, before touching the database', async () => {
+    // Writer.
+    expect(() => createOutbox({ schema: 'x"; DROP TABLE y; --' })).toThrow(InvalidIdentifierError);
+    expect(() => createOutbox({ schema: s.schema, notify: 'yes' as never })).toThrow(InvalidConfigError);
     const writer = createOutbox({ schema: s.schema });
-    const r = relay();
-    await r.start();
-    try {
-      await expect(
-        s.db.transaction().execute(async (trx) => {
-          await writer.publish(trx, makeMessages(topic, 10, 2, 'rb'));
-          throw new Error('handler failed');
-        }),
-      ).rejects.toThrow('handler failed');
-      await enqueue(s.db, s.schema, makeMessages(topic, 10, 2, 'ok'));
-      await waitFor(() => rows(s.db, s.schema), (all) => all.filter((x) => x.topic === topic && x.status === 'published').length === 10);
-    } finally {
-      await r.stop();
+    const ok: OutboxMessage = { topic: 'fine', key: 'k', value: 'v' };
+    const refused: Array<[OutboxMessage, RegExp]> = [
+      [{ topic: 'bad topic!', value: 'v' }, /not a valid Kafka topic/],
+      [{ topic: '..', value: 'v' }, /not a valid Kafka topic/],
+      [{ topic: 'x'.repeat(250), value: 'v' }, /not a valid Kafka topic/],
+      [{ topic: 'fine', value: 'v', headers: { 'event-id': 'mine' } }, /event-id/],
+      [{ topic: 'fine', value: 'v', headers: { n: 1 as never } }, /must be a string/],
+      [{ topic: 'fine', value: undefined as never }, /value is missing/],
+      [{ topic: 'fine', value: 'v', eventId: '' }, /eventId/],
+      [{ topic: 'fine', value: 'v', eventId: 'a\u0000b' }, /eventId/],
+    ];
+    for (const [bad, message] of refused) {
+      // The valid message first: had it been written before the bad one was checked, it would be in the table.
+      await expect(s.db.transaction().execute((trx) => writer.publish(trx, [ok, bad]))).rejects.toThrow(InvalidConfigError);
+      await expect(s.db.transaction().execute((trx) => writer.publish(trx, [ok, bad]))).rejects.toThrow(message);
     }
+    expect(await outboxCount(s.db, s.schema)).toBe(0);
+
+    // Relay (F22: kafkajs keeps no order with an idempotent producer and several requests in flight).
+    const options = (extra: Partial<OutboxRelayOptions>): OutboxRelayOptions => ({ brokers, db: s.db, databaseUrl, schema: s.schema, ...extra });
+    expect(() => new OutboxRelay(options({ producer: { maxInFlightRequests: 2 } }))).toThrow(InvalidConfigError);
+    expect(() => new OutboxRelay(options({ producer: { maxInFlightRequests: 2 } }))).toThrow(/maxInFlightRequests must be 1/);
+    expect(() => new OutboxRelay(options({ producer: { idempotent: false } }))).toThrow(/idempotent cannot be false/);
+    expect(() => new OutboxRelay(options({ producer: { transactionalId: 'x' } as never }))).toThrow(InvalidConfigError);
+    expect(() => new OutboxRelay(options({ schema: 'x"; DROP TABLE y; --' }))).toThrow(InvalidIdentifierError);
+    expect(() => new OutboxRelay(options({ databaseUrl: undefined }))).toThrow(InvalidConfigError);
+    expect(() => new OutboxRelay(options({ databaseUrl: undefined, listen: true }))).toThrow(/databaseUrl is required/);
+    expect(() => new OutboxRelay(options({ databaseUrl: undefined, listen: false }))).not.toThrow();
+    expect(() => new OutboxRelay(options({ batchSize: 0 }))).toThrow(/batchSize/);
+    expect(() => new OutboxRelay(options({ leaseMs: 100 }))).toThrow(/leaseMs/);
+    expect(() => new OutboxRelay(options({ brokers: [] }))).toThrow(/brokers/);
+    // The caller's options object is not changed.
+    const given = options({ producer: { retry: { retries: 2 } } });
+    const before = JSON.stringify({ ...given, db: undefined });
+    new OutboxRelay(given);
+    expect(JSON.stringify({ ...given, db: undefined })).toBe(before);
+  });
+
+  it('concurrent transactions: rolled-back ones emit nothing, committed ones reach Kafka once each (distinct event ids == rows), in order per key, and the outbox empties', async () => {
+    const topic = await newTopic(kafka, 'relay_atomic', 3);
+    const effects = sql.id(s.schema, 'effects');
+    const writer = createOutbox({ schema: s.schema });
+    const r = relay({ batchSize: 20 });
+    await r.start();
+
+    const committed = new Map<string, string>(); // event id -> outbox id
+    const rolledBack = new Set<string>();
+    const committedEffects: string[] = [];
+    const keys = ['alpha', 'beta', 'gamma', 'delta', null];
+    // 5 writers x 8 transactions x 5 rows; every third transaction fails after publishing:
+    // by throwing, or by a database error (duplicate effect id).
+    await Promise.all(
+      Array.from({ length: 5 }, async (_, w) => {
+        for (let t = 0; t < 8; t++) {
+          const fails = (w + t) % 3 === 0 ? (t % 2 === 0 ? 'throw' : 'db-error') : undefined;
+          const effectId = `w${w}-t${t}`;
+          let written: string[] = [];
+          const run = s.db.transaction().execute(async (trx) => {
+            await sql`INSERT INTO ${effects} (id, amount) VALUES (${effectId}, ${t})`.execute(trx);
+            const messages = Array.from({ length: 5 }, (_, i): OutboxMessage => ({ topic, key: keys[(w + t + i) % keys.length], value: { w, t, i } }));
+            const result = await writer.publish(trx, messages);
+            written = result.eventIds;
+            expect(result.inserted).toBe(5);
+            const ids = await outboxIds(trx, s.schema, result.eventIds);
+            if (fails === 'throw') throw new Error('handler failed after publishing');
+            if (fails === 'db-error') await sql`INSERT INTO ${effects} (id, amount) VALUES (${effectId}, 0)`.execute(trx);
+            return ids;
+          });
+          if (fails === undefined) {
+            for (const [eventId, id] of await run) committed.set(eventId, id);
+            committedEffects.push(effectId);
+          } else {
+            await expect(run).rejects.toThrow(fails === 'throw' ? /handler failed/ : /duplicate key/);
+            expect(written).toHaveLength(5);
+            for (const eventId of written) rolledBack.add(eventId);
+          }
+        }
+      }),
+    );
+    expect(rolledBack.size).toBeGreaterThan(0);
+    expect(committed.size).toBe(committedEffects.length * 5);
+
+    // Every committed row is published and deleted; a row of a rolled-back transaction would be
+    // in the table (and so published) had publish not used the caller's transaction.
+    await waitFor(() => outboxCount(s.db, s.schema), (n) => n === 0, 30_000, 'outbox empty');
+    await r.stop();
+    const { rows: applied } = await sql<{ id: string }>`SELECT id FROM ${effects} ORDER BY id`.execute(s.db);
+    expect(applied.map((x) => x.id)).toEqual([...committedEffects].sort());
+
     const messages = await readTopic(kafka, topic);
-    const ids = messages.map((m) => header(m, 'event-id') ?? '');
-    expect(ids.filter((id) => id.startsWith('rb-'))).toEqual([]);
-    expect(new Set(ids)).toEqual(new Set(makeMessages(topic, 10, 2, 'ok').map((m) => m.eventId)));
-    expect((await rows(s.db, s.schema)).filter((x) => x.event_id.startsWith('rb-'))).toEqual([]);
+    const ids = eventIdsOf(messages);
+    expect(ids.filter((id) => id !== undefined && rolledBack.has(id))).toEqual([]);
+    const applies = dedupe(messages); // a downstream consumer deduplicating by event-id
+    expect(new Set(applies.map((m) => header(m, 'event-id')))).toEqual(new Set(committed.keys()));
+    expect(applies).toHaveLength(committed.size);
+    expect(messages).toHaveLength(committed.size); // and no duplicates at all in normal operation
+    expect(ids.every((id) => id !== undefined && UUID_V7.test(id))).toBe(true);
+    const perKey = idsPerKey(messages, committed);
+    expect([...perKey.keys()].sort()).toEqual(['<null>', 'alpha', 'beta', 'delta', 'gamma']);
+    expect(outOfOrderKeys(perKey)).toEqual([]);
+    expect(r.stats.published).toBe(committed.size);
   });
 
-  it('publishes a row whose transaction took a lower id but committed later (F30: no id watermark)', async () => {
-    const topic = await newTopic(kafka, 'relay_late');
+  it('sends values, keys, headers and trace context as written; one row per explicit event id; deletes acknowledged rows', async () => {
+    const topic = await newTopic(kafka, 'relay_values');
     const writer = createOutbox({ schema: s.schema });
-    const r = relay();
-    await r.start();
-    try {
-      let release!: () => void;
-      const gate = new Promise<void>((resolve) => (release = resolve));
-      let inserted!: () => void;
-      const insertedA = new Promise<void>((resolve) => (inserted = resolve));
-      const txA = s.db.transaction().execute(async (trx) => {
-        await writer.publish(trx, [{ eventId: 'late-a', topic, key: 'a', value: 'A' }]);
-        inserted();
-        await gate;
-      });
-      await insertedA;
-      await enqueue(s.db, s.schema, [{ eventId: 'late-b', topic, key: 'b', value: 'B' }]);
-      const afterB = await waitFor(() => rows(s.db, s.schema), (all) => all.some((x) => x.event_id === 'late-b' && x.status === 'published'));
-      expect(afterB.some((x) => x.event_id === 'late-a')).toBe(false); // not committed yet, invisible
-      release();
-      await txA;
-      const all = await waitFor(() => rows(s.db, s.schema), (x) => x.some((row) => row.event_id === 'late-a' && row.status === 'published'));
-      const a = all.find((x) => x.event_id === 'late-a');
-      const b = all.find((x) => x.event_id === 'late-b');
-      expect(BigInt(a?.id ?? 0)).toBeLessThan(BigInt(b?.id ?? 0));
-    } finally {
-      await r.stop();
-    }
-    const ids = (await readTopic(kafka, topic)).map((m) => header(m, 'event-id'));
-    expect(ids).toEqual(['late-b', 'late-a']);
-  });
+    const bytes = Buffer.concat([Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x0a, 0x0d]), randomBytes(250)]);
+    const backing = Buffer.from('xxHELLOyy');
+    const view = new Uint8Array(backing.buffer, backing.byteOffset + 2, 5); // a view into a larger buffer
+    const binaryKey = new Uint8Array([0xde, 0xad, 0xbe, 0xef, 0x00]);
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const otherTrace = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00';
 
-  it('drainOnce runs one cycle and reports what it did', async () => {
-    const topic = await newTopic(kafka, 'relay_drain');
-    const registry = new Registry();
-    const r = relay({ batchSize: 7, metrics: relayPrometheusMetrics(registry) });
-    try {
-      await enqueue(s.db, s.schema, makeMessages(topic, 10, 3, 'dr'));
-      expect(await r.drainOnce()).toEqual({ published: 7, failed: 0, parked: 0, fetched: 7, leader: true });
-      expect(await r.drainOnce()).toEqual({ published: 3, failed: 0, parked: 0, fetched: 3, leader: true });
-      expect(await r.drainOnce()).toEqual({ published: 0, failed: 0, parked: 0, fetched: 0, leader: true });
-      const text = await registry.metrics();
-      expect(text).toContain(`effectively_relay_published_total{schema="${s.schema}",topic="${topic}"} 10`);
-      expect(text).toContain(`effectively_relay_leader{schema="${s.schema}"} 1`);
-      expect(text).toContain('effectively_relay_lag_seconds');
-      expect(text).toContain('effectively_relay_batch_duration_seconds_count');
-    } finally {
-      await r.stop();
-    }
-    expect(await registry.metrics()).toContain(`effectively_relay_leader{schema="${s.schema}"} 0`);
+    const first = await s.db.transaction().execute((trx) =>
+      writer.publish(trx, [
+        { eventId: 'json', topic, key: 'k-json', value: { a: 1, nested: { b: [1, 2] }, s: 'é' }, headers: { 'x-tenant': 't1' } },
+        { eventId: 'json-number', topic, key: 'k-json', value: 42 },
+        { eventId: 'json-false', topic, key: 'k-json', value: false },
+        { eventId: 'json-own-type', topic, key: 'k-json', value: { x: 1 }, headers: { 'content-type': 'application/vnd.x+json' } },
+        { eventId: 'bytes', topic, key: 'k-bytes', value: bytes },
+        { eventId: 'view', topic, key: 'k-bytes', value: view },
+        { eventId: 'string', topic, key: 'k-string', value: 'héllo wörld' },
+        { eventId: 'empty', topic, key: 'k-string', value: '' },
+        { eventId: 'tombstone', topic, key: 'k-tomb', value: null },
+        { eventId: 'null-key', topic, key: null, value: 'no key' },
+        { eventId: 'absent-key', topic, value: 'no key either' },
+        { eventId: 'binary-key', topic, key: binaryKey, value: 'binary key' },
+        { eventId: 'dup', topic, key: 'k-dup', value: 'first' },
+        { topic, key: 'k-default', value: 'default id 1' },
+        { topic, key: 'k-default', value: 'default id 2' },
+      ]),
+    );
+    expect(first.inserted).toBe(15);
+    expect(first.alreadyPublished).toEqual([]);
+    const defaultIds = first.eventIds.slice(13);
+    expect(defaultIds.every((id) => UUID_V7.test(id))).toBe(true);
+    expect(defaultIds[0]).not.toBe(defaultIds[1]);
+
+    // The same explicit event id again (and a new one beside it): kept once, reported.
+    const again = await s.db.transaction().execute((trx) =>
+      writer.publish(trx, [
+        { eventId: 'dup', topic, key: 'k-dup', value: 'second' },
+        { eventId: 'after-dup', topic, key: 'k-dup', value: 'after' },
+      ]),
+    );
+    expect(again).toEqual({ eventIds: ['dup', 'after-dup'], inserted: 1, alreadyPublished: ['dup'] });
+
+    // Trace context: from runWithTraceContext, from an explicit header (wins), from a custom provider; none outside.
+    await runWithTraceContext({ traceparent, tracestate: 'vendor=abc' }, () =>
+      s.db.transaction().execute((trx) =>
+        writer.publish(trx, [
+          { eventId: 'traced', topic, key: 'k-trace', value: 't' },
+          { eventId: 'traced-own', topic, key: 'k-trace', value: 't', headers: { traceparent: otherTrace } },
+        ]),
+      ),
+    );
+    await runWithTraceContext({ traceparent: '00-00000000000000000000000000000000-00f067aa0ba902b7-01' }, () =>
+      s.db.transaction().execute((trx) => writer.publish(trx, { eventId: 'traced-invalid', topic, key: 'k-trace', value: 't' })),
+    );
+    const provided = createOutbox({ schema: s.schema, traceContext: () => ({ traceparent: otherTrace }) });
+    await s.db.transaction().execute((trx) => provided.publish(trx, { eventId: 'traced-provider', topic, key: 'k-trace', value: 't' }));
+    const total = 15 + 1 + 4;
+    expect(await outboxCount(s.db, s.schema)).toBe(total);
+
+    const r = relay({ listen: false, databaseUrl: undefined });
+    expect(await r.drainOnce()).toEqual<DrainResult>({ published: total, failed: 0, parked: 0, fetched: total, lanes: 64 });
+    expect(await outboxCount(s.db, s.schema)).toBe(0); // acknowledged rows are deleted in the claim
+    expect(await r.drainOnce()).toEqual<DrainResult>({ published: 0, failed: 0, parked: 0, fetched: 0, lanes: 64 });
+    expect(r.stats.published).toBe(total);
+
+    const messages = await readTopic(kafka, topic);
+    expect(messages).toHaveLength(total);
+    const byId = new Map<string, ReadMessage>(messages.map((m) => [header(m, 'event-id') as string, m]));
+    expect(byId.size).toBe(total);
+    const m = (id: string): ReadMessage => {
+      const found = byId.get(id);
+      if (found === undefined) throw new Error(`no message with event id ${id}`);
+      return found;
+    };
+    expect(JSON.parse(String(m('json').value))).toEqual({ a: 1, nested: { b: [1, 2] }, s: 'é' });
+    expect(header(m('json'), 'content-type')).toBe('application/json');
+    expect(header(m('json'), 'x-tenant')).toBe('t1');
+    expect(m('json').key?.toString()).toBe('k-json');
+    expect(m('json-number').value?.toString()).toBe('42');
+    expect(header(m('json-number'), 'content-type')).toBe('application/json');
+    expect(m('json-false').value?.toString()).toBe('false');
+    expect(header(m('json-own-type'), 'content-type')).toBe('application/vnd.x+json');
+    expect(Buffer.compare(m('bytes').value as Buffer, bytes)).toBe(0);
+    expect(header(m('bytes'), 'content-type')).toBeUndefined();
+    expect(m('view').value?.toString()).toBe('HELLO');
+    expect(m('string').value?.toString('utf8')).toBe('héllo wörld');
+    expect(header(m('string'), 'content-type')).toBeUndefined();
+    expect(m('empty').value).not.toBeNull(); // an empty string is not a tombstone
+    expect(m('empty').value?.length).toBe(0);
+    expect(m('tombstone').value).toBeNull();
+    expect(m('tombstone').key?.toString()).toBe('k-tomb');
+    expect(m('null-key').key).toBeNull();
+    expect(m('absent-key').key).toBeNull();
+    expect(Buffer.compare(m('binary-key').key as Buffer, Buffer.from(binaryKey))).toBe(0);
+    expect(messages.filter((x) => header(x, 'event-id') === 'dup')).toHaveLength(1);
+    expect(m('dup').value?.toString()).toBe('first');
+    expect(m(defaultIds[0] as string).value?.toString()).toBe('default id 1');
+    expect(header(m('traced'), 'traceparent')).toBe(traceparent);
+    expect(header(m('traced'), 'tracestate')).toBe('vendor=abc');
+    expect(header(m('traced-own'), 'traceparent')).toBe(otherTrace);
+    expect(header(m('traced-invalid'), 'traceparent')).toBeUndefined();
+    expect(header(m('traced-provider'), 'traceparent')).toBe(otherTrace);
+    expect(header(m('json'), 'traceparent')).toBeUndefined();
+    // Within a key, topic order is the order written.
+    const order = messages.filter((x) => x.key?.toString() === 'k-json').map((x) => header(x, 'event-id'));
+    expect(order).toEqual(['json', 'json-number', 'json-false', 'json-own-type']);
+
+    await r.stop();
     await expect(r.drainOnce()).rejects.toThrow(/stopped/);
   });
 });
@@ -157,7 +257,7 @@ describe('pruneOutbox', () => {
   });
   afterAll(async () => s.drop());
 
-  it('deletes only published rows older than the window, in batches', async () => {
+  it('deletes only rows marked published older than the window, in batches; never pending or parked rows', async () => {
     const outbox = sql.id(s.schema, 'outbox');
     const insert = (prefix: string, n: number, status: string, publishedAgo: string | null) =>
       sql`
