@@ -37,7 +37,11 @@ export interface PublishResult {
   eventIds: string[];
   /** How many rows were written. */
   inserted: number;
-  /** Event ids that were already in the outbox (kept once, not an error). */
+  /**
+   * Event ids not written because a row with the same id is still in the outbox (or came earlier
+   * in the same call): kept once, not an error. The relay deletes rows once published, so this
+   * deduplicates only until then; consumers deduplicate by `event-id` beyond that.
+   */
   alreadyPublished: string[];
 }
 
@@ -151,7 +155,10 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
       ON CONFLICT (event_id) DO NOTHING
       RETURNING event_id`.execute(trx);
     const inserted = new Set(result.rows.map((r) => r.event_id));
-    return { eventIds: rows.map((r) => r.eventId), inserted: inserted.size, alreadyPublished: rows.map((r) => r.eventId).filter((id) => !inserted.has(id)) };
+    // A repeated id in the same call counts as already there from its second occurrence on.
+    const firsts = new Set<string>();
+    const alreadyPublished = rows.map((r) => r.eventId).filter((id) => (inserted.has(id) && !firsts.has(id) ? (firsts.add(id), false) : true));
+    return { eventIds: rows.map((r) => r.eventId), inserted: inserted.size, alreadyPublished };
   }
 
   return Object.freeze({

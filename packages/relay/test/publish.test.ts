@@ -178,6 +178,14 @@ describe('outbox writer and relay: what commits is published, what rolls back is
       ]),
     );
     expect(again).toEqual({ eventIds: ['dup', 'after-dup'], inserted: 1, alreadyPublished: ['dup'] });
+    // The same id twice in one call: one row, the second copy reported.
+    const twice = await s.db.transaction().execute((trx) =>
+      writer.publish(trx, [
+        { eventId: 'twice', topic, key: 'k-twice', value: 'one' },
+        { eventId: 'twice', topic, key: 'k-twice', value: 'two' },
+      ]),
+    );
+    expect(twice).toEqual({ eventIds: ['twice', 'twice'], inserted: 1, alreadyPublished: ['twice'] });
 
     // Trace context: from runWithTraceContext, from an explicit header (wins), from a custom provider; none outside.
     await runWithTraceContext({ traceparent, tracestate: 'vendor=abc' }, () =>
@@ -193,7 +201,7 @@ describe('outbox writer and relay: what commits is published, what rolls back is
     );
     const provided = createOutbox({ schema: s.schema, traceContext: () => ({ traceparent: otherTrace }) });
     await s.db.transaction().execute((trx) => provided.publish(trx, { eventId: 'traced-provider', topic, key: 'k-trace', value: 't' }));
-    const total = 15 + 1 + 4;
+    const total = 15 + 1 + 1 + 4;
     expect(await outboxCount(s.db, s.schema)).toBe(total);
 
     const r = relay({ listen: false, databaseUrl: undefined });
@@ -233,6 +241,7 @@ describe('outbox writer and relay: what commits is published, what rolls back is
     expect(Buffer.compare(m('binary-key').key as Buffer, Buffer.from(binaryKey))).toBe(0);
     expect(messages.filter((x) => header(x, 'event-id') === 'dup')).toHaveLength(1);
     expect(m('dup').value?.toString()).toBe('first');
+    expect(m('twice').value?.toString()).toBe('one');
     expect(m(defaultIds[0] as string).value?.toString()).toBe('default id 1');
     expect(header(m('traced'), 'traceparent')).toBe(traceparent);
     expect(header(m('traced'), 'tracestate')).toBe('vendor=abc');
