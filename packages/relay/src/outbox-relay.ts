@@ -118,6 +118,8 @@ export class OutboxRelay {
   private loop: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  /** False while backing off after a failed cycle: writers' notifications say nothing about Kafka or the database coming back. */
+  private wakeOnNotify = true;
   private notified = false;
   private exclusive: Promise<unknown> = Promise.resolve();
   private nextRebalanceAt = 0;
@@ -213,7 +215,7 @@ export class OutboxRelay {
   private onNotify(): void {
     this.notified = true;
     const wake = this.wake;
-    if (wake !== undefined) {
+    if (wake !== undefined && this.wakeOnNotify) {
       this.counters.notifiedWakeups++;
       wake();
     }
@@ -223,6 +225,7 @@ export class OutboxRelay {
     let errors = 0;
     while (this.state === 'running') {
       let pause: number;
+      let failed = false;
       try {
         this.notified = false;
         const result = await this.drainOnce();
@@ -239,9 +242,10 @@ export class OutboxRelay {
         this.lastError = describe(err);
         this.failingSince ??= Date.now();
         pause = backoffMs(errors, Math.max(100, Math.min(this.options.pollIntervalMs, 1_000)), 10_000);
+        failed = true;
         this.log.warn({ err, retryInMs: pause }, 'relay cycle failed; retrying (unacknowledged rows stay in the outbox)');
       }
-      if (pause > 0 && this.state === 'running') await this.sleep(pause);
+      if (pause > 0 && this.state === 'running') await this.sleep(pause, !failed);
     }
   }
 
@@ -250,16 +254,19 @@ export class OutboxRelay {
     this.failingSince = undefined;
   }
 
-  private sleep(ms: number): Promise<void> {
+  /** Sleeps `ms`; `stop()` always ends it early, a notification only when `wakeOnNotify` (not during an error backoff). */
+  private sleep(ms: number, wakeOnNotify = true): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         this.wake = undefined;
+        this.wakeOnNotify = true;
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.wake = done;
-      if (this.notified) done();
+      this.wakeOnNotify = wakeOnNotify;
+      if (wakeOnNotify && this.notified) done();
     });
   }
 

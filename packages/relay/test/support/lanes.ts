@@ -1,0 +1,216 @@
+/**
+ * Helpers for the lane, poison and outage tests: relay child processes, waiting, the lane
+ * table, and reading what reached Kafka. Self-contained (support/outbox.ts is another file's).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
+import { createOutbox, type OutboxMessage } from '@effectively/core';
+import type { ReadMessage } from '@effectively/testkit';
+import { sql, type Kysely } from 'kysely';
+
+export const RELAY_CHILD = path.join(__dirname, '..', 'fixtures', 'relay-child.ts');
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `read` until `check` holds; throws with the last value after `timeoutMs`. */
+export async function waitFor<R>(read: () => Promise<R> | R, check: (value: R) => boolean, timeoutMs = 30_000, what = 'condition'): Promise<R> {
+  const until = Date.now() + timeoutMs;
+  let last = await read();
+  while (!check(last)) {
+    if (Date.now() > until) throw new Error(`waitFor(${what}) timed out after ${timeoutMs} ms; last value: ${JSON.stringify(last, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)).slice(0, 800)}`);
+    await sleep(50);
+    last = await read();
+  }
+  return last;
+}
+
+/** A relay running in a child process (test/fixtures/relay-child.ts). */
+export interface RelayChild {
+  readonly id: string;
+  readonly process: ChildProcess;
+  /** Resolves with the exit code (null when killed by a signal) and the signal. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The `stats` JSON it printed on a clean stop, if any. */
+  stats(): Record<string, unknown> | undefined;
+  /** Everything it wrote to stderr (for failure messages). */
+  stderr(): string;
+  /** SIGKILL, resolves once it has exited. */
+  kill(): Promise<void>;
+  /** SIGTERM (a clean stop), resolves with its exit code once it has exited. */
+  terminate(): Promise<number | null>;
+}
+
+/** Starts a relay child with `env` and waits for its `ready` line. */
+export async function startRelayChild(env: Record<string, string>, readyTimeoutMs = 30_000): Promise<RelayChild> {
+  const child = spawn(process.execPath, ['--import', 'tsx', RELAY_CHILD], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stats: Record<string, unknown> | undefined;
+  let err = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    err = (err + chunk.toString()).slice(-20_000);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  let id: string | undefined;
+  const ready = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`relay child not ready in ${readyTimeoutMs} ms; stderr: ${err.slice(-2000)}`)), readyTimeoutMs);
+    const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    lines.on('line', (line) => {
+      if (line.startsWith('ready ')) {
+        clearTimeout(timer);
+        resolve(line.slice('ready '.length));
+      } else if (line.startsWith('stats ')) {
+        stats = JSON.parse(line.slice('stats '.length)) as Record<string, unknown>;
+      }
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`relay child exited before ready (code ${code}, signal ${signal}); stderr: ${err.slice(-2000)}`));
+    });
+  });
+  try {
+    id = await ready;
+  } catch (e) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    throw e;
+  }
+  const alive = (): boolean => child.exitCode === null && child.signalCode === null;
+  return {
+    id,
+    process: child,
+    exited,
+    stats: () => stats,
+    stderr: () => err,
+    kill: async () => {
+      if (alive()) child.kill('SIGKILL');
+      await exited;
+    },
+    terminate: async () => {
+      if (alive()) child.kill('SIGTERM');
+      const { code } = await exited;
+      return code;
+    },
+  };
+}
+
+/** Kills every child still running (afterAll). */
+export async function killAll(children: readonly RelayChild[]): Promise<void> {
+  await Promise.all(children.map((c) => c.kill()));
+}
+
+/** `outbox_lanes` as it is now. */
+export interface LaneRow {
+  lane: number;
+  owner: string | null;
+  /** lease_until in ms since the epoch (-Infinity when free). */
+  leaseUntil: number;
+  epoch: number;
+  /** The database's clock, ms since the epoch, when read. */
+  now: number;
+}
+
+export async function laneRows(db: Kysely<unknown>, schema: string): Promise<LaneRow[]> {
+  const { rows } = await sql<{ lane: number; owner: string | null; lease_until: number | string; epoch: string; now: number | string }>`
+    SELECT lane, owner,
+      CASE WHEN lease_until = '-infinity' THEN '-Infinity'::float8 ELSE EXTRACT(EPOCH FROM lease_until)::float8 * 1000 END AS lease_until,
+      epoch::text AS epoch, EXTRACT(EPOCH FROM clock_timestamp())::float8 * 1000 AS now
+    FROM ${sql.id(schema, 'outbox_lanes')} ORDER BY lane`.execute(db);
+  return rows.map((r) => ({ lane: r.lane, owner: r.owner, leaseUntil: Number(r.lease_until), epoch: Number(r.epoch), now: Number(r.now) }));
+}
+
+/** Lanes per owner (NULL owners left out). */
+export function lanesByOwner(lanes: readonly LaneRow[]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const l of lanes) {
+    if (l.owner === null) continue;
+    let list = out.get(l.owner);
+    if (list === undefined) out.set(l.owner, (list = []));
+    list.push(l.lane);
+  }
+  return out;
+}
+
+/** Rows in the outbox by status. */
+export async function outboxCounts(db: Kysely<unknown>, schema: string): Promise<{ pending: number; parked: number; total: number }> {
+  const { rows } = await sql<{ pending: string; parked: string; total: string }>`
+    SELECT count(*) FILTER (WHERE status = 'pending') AS pending, count(*) FILTER (WHERE status = 'parked') AS parked, count(*) AS total
+    FROM ${sql.id(schema, 'outbox')}`.execute(db);
+  const r = rows[0];
+  return { pending: Number(r?.pending ?? 0), parked: Number(r?.parked ?? 0), total: Number(r?.total ?? 0) };
+}
+
+/** Event ids still in the outbox. */
+export async function outboxEventIds(db: Kysely<unknown>, schema: string): Promise<Set<string>> {
+  const { rows } = await sql<{ event_id: string }>`SELECT event_id FROM ${sql.id(schema, 'outbox')}`.execute(db);
+  return new Set(rows.map((r) => r.event_id));
+}
+
+/** An outbox row as the poison test looks at it. */
+export interface OutboxRowView {
+  id: string;
+  eventId: string;
+  topic: string;
+  key: string | null;
+  status: string;
+  attempts: number;
+  lastError: string | null;
+}
+
+/** The outbox's rows in id order (numeric: `ORDER BY id` would sort the text alias). */
+export async function outboxRows(db: Kysely<unknown>, schema: string): Promise<OutboxRowView[]> {
+  const { rows } = await sql<{ id: string; event_id: string; topic: string; key: string | null; status: string; attempts: number; last_error: string | null }>`
+    SELECT o.id::text AS id, o.event_id, o.topic, convert_from(o.message_key, 'UTF8') AS key, o.status, o.attempts, o.last_error
+    FROM ${sql.id(schema, 'outbox')} o ORDER BY o.id`.execute(db);
+  return rows.map((r) => ({ id: r.id, eventId: r.event_id, topic: r.topic, key: r.key, status: r.status, attempts: r.attempts, lastError: r.last_error }));
+}
+
+/** Publishes `messages` in one committed transaction. */
+export async function publishCommitted(db: Kysely<unknown>, schema: string, messages: OutboxMessage | OutboxMessage[]): Promise<string[]> {
+  const outbox = createOutbox({ schema });
+  return db.transaction().execute(async (trx) => (await outbox.publish(trx, messages)).eventIds);
+}
+
+export function header(m: ReadMessage, name: string): string | undefined {
+  const h = m.headers[name];
+  if (h === undefined) return undefined;
+  const v = Array.isArray(h) ? h[0] : h;
+  return v === undefined ? undefined : v.toString();
+}
+
+/** Messages with the first occurrence of each event id only, in partition/offset order (a republished batch repeats ids). */
+export function firstOccurrences(messages: readonly ReadMessage[]): ReadMessage[] {
+  const seen = new Set<string>();
+  const out: ReadMessage[] = [];
+  for (const m of messages) {
+    const id = header(m, 'event-id');
+    if (id === undefined) throw new Error(`message at ${m.topic}/${m.partition}@${m.offset} has no event-id header`);
+    if (seen.has(id)) continue;
+    seen.add(id);
+    out.push(m);
+  }
+  return out;
+}
+
+/**
+ * Given per message a key and an order number, the keys whose numbers do not strictly increase
+ * in the order given (with the first offending pair, for the failure message).
+ */
+export function orderViolations<T>(items: readonly T[], keyOf: (item: T) => string, numberOf: (item: T) => number): Array<{ key: string; previous: number; next: number }> {
+  const last = new Map<string, number>();
+  const bad = new Map<string, { key: string; previous: number; next: number }>();
+  for (const item of items) {
+    const key = keyOf(item);
+    const n = numberOf(item);
+    const prev = last.get(key);
+    if (prev !== undefined && n <= prev && !bad.has(key)) bad.set(key, { key, previous: prev, next: n });
+    last.set(key, n);
+  }
+  return [...bad.values()];
+}
+
+/** The JSON value of a message. */
+export function jsonValue<T>(m: ReadMessage): T {
+  if (m.value === null) throw new Error(`message at ${m.topic}/${m.partition}@${m.offset} is a tombstone`);
+  return JSON.parse(m.value.toString('utf8')) as T;
+}
