@@ -57,8 +57,8 @@ export function makeMessages(topic: string, n: number, keys: number, prefix: str
 /** The rows still in the outbox (not yet published, or parked), in id order. */
 export async function rows(db: Kysely<unknown>, schema: string): Promise<Row[]> {
   const { rows: r } = await sql<Row>`
-    SELECT id::text AS id, event_id, topic, convert_from(message_key, 'UTF8') AS key, status, attempts, last_error, lane
-    FROM ${sql.id(schema, 'outbox')} ORDER BY id`.execute(db);
+    SELECT o.id::text AS id, o.event_id, o.topic, convert_from(o.message_key, 'UTF8') AS key, o.status, o.attempts, o.last_error, o.lane
+    FROM ${sql.id(schema, 'outbox')} o ORDER BY o.id`.execute(db);
   return r;
 }
 
