@@ -15,7 +15,7 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 /** An event to publish through the outbox. */
 export interface OutboxMessage {
   topic: string;
-  /** The Kafka key; events with the same key reach Kafka in the commit order of their transactions. `null`/absent: no key. */
+  /** The Kafka key (at most 1,024 bytes); events with the same key reach Kafka in the commit order of their transactions. `null`/absent: no key. */
   key?: string | Uint8Array | null;
   /**
    * The payload. Bytes (`Buffer`/`Uint8Array`) and strings are sent as they are; any other value
@@ -76,6 +76,8 @@ export interface Outbox {
 }
 
 const TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
+/** Longest key accepted: with the topic it must fit a btree entry of the outbox's blocking index (2,704 bytes). */
+export const MAX_KEY_BYTES = 1024;
 
 interface Row {
   eventId: string;
@@ -119,7 +121,11 @@ function toRow(m: OutboxMessage, trace: TraceContextProvider): Row {
       if (context.tracestate !== undefined && context.tracestate !== '') headers.tracestate = context.tracestate;
     }
   }
-  return { eventId, topic: m.topic, key: m.key === null || m.key === undefined ? null : bytes(m.key), value, headers };
+  const key = m.key === null || m.key === undefined ? null : bytes(m.key);
+  if (key !== null && key.length > MAX_KEY_BYTES) {
+    throw new InvalidConfigError(`Outbox message key is ${key.length} bytes; keys of at most ${MAX_KEY_BYTES} bytes are supported (they are indexed to keep per-key order). Use a shorter key, e.g. a hash of it.`);
+  }
+  return { eventId, topic: m.topic, key, value, headers };
 }
 
 /**

@@ -17,7 +17,12 @@ export interface RelayHooks {
 export interface OutboxRelayOptions {
   /** Kafka bootstrap addresses. */
   brokers: string[];
-  /** Kysely over the Postgres that holds the `outbox` table. */
+  /**
+   * Kysely over the Postgres that holds the `outbox` table. Make it with `createDatabase` from
+   * `@effectively/core`, or give your pool's clients an `error` listener yourself: Postgres ends a
+   * claim left open longer than `claimTimeoutMs`, and node-postgres reports that as an `error`
+   * event on the checked-out client, which crashes a process that does not listen for it.
+   */
   db: Kysely<unknown>;
   /**
    * Postgres URL for the relay's `LISTEN` connection (a connection of its own, not from the
@@ -30,6 +35,11 @@ export interface OutboxRelayOptions {
   schema?: string;
   /** Most rows per claim; default 500, at most 10,000. */
   batchSize?: number;
+  /**
+   * Most bytes (keys, values, headers) per claim; default 900,000, under the broker's default
+   * 1 MB batch limit, so big rows do not make every claim fail and fall back to one-by-one.
+   */
+  maxBatchBytes?: number;
   /** Poll interval when idle (the fallback when a notification is missed or the listener is down); default 500 ms. */
   pollIntervalMs?: number;
   /**
@@ -77,6 +87,7 @@ export type ResolvedRelayOptions = Readonly<{
   listen: boolean;
   schema: string;
   batchSize: number;
+  maxBatchBytes: number;
   pollIntervalMs: number;
   leaseMs: number;
   claimTimeoutMs: number;
@@ -157,6 +168,7 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
     listen,
     schema,
     batchSize: positiveInt(options.batchSize ?? 500, 'batchSize', 10_000),
+    maxBatchBytes: positiveInt(options.maxBatchBytes ?? 900_000, 'maxBatchBytes', 100_000_000),
     pollIntervalMs: positiveInt(options.pollIntervalMs ?? 500, 'pollIntervalMs', 60_000),
     leaseMs,
     claimTimeoutMs,

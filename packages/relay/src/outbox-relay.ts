@@ -79,6 +79,23 @@ function byTopic(rows: readonly OutboxRow[]): TopicBatch[] {
   return [...groups].map(([topic, messages]) => ({ topic, messages }));
 }
 
+/** Bytes a row adds to a produce request, roughly (key, value, headers). */
+function rowBytes(row: OutboxRow): number {
+  let n = (row.message_key?.length ?? 0) + (row.payload?.length ?? 0) + row.event_id.length + 64;
+  for (const [name, value] of Object.entries(row.headers ?? {})) n += name.length + (typeof value === 'string' ? value.length : JSON.stringify(value).length);
+  return n;
+}
+
+/** The longest prefix of `rows` within `maxBytes` (at least one row): a prefix keeps every key's order. */
+function capBytes(rows: OutboxRow[], maxBytes: number): OutboxRow[] {
+  let total = 0;
+  for (let i = 0; i < rows.length; i++) {
+    total += rowBytes(rows[i] as OutboxRow);
+    if (total > maxBytes && i > 0) return rows.slice(0, i);
+  }
+  return rows;
+}
+
 function keyOf(row: OutboxRow): string | undefined {
   return row.message_key === null ? undefined : `${row.topic}\u0000${row.message_key.toString('hex')}`;
 }
@@ -349,7 +366,7 @@ export class OutboxRelay {
     const outcome: ClaimOutcome = { result, lost: lanes.filter((l) => !lockedSet.has(l)) };
     result.lanes = locked.length;
     if (locked.length === 0) return outcome;
-    const rows = await fetchPending(trx, o.schema, locked, o.batchSize);
+    const rows = capBytes(await fetchPending(trx, o.schema, locked, o.batchSize), o.maxBatchBytes);
     result.fetched = rows.length;
     if (rows.length === 0) return outcome;
     this.counters.batches++;
@@ -433,8 +450,12 @@ export class OutboxRelay {
           if (key !== undefined) blockedKeys.add(key);
           if (kind === 'unknown-topic') topicErrors.set(row.topic, { error: describe(err), kind });
           await this.recordFailure(trx, row, describe(err), kind, result);
-          // An unclassified failure may be the cluster's, not the row's: leave the rest for the next claim.
-          if (kind === 'retriable') break;
+          if (kind === 'retriable') {
+            // An unclassified failure may be the cluster's, not the row's: leave the rest for a
+            // later claim and back off, so a cluster-wide error charges one row per claim, not all.
+            deferred = new KafkaUnavailable(`Kafka refused a row with an unclassified error; backing off: ${describe(err)}`, { cause: err });
+            break;
+          }
         }
       }
     } finally {

@@ -98,11 +98,14 @@ describe('Kafka broker outage under the relay', () => {
       const elapsed = Date.now() - haltStarted;
       const failures = r.stats.cycleErrors - errorsAtHalt;
       expect(failures).toBeLessThanOrEqual(maxFailuresWithBackoff(elapsed, 100) + 2);
-      // Nothing written after the halt can have been published; nothing unacknowledged was deleted.
+      // Rows written after the halt stay in the outbox (a broker still draining its open connections
+      // while it shuts down may have acknowledged a few: those were deleted, and only those);
+      // nothing unacknowledged was deleted.
       const remaining = await outboxEventIds(db, schema);
       const sinceHalt = [...written].filter(([, w]) => w.at > haltedAt).map(([id]) => id);
       expect(sinceHalt.length).toBeGreaterThan(50);
-      expect(sinceHalt.filter((id) => !remaining.has(id))).toEqual([]);
+      expect(sinceHalt.filter((id) => remaining.has(id)).length).toBeGreaterThan(sinceHalt.length - 5);
+      expect(sinceHalt.filter((id) => !remaining.has(id) && !acked.has(id))).toEqual([]);
       expect(await deletedUnacked()).toEqual([]);
       expect(r.stats.failedAttempts).toBe(0);
       expect(r.stats.parked).toBe(0);
