@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createOutbox, InvalidConfigError, InvalidIdentifierError, runWithTraceContext, type OutboxMessage } from '@effectively/core';
 import { createTestSchema, readTopic, testKafka, testServices, type ReadMessage, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
-import { OutboxRelay, pruneOutbox, type DrainResult, type OutboxRelayOptions } from '../src';
+import { createKafkajsProducer, OutboxRelay, pruneOutbox, type DrainResult, type OutboxRelayOptions } from '../src';
 import { countByStatus, dedupe, eventIdsOf, header, idsPerKey, newTopic, outboxCount, outboxIds, outOfOrderKeys, waitFor } from './support/outbox';
 
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -42,6 +42,7 @@ describe('outbox writer and relay: what commits is published, what rolls back is
       [{ topic: 'fine', value: undefined as never }, /value is missing/],
       [{ topic: 'fine', value: 'v', eventId: '' }, /eventId/],
       [{ topic: 'fine', value: 'v', eventId: 'a\u0000b' }, /eventId/],
+      [{ topic: 'fine', key: 'k'.repeat(1025), value: 'v' }, /at most 1024 bytes/],
     ];
     for (const [bad, message] of refused) {
       // The valid message first: had it been written before the bad one was checked, it would be in the table.
@@ -255,6 +256,34 @@ describe('outbox writer and relay: what commits is published, what rolls back is
 
     await r.stop();
     await expect(r.drainOnce()).rejects.toThrow(/stopped/);
+  });
+
+  it('caps a claim by bytes, so rows that together exceed the broker batch limit still go out in whole batches, in order', async () => {
+    const topic = await newTopic(kafka, 'relay_bytes', 1);
+    const writer = createOutbox({ schema: s.schema });
+    // 600 rows of 4 KB on one partition: 2.4 MB, over the broker's 1 MB record-batch limit in one request.
+    const payload = 'x'.repeat(4_096);
+    await s.db.transaction().execute((trx) => writer.publish(trx, Array.from({ length: 600 }, (_, i) => ({ eventId: `big-${i}`, topic, key: 'one-key', value: `${i}:${payload}` }))));
+    const sends: number[] = [];
+    const r = relay({
+      listen: false,
+      databaseUrl: undefined,
+      batchSize: 600,
+      producerClient: (settings) => {
+        const inner = createKafkajsProducer(settings);
+        return { ...inner, sendBatch: async (batches) => { sends.push(batches.reduce((n, b) => n + b.messages.length, 0)); await inner.sendBatch(batches); } };
+      },
+    });
+    let published = 0;
+    for (let i = 0; i < 10 && published < 600; i++) published += (await r.drainOnce()).published;
+    expect(published).toBe(600);
+    expect(r.stats.failedAttempts).toBe(0);
+    // Whole batches of about 900 KB (no failed batch falling back to one request per row).
+    expect(sends.length).toBeLessThanOrEqual(4);
+    expect(sends.every((n) => n > 100)).toBe(true);
+    const order = (await readTopic(kafka, topic)).map((m) => String(m.value).split(':')[0]);
+    expect(order).toEqual(Array.from({ length: 600 }, (_, i) => String(i)));
+    await r.stop();
   });
 });
 
