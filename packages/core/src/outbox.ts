@@ -75,6 +75,27 @@ export interface Outbox {
   publish(trx: Transaction<unknown> | Kysely<unknown>, messages: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult>;
 }
 
+/**
+ * An outbox whose `publish` checks and queues messages; `flush` writes everything queued with one
+ * `publish` at the end of the transaction. The lane locks are then taken in one sorted statement
+ * and held only from there to COMMIT: transactions that publish from several places (one handler
+ * per event) neither serialise for long nor deadlock on lanes. The idempotent consumer gives its
+ * handlers this as `ctx.outbox`.
+ */
+export interface OutboxBuffer {
+  /**
+   * Queues; resolves with the event ids, `inserted` = rows queued, `alreadyPublished` = [] (an
+   * explicit event id already in the outbox is dropped at `flush`, which reports it).
+   */
+  readonly outbox: Outbox;
+  /** A position to roll back to (e.g. before a handler that may fail in its savepoint). */
+  mark(): number;
+  /** Drops what was queued after `mark`. */
+  rollbackTo(mark: number): void;
+  /** Writes everything queued in `trx` (call it last, just before commit) and empties the queue. */
+  flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult>;
+}
+
 const TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
 /** Longest key accepted: with the topic it must fit a btree entry of the outbox's blocking index (2,704 bytes). */
 export const MAX_KEY_BYTES = 1024;
@@ -134,12 +155,46 @@ function toRow(m: OutboxMessage, trace: TraceContextProvider): Row {
  * @throws InvalidIdentifierError for an unsafe schema name.
  */
 export function createOutbox(options: OutboxOptions = {}): Outbox {
+  return createWriter(options).outbox;
+}
+
+/** Creates an {@link OutboxBuffer} for the tables in `schema`; one per transaction. */
+export function createOutboxBuffer(options: OutboxOptions = {}): OutboxBuffer {
+  const writer = createWriter(options);
+  let queued: Row[] = [];
+  const outbox: Outbox = Object.freeze({
+    schema: writer.outbox.schema,
+    publish(_trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
+      try {
+        const rows = writer.prepare(input);
+        queued.push(...rows);
+        return Promise.resolve({ eventIds: rows.map((r) => r.eventId), inserted: rows.length, alreadyPublished: [] });
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
+  });
+  return Object.freeze({
+    outbox,
+    mark: () => queued.length,
+    rollbackTo(mark: number): void {
+      queued = queued.slice(0, mark);
+    },
+    async flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult> {
+      const rows = queued;
+      queued = [];
+      return writer.writeRows(trx, rows);
+    },
+  });
+}
+
+function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: OutboxMessage | readonly OutboxMessage[]): Row[]; writeRows(trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> } {
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   const notify = options.notify ?? true;
   if (typeof notify !== 'boolean') throw new InvalidConfigError(`notify must be true or false, got ${JSON.stringify(notify)}.`);
   const trace = options.traceContext ?? currentTraceContext;
   if (typeof trace !== 'function') throw new InvalidConfigError('traceContext must be a function returning { traceparent, tracestate } or undefined.');
-  const outbox = sql.id(schema, 'outbox');
+  const table = sql.id(schema, 'outbox');
   const laneOf = sql.id(schema, 'outbox_lane');
   const lockSpace = `effectively.outbox:${schema}`;
 
@@ -155,7 +210,7 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
             ORDER BY lane) locked) AS lanes`.execute(trx);
     }
     const result = await sql<{ event_id: string }>`
-      INSERT INTO ${outbox} (event_id, topic, message_key, payload, headers)
+      INSERT INTO ${table} (event_id, topic, message_key, payload, headers)
       SELECT * FROM unnest(${rows.map((r) => r.eventId)}::text[], ${rows.map((r) => r.topic)}::text[],
         ${rows.map((r) => r.key)}::bytea[], ${rows.map((r) => r.value)}::bytea[], ${rows.map((r) => JSON.stringify(r.headers))}::jsonb[])
       ON CONFLICT (event_id) DO NOTHING
@@ -167,15 +222,27 @@ export function createOutbox(options: OutboxOptions = {}): Outbox {
     return { eventIds: rows.map((r) => r.eventId), inserted: inserted.size, alreadyPublished };
   }
 
-  return Object.freeze({
+  const prepare = (input: OutboxMessage | readonly OutboxMessage[]): Row[] => {
+    const messages: readonly OutboxMessage[] = Array.isArray(input) ? input : [input as OutboxMessage];
+    return messages.map((m) => toRow(m, trace));
+  };
+  const writeRows = async (trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {
+    if (rows.length === 0) return { eventIds: [], inserted: 0, alreadyPublished: [] };
+    // Outside a transaction, make one: the lane lock must be held until the insert commits.
+    if (!trx.isTransaction) return trx.transaction().execute((own) => write(own, rows));
+    return write(trx, rows);
+  };
+  const outbox: Outbox = Object.freeze({
     schema,
-    async publish(trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
-      const messages: readonly OutboxMessage[] = Array.isArray(input) ? input : [input as OutboxMessage];
-      if (messages.length === 0) return { eventIds: [], inserted: 0, alreadyPublished: [] };
-      const rows = messages.map((m) => toRow(m, trace));
-      // Outside a transaction, make one: the lane lock must be held until the insert commits.
-      if (!trx.isTransaction) return trx.transaction().execute((own) => write(own, rows));
-      return write(trx, rows);
+    publish: (trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> => {
+      let rows: Row[];
+      try {
+        rows = prepare(input);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return writeRows(trx, rows);
     },
   });
+  return { outbox, prepare, writeRows };
 }

@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutbox, runWithTraceContext, type Outbox, type OutboxMessage, type TraceContext } from '@effectively/core';
+import { createOutboxBuffer, runWithTraceContext, type OutboxBuffer, type OutboxMessage, type TraceContext } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { classify, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
@@ -65,11 +65,9 @@ function withTimeout<R>(promise: Promise<R>, ms: number): Promise<R> {
  */
 export class ChunkProcessor<T> {
   private readonly store: ProcessedEventStore;
-  private readonly outbox: Outbox;
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.store = new ProcessedEventStore(options.schema, options.groupId);
-    this.outbox = createOutbox({ schema: options.schema });
   }
 
   get processedEvents(): ProcessedEventStore {
@@ -97,6 +95,8 @@ export class ChunkProcessor<T> {
 
     try {
       await o.db.transaction().execute(async (trx) => {
+        // Handlers' outbox rows are queued and written in one statement just before COMMIT.
+        const outbox = createOutboxBuffer({ schema: o.schema });
         await this.store.configure(trx, o.lockTimeoutMs, o.statementTimeoutMs);
         if (epoch !== undefined && !(await this.store.holdsPartition(trx, first.topic, first.partition, epoch))) {
           throw new FencedError(first.topic, first.partition);
@@ -144,9 +144,10 @@ export class ChunkProcessor<T> {
 
         const events = fresh.filter((c): c is Extract<Classified<T>, { kind: 'event' }> => c.kind === 'event');
         const position = new Map(messages.map((m, i) => [m.offset, i]));
-        const unsettled = await this.handle(trx, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number);
+        const unsettled = await this.handle(trx, outbox, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number);
         if (unsettled.length > 0) await this.store.release(trx, unsettled);
-        if (dlq.length > 0) await this.outbox.publish(trx, dlq);
+        if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
+        await outbox.flush(trx);
         await o.hooks.beforeDbCommit?.(hook);
       });
     } catch (error) {
@@ -166,6 +167,7 @@ export class ChunkProcessor<T> {
   /** Runs the handlers; returns the ids whose claims must be released (failed, or not reached). */
   private async handle(
     trx: Transaction<unknown>,
+    outbox: OutboxBuffer,
     events: Array<Extract<Classified<T>, { kind: 'event' }>>,
     attempts: Map<string, number>,
     dlq: OutboxMessage[],
@@ -177,14 +179,16 @@ export class ChunkProcessor<T> {
     if (events.length === 0) return [];
     if (o.batchHandler !== undefined && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
       await sql`SAVEPOINT effectively_batch`.execute(trx);
+      const mark = outbox.mark();
       try {
-        await withTimeout(o.batchHandler(events.map((e) => e.event), { trx, outbox: this.outbox, logger: log }), o.handlerTimeoutMs);
+        await withTimeout(o.batchHandler(events.map((e) => e.event), { trx, outbox: outbox.outbox, logger: log }), o.handlerTimeoutMs);
         await sql`RELEASE SAVEPOINT effectively_batch`.execute(trx);
         outcome.processed += events.length;
         return [];
       } catch (error) {
         if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) throw new AbortTransaction(error, undefined);
         await sql`ROLLBACK TO SAVEPOINT effectively_batch`.execute(trx);
+        outbox.rollbackTo(mark);
         log.warn({ err: error, events: events.length }, 'batch handler failed; handling the chunk one event at a time');
       }
     }
@@ -199,10 +203,11 @@ export class ChunkProcessor<T> {
       const prior = attempts.get(offset) ?? 0;
       const eventLog = log.child({ offset, eventId: e.id });
       await sql`SAVEPOINT effectively_event`.execute(trx);
+      const mark = outbox.mark();
       try {
         const handler = o.handler;
         await withTimeout(
-          runWithTraceContext(traceContextOf(e.message), () => handler(e.event, { trx, outbox: this.outbox, logger: eventLog, attempt: prior + 1 })),
+          runWithTraceContext(traceContextOf(e.message), () => handler(e.event, { trx, outbox: outbox.outbox, logger: eventLog, attempt: prior + 1 })),
           o.handlerTimeoutMs,
         );
         await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
@@ -213,6 +218,7 @@ export class ChunkProcessor<T> {
           throw new AbortTransaction(error, indexOf(e.message));
         }
         await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(trx);
+        outbox.rollbackTo(mark);
         const spent = prior + 1;
         if (spent >= o.maxAttempts && o.onFailure === 'dead-letter') {
           outcome.deadLettered++;

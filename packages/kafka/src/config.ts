@@ -21,7 +21,12 @@ export interface ConsumedEvent<T> {
 export interface HandlerContext {
   /** The transaction the event is claimed in: write your effects through it. */
   trx: Transaction<unknown>;
-  /** Enqueue events to emit, in the same transaction. */
+  /**
+   * Events to emit, committed with this transaction (and dropped if this event's work rolls
+   * back). Rows are checked at once and written in one statement just before COMMIT, so lane
+   * locks are held only from there; the result's `alreadyPublished` is always empty (an explicit
+   * `eventId` already in the outbox is kept once at the write).
+   */
   outbox: Outbox;
   /** A logger bound to topic, partition, offset and event id. */
   logger: Logger;
