@@ -52,7 +52,11 @@ export class LaneLeases {
     const result = await this.db.transaction().execute(async (trx) => {
       await sql`SELECT set_config('lock_timeout', '2s', true)`.execute(trx);
       await sql`INSERT INTO ${relays} (relay_id) VALUES (${me}) ON CONFLICT (relay_id) DO UPDATE SET heartbeat_at = now()`.execute(trx);
-      await sql`DELETE FROM ${relays} WHERE heartbeat_at < now() - ${this.leaseMs * 3}::float8 * interval '1 millisecond'`.execute(trx);
+      // SKIP LOCKED: two relays back from a long outage must not deadlock deleting each other's row.
+      await sql`
+        DELETE FROM ${relays} WHERE relay_id IN (
+          SELECT relay_id FROM ${relays} WHERE relay_id <> ${me} AND heartbeat_at < now() - ${this.leaseMs * 3}::float8 * interval '1 millisecond'
+          FOR UPDATE SKIP LOCKED)`.execute(trx);
       const counts = await sql<{ live: string; total: string }>`
         SELECT (SELECT count(*) FROM ${relays} WHERE heartbeat_at > now() - ${this.leaseMs}::float8 * interval '1 millisecond') AS live,
                (SELECT count(*) FROM ${lanes}) AS total`.execute(trx);

@@ -45,7 +45,8 @@ export class NotifyListener {
   private async connect(): Promise<void> {
     if (this.closed) return;
     const o = this.options;
-    const client = new pg.Client({ connectionString: o.databaseUrl, application_name: o.applicationName, keepAlive: true });
+    // TCP keepalive after 10 s idle, so a half-open connection is noticed in about a minute, not hours.
+    const client = new pg.Client({ connectionString: o.databaseUrl, application_name: o.applicationName, keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
     this.client = client;
     let lost = false;
     const onLost = (err?: Error): void => {

@@ -311,6 +311,8 @@ export class OutboxRelay {
   }
 
   private async ensureProducer(): Promise<ProducerClient> {
+    // A cycle outliving stop()'s bound must not open a producer nothing would close.
+    if (this.state === 'stopped') throw new EffectivelyError(ErrorCodes.STOPPED, 'The relay was stopped during this cycle; its rows stay in the outbox.');
     if (this.producer === undefined) {
       const o = this.options;
       const producer = (o.producerClient ?? createKafkajsProducer)({ brokers: [...o.brokers], clientId: o.clientId, logger: this.log, kafka: o.kafka, producer: { ...o.producer } });
