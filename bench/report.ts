@@ -1,4 +1,8 @@
+import { latencyMarkdown, type LatencyReport } from './latency';
+import { tableMarkdown, type TableReport } from './outbox-table';
+import { median } from './stats';
 import type { Measurement } from './variants';
+import { writersMarkdown, type WritersReport } from './writers';
 
 /** All runs of one variant, summarised. */
 export interface VariantResult {
@@ -18,12 +22,12 @@ export interface BenchReport {
   machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string; kafka: string; postgres: string };
   settings: Record<string, number | string>;
   results: VariantResult[];
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+  /** Idle-to-delivered latency, relay (LISTEN / poll only) vs kafkajs direct (bench/latency.ts). */
+  latency?: LatencyReport;
+  /** Writer transactions with and without the lane lock and NOTIFY (bench/writers.ts). */
+  writers?: WritersReport;
+  /** Draining a full outbox table: delete vs mark published, xmin pinned (bench/outbox-table.ts). */
+  table?: TableReport;
 }
 
 export function summarise(name: string, group: 'consume' | 'produce', runs: Measurement[]): VariantResult {
@@ -50,14 +54,21 @@ export function markdown(report: BenchReport): string {
   const lines = [
     `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB RAM, ${m.platform}, Node ${m.node}; Kafka ${m.kafka}, Postgres ${m.postgres}.`,
     `Settings: ${Object.entries(report.settings).map(([k, v]) => `${k}=${v}`).join(', ')}.`,
-    '',
-    '| variant | events/s (median) | min–max | runs | vs baseline | totals |',
-    '|---|---:|---:|---:|---:|---|',
   ];
-  for (const r of report.results) {
-    lines.push(`| ${r.name} | ${fmt(r.median)} | ${fmt(r.min)}–${fmt(r.max)} | ${r.runs.length} | ${r.ratio === null ? '' : `${r.ratio.toFixed(r.ratio < 0.1 ? 3 : 2)}×`} | ${r.correctness} |`);
+  if (report.results.length > 0) {
+    lines.push('', '| variant | events/s (median) | min–max | runs | vs baseline | totals |', '|---|---:|---:|---:|---:|---|');
+    for (const r of report.results) {
+      lines.push(`| ${r.name} | ${fmt(r.median)} | ${fmt(r.min)}–${fmt(r.max)} | ${r.runs.length} | ${r.ratio === null ? '' : `${r.ratio.toFixed(r.ratio < 0.1 ? 3 : 2)}×`} | ${r.correctness} |`);
+    }
+    lines.push(
+      '',
+      'Consumers: messages (including retried copies) per second from the first message handled to the last; baseline = raw kafkajs. ' +
+        'Producers: rows published per second (relay: back-to-back claims of rows already committed, until the outbox is empty); baseline = kafkajs direct; their runs alternate.',
+    );
   }
-  lines.push('', 'Consumers: messages (including retried copies) per second from the first message handled to the last; baseline = raw kafkajs. Producers: rows published per second; baseline = kafkajs direct.');
+  for (const section of [report.latency && latencyMarkdown(report.latency), report.writers && writersMarkdown(report.writers), report.table && tableMarkdown(report.table)]) {
+    if (section) lines.push('', section.trimEnd());
+  }
   return lines.join('\n') + '\n';
 }
 
