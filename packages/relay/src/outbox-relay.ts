@@ -141,6 +141,7 @@ export class OutboxRelay {
   private exclusive: Promise<unknown> = Promise.resolve();
   private nextRebalanceAt = 0;
   private backlogCheckedAt = 0;
+  private backlogInFlight = false;
   private lastSuccessAt: number | undefined;
   private lastError: string | undefined;
   private failingSince: number | undefined;
@@ -348,7 +349,7 @@ export class OutboxRelay {
       this.nextRebalanceAt = Date.now() + Math.ceil(o.leaseMs / 3);
       o.metrics.set('relay_lanes_owned', this.leases.owned.length, this.labels);
     }
-    await this.reportBacklog();
+    this.reportBacklog();
     const lanes = [...this.leases.owned];
     const result: DrainResult = { published: 0, failed: 0, parked: 0, fetched: 0, lanes: lanes.length };
     if (lanes.length === 0 || !(await anyDue(o.db, o.schema, lanes))) return result;
@@ -487,14 +488,22 @@ export class OutboxRelay {
     o.metrics.increment('relay_failed_attempts_total', { ...this.labels, topic: row.topic, reason: kind });
   }
 
-  /** Sets the backlog gauges at most every 5 s. */
-  private async reportBacklog(): Promise<void> {
+  /**
+   * Sets the backlog gauges at most every 5 s, in the background: counting a large backlog takes
+   * hundreds of milliseconds and must not delay publishing.
+   */
+  private reportBacklog(): void {
     const now = Date.now();
-    if (now - this.backlogCheckedAt < 5_000) return;
+    if (this.backlogInFlight || now - this.backlogCheckedAt < 5_000) return;
     this.backlogCheckedAt = now;
-    const backlog = await outboxBacklog(this.options.db, this.options.schema);
-    this.options.metrics.set('relay_backlog_rows', backlog.pending, this.labels);
-    this.options.metrics.set('relay_parked_rows', backlog.parked, this.labels);
-    this.options.metrics.set('relay_oldest_pending_age_seconds', backlog.oldestPendingSeconds, this.labels);
+    this.backlogInFlight = true;
+    outboxBacklog(this.options.db, this.options.schema)
+      .then((backlog) => {
+        this.options.metrics.set('relay_backlog_rows', backlog.pending, this.labels);
+        this.options.metrics.set('relay_parked_rows', backlog.parked, this.labels);
+        this.options.metrics.set('relay_oldest_pending_age_seconds', backlog.oldestPendingSeconds, this.labels);
+      })
+      .catch((err: unknown) => this.log.debug({ err }, 'measuring the outbox backlog failed'))
+      .finally(() => (this.backlogInFlight = false));
   }
 }
