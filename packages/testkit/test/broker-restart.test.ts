@@ -101,6 +101,19 @@ describe('a local broker halted and restarted (a broker outage)', () => {
   });
 });
 
+/** Whether a running process has `text` in its command line (the broker's has its temp directory). */
+function processUses(text: string): boolean {
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)) return true;
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return false;
+}
+
 describe('a restarted broker still dies with the process that started it', () => {
   it('is gone when that process is SIGKILLed after a halt and restart', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'fixtures', 'restart-broker.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -117,8 +130,10 @@ describe('a restarted broker still dies with the process that started it', () =>
       expect(await eventually(async () => !(await listening(port)), 30_000)).toBe(true);
     } finally {
       child.kill('SIGKILL');
-      // Nobody is left to remove the killed fixture's temp directory.
-      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+      // Nobody is left to remove the killed fixture's temp directory. The port closes before the
+      // JVM has finished its shutdown (it still writes into the data directory): wait for it to exit.
+      await eventually(async () => !processUses(dir), 30_000);
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     }
   });
 });
