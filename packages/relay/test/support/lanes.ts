@@ -1,101 +1,18 @@
 /**
  * Helpers for the lane, poison and outage tests: relay child processes, waiting, the lane
- * table, and reading what reached Kafka. Self-contained (support/outbox.ts is another file's).
+ * table, and reading what reached Kafka. Child relays, waiting and headers come from support/outbox.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import readline from 'node:readline';
 import { createOutbox, type OutboxMessage } from '@effectively/core';
 import type { ReadMessage } from '@effectively/testkit';
 import { sql, type Kysely } from 'kysely';
+import { header, type ChildRelay } from './outbox';
 
-export const RELAY_CHILD = path.join(__dirname, '..', 'fixtures', 'relay-child.ts');
+export { header, startChildRelay, waitFor, type ChildRelay } from './outbox';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `read` until `check` holds; throws with the last value after `timeoutMs`. */
-export async function waitFor<R>(read: () => Promise<R> | R, check: (value: R) => boolean, timeoutMs = 30_000, what = 'condition'): Promise<R> {
-  const until = Date.now() + timeoutMs;
-  let last = await read();
-  while (!check(last)) {
-    if (Date.now() > until) throw new Error(`waitFor(${what}) timed out after ${timeoutMs} ms; last value: ${JSON.stringify(last, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)).slice(0, 800)}`);
-    await sleep(50);
-    last = await read();
-  }
-  return last;
-}
-
-/** A relay running in a child process (test/fixtures/relay-child.ts). */
-export interface RelayChild {
-  readonly id: string;
-  readonly process: ChildProcess;
-  /** Resolves with the exit code (null when killed by a signal) and the signal. */
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** The `stats` JSON it printed on a clean stop, if any. */
-  stats(): Record<string, unknown> | undefined;
-  /** Everything it wrote to stderr (for failure messages). */
-  stderr(): string;
-  /** SIGKILL, resolves once it has exited. */
-  kill(): Promise<void>;
-  /** SIGTERM (a clean stop), resolves with its exit code once it has exited. */
-  terminate(): Promise<number | null>;
-}
-
-/** Starts a relay child with `env` and waits for its `ready` line. */
-export async function startRelayChild(env: Record<string, string>, readyTimeoutMs = 30_000): Promise<RelayChild> {
-  const child = spawn(process.execPath, ['--import', 'tsx', RELAY_CHILD], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stats: Record<string, unknown> | undefined;
-  let err = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    err = (err + chunk.toString()).slice(-20_000);
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
-  let id: string | undefined;
-  const ready = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay child not ready in ${readyTimeoutMs} ms; stderr: ${err.slice(-2000)}`)), readyTimeoutMs);
-    const lines = readline.createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    lines.on('line', (line) => {
-      if (line.startsWith('ready ')) {
-        clearTimeout(timer);
-        resolve(line.slice('ready '.length));
-      } else if (line.startsWith('stats ')) {
-        stats = JSON.parse(line.slice('stats '.length)) as Record<string, unknown>;
-      }
-    });
-    void exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`relay child exited before ready (code ${code}, signal ${signal}); stderr: ${err.slice(-2000)}`));
-    });
-  });
-  try {
-    id = await ready;
-  } catch (e) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    throw e;
-  }
-  const alive = (): boolean => child.exitCode === null && child.signalCode === null;
-  return {
-    id,
-    process: child,
-    exited,
-    stats: () => stats,
-    stderr: () => err,
-    kill: async () => {
-      if (alive()) child.kill('SIGKILL');
-      await exited;
-    },
-    terminate: async () => {
-      if (alive()) child.kill('SIGTERM');
-      const { code } = await exited;
-      return code;
-    },
-  };
-}
-
 /** Kills every child still running (afterAll). */
-export async function killAll(children: readonly RelayChild[]): Promise<void> {
+export async function killAll(children: readonly ChildRelay[]): Promise<void> {
   await Promise.all(children.map((c) => c.kill()));
 }
 
@@ -169,13 +86,6 @@ export async function outboxRows(db: Kysely<unknown>, schema: string): Promise<O
 export async function publishCommitted(db: Kysely<unknown>, schema: string, messages: OutboxMessage | OutboxMessage[]): Promise<string[]> {
   const outbox = createOutbox({ schema });
   return db.transaction().execute(async (trx) => (await outbox.publish(trx, messages)).eventIds);
-}
-
-export function header(m: ReadMessage, name: string): string | undefined {
-  const h = m.headers[name];
-  if (h === undefined) return undefined;
-  const v = Array.isArray(h) ? h[0] : h;
-  return v === undefined ? undefined : v.toString();
 }
 
 /** Messages with the first occurrence of each event id only, in partition/offset order (a republished batch repeats ids). */
