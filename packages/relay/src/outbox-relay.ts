@@ -42,7 +42,10 @@ export interface RelayStats {
 
 /** What `/healthz` reports. */
 export interface RelayHealth {
-  /** `ok`: running and reaching the database; `failing`: not running, or its last cycles failed for longer than a lease. */
+  /**
+   * `ok`: running, and a cycle succeeded recently; `failing`: not running, its cycles have failed
+   * for longer than a lease, or none has finished for longer than `claimTimeoutMs + leaseMs` (stuck).
+   */
   status: 'ok' | 'failing';
   state: 'new' | 'running' | 'stopping' | 'stopped';
   relayId: string;
@@ -184,9 +187,13 @@ export class OutboxRelay {
 
   /** Liveness for `/healthz`. */
   health(): RelayHealth {
-    const failingTooLong = this.failingSince !== undefined && Date.now() - this.failingSince > this.options.leaseMs;
+    const o = this.options;
+    const now = Date.now();
+    const failingTooLong = this.failingSince !== undefined && now - this.failingSince > o.leaseMs;
+    // A cycle may legitimately take up to claimTimeoutMs (a slow send); longer, it is stuck.
+    const stale = this.lastSuccessAt === undefined || now - this.lastSuccessAt > o.claimTimeoutMs + o.leaseMs;
     return {
-      status: this.state === 'running' && this.lastSuccessAt !== undefined && !failingTooLong ? 'ok' : 'failing',
+      status: this.state === 'running' && !stale && !failingTooLong ? 'ok' : 'failing',
       state: this.state,
       relayId: this.options.relayId,
       lanes: this.leases.owned.length,

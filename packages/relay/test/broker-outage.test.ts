@@ -49,6 +49,7 @@ describe('Kafka broker outage under the relay', () => {
       schema,
       pollIntervalMs: 50,
       batchSize: 100,
+      leaseMs: 2_000,
       // Short kafkajs retries so a cycle against a dead broker fails in about a second.
       producer: { retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 } },
       kafka: { retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 }, connectionTimeout: 1000, requestTimeout: 5000 },
@@ -113,6 +114,9 @@ describe('Kafka broker outage under the relay', () => {
       expect(parked).toBe(0);
       expect(pending).toBeGreaterThanOrEqual(sinceHalt.length);
       const errorsDuringOutage = r.stats.cycleErrors - errorsAtHalt;
+      // Failing for longer than a lease: /healthz would answer 503, naming the error.
+      const health = await waitFor(() => r.health(), (h) => h.status === 'failing', 10_000, 'reported failing');
+      expect(health.lastError).toMatch(/Kafka/);
 
       await b.restart();
       const publishedAtRestart = r.stats.published;
