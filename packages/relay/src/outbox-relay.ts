@@ -106,6 +106,8 @@ function keyOf(row: OutboxRow): string | undefined {
 /** What a claim did inside its transaction, and the error to raise once it is committed. */
 interface ClaimOutcome {
   result: DrainResult;
+  /** The claim stopped at `batchSize` or `maxBatchBytes`: rows may be left. */
+  full: boolean;
   deferred?: unknown;
   lost: number[];
 }
@@ -145,6 +147,7 @@ export class OutboxRelay {
   private nextRebalanceAt = 0;
   private backlogCheckedAt = 0;
   private backlogInFlight = false;
+  private moreDue = false;
   private lastSuccessAt: number | undefined;
   private lastError: string | undefined;
   private failingSince: number | undefined;
@@ -359,9 +362,11 @@ export class OutboxRelay {
     this.reportBacklog();
     const lanes = [...this.leases.owned];
     const result: DrainResult = { published: 0, failed: 0, parked: 0, fetched: 0, lanes: lanes.length };
-    if (lanes.length === 0 || !(await anyDue(o.db, o.schema, lanes))) return result;
+    // After a full claim more rows are likely due: claim again without the probe.
+    if (lanes.length === 0 || (!this.moreDue && !(await anyDue(o.db, o.schema, lanes)))) return result;
 
     const outcome = await o.db.transaction().execute((trx) => this.claim(trx, lanes, result));
+    this.moreDue = outcome.full;
     if (outcome.lost.length > 0) this.leases.lost(outcome.lost);
     if (outcome.deferred !== undefined) throw outcome.deferred;
     return outcome.result;
@@ -373,11 +378,13 @@ export class OutboxRelay {
     await sql`SELECT set_config('idle_in_transaction_session_timeout', ${`${o.claimTimeoutMs}ms`}, true), set_config('lock_timeout', '5s', true)`.execute(trx);
     const locked = await lockOwnedLanes(trx, o.schema, o.relayId, lanes, o.leaseMs);
     const lockedSet = new Set(locked);
-    const outcome: ClaimOutcome = { result, lost: lanes.filter((l) => !lockedSet.has(l)) };
+    const outcome: ClaimOutcome = { result, full: false, lost: lanes.filter((l) => !lockedSet.has(l)) };
     result.lanes = locked.length;
     if (locked.length === 0) return outcome;
-    const rows = capBytes(await fetchPending(trx, o.schema, locked, o.batchSize), o.maxBatchBytes);
+    const due = await fetchPending(trx, o.schema, locked, o.batchSize);
+    const rows = capBytes(due, o.maxBatchBytes);
     result.fetched = rows.length;
+    outcome.full = due.length === o.batchSize || rows.length < due.length;
     if (rows.length === 0) return outcome;
     this.counters.batches++;
     o.metrics.observe('relay_batch_size', rows.length, this.labels);
