@@ -1,4 +1,4 @@
-import { assertIdentifier, InvalidConfigError, NoopMetrics, retyped, silentLogger, untyped, type Logger, type Metrics, type Outbox } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, retyped, silentLogger, untyped, type Logger, type Metrics, type Outbox, type TraceContextProvider } from '@effectively/core';
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
 import type { EventIdSource } from './event-id';
@@ -115,6 +115,11 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   clientId?: string;
   logger?: Logger;
   metrics?: Metrics;
+  /**
+   * Where `ctx.outbox` reads the trace context rows record; default: the consumer's `process`
+   * span when OpenTelemetry is tracing, else the incoming record's `traceparent`.
+   */
+  traceContext?: TraceContextProvider;
   /** Lifecycle hooks: observation and fault injection at the dangerous points. */
   hooks?: ConsumerHooks;
   /** Stop cleanly on SIGTERM/SIGINT; default false. */
@@ -129,8 +134,9 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
 
 /** Options after validation and defaults; frozen. The database type is set aside here (see `untyped`): the consumer's own SQL needs none. */
 export type ResolvedOptions<T> = Readonly<
-  Required<Omit<IdempotentConsumerOptions<T, unknown>, 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode'>> & {
+  Required<Omit<IdempotentConsumerOptions<T, unknown>, 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode' | 'traceContext'>> & {
     batchHandler: BatchHandler<T> | undefined;
+    traceContext: TraceContextProvider | undefined;
     kafka: KafkaClientSettings['kafka'];
     client: ((settings: KafkaClientSettings) => ConsumerClient) | undefined;
     hooks: ConsumerHooks;
@@ -232,10 +238,16 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     clientId: options.clientId ?? `effectively-${options.groupId}`,
     logger: options.logger ?? silentLogger(),
     metrics: options.metrics ?? new NoopMetrics(),
+    traceContext: traceContextProvider(options.traceContext),
     hooks: options.hooks ?? {},
     handleSignals: options.handleSignals ?? false,
     shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
     kafka: options.kafka,
     client: options.client,
   });
+}
+
+function traceContextProvider(provider: TraceContextProvider | undefined): TraceContextProvider | undefined {
+  if (provider !== undefined && typeof provider !== 'function') throw new InvalidConfigError('traceContext must be a function returning { traceparent, tracestate } or undefined.');
+  return provider;
 }
