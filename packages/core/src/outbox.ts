@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { InvalidConfigError } from './errors';
+import { untyped } from './database-type';
 import { assertIdentifier } from './identifiers';
 import { currentTraceContext, isTraceparent, type TraceContextProvider } from './trace-context';
 import { uuidv7 } from './uuid';
@@ -12,16 +13,29 @@ export const OUTBOX_CHANNEL = 'effectively_outbox';
 /** A JSON value. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
-/** An event to publish through the outbox. */
-export interface OutboxMessage {
-  topic: string;
+/**
+ * What an outbox message's value may be: bytes and strings (sent as they are), `null` (a
+ * tombstone), or any other value, JSON-encoded: numbers, booleans, arrays, and objects, including
+ * values typed by an `interface` (no index signature needed).
+ */
+export type OutboxValue = string | Uint8Array | number | boolean | object | null;
+
+/**
+ * Topic name → value type, for an outbox typed per topic: `createOutbox<{ 'orders.created': OrderCreated }>()`
+ * accepts only those topics, each with its own value type.
+ */
+export type OutboxTopics = Record<string, OutboxValue>;
+
+/** An event to publish through the outbox: to `topic`, with a value of type `V`. */
+export interface OutboxMessage<V extends OutboxValue = OutboxValue, Topic extends string = string> {
+  topic: Topic;
   /** The Kafka key (at most 1,024 bytes); events with the same key reach Kafka in the commit order of their transactions. `null`/absent: no key. */
   key?: string | Uint8Array | null;
   /**
    * The payload. Bytes (`Buffer`/`Uint8Array`) and strings are sent as they are; any other value
    * is JSON-encoded (and gets `content-type: application/json`). `null` publishes a tombstone.
    */
-  value: string | Uint8Array | JsonValue | Record<string, unknown> | null;
+  value: V;
   headers?: Record<string, string>;
   /**
    * The id downstream consumers deduplicate on (the `event-id` header). Default: a new UUIDv7.
@@ -45,6 +59,9 @@ export interface PublishResult {
   alreadyPublished: string[];
 }
 
+/** The messages an outbox typed by `Topics` accepts: one {@link OutboxMessage} type per topic. */
+export type OutboxMessageOf<Topics extends OutboxTopics> = Topics extends OutboxTopics ? { [Topic in keyof Topics & string]: OutboxMessage<Topics[Topic], Topic> }[keyof Topics & string] : never;
+
 /** Options for {@link createOutbox}. */
 export interface OutboxOptions {
   /** Schema holding effectively's tables; default `effectively`. */
@@ -59,8 +76,12 @@ export interface OutboxOptions {
   traceContext?: TraceContextProvider;
 }
 
-/** Writes events to the outbox inside the caller's transaction. */
-export interface Outbox {
+/**
+ * Writes events to the outbox inside the caller's transaction. `Topics` (default: any topic, any
+ * {@link OutboxValue}) narrows which topics and value types `publish` accepts; an untyped
+ * `Outbox` (e.g. the consumer's `ctx.outbox`) can be assigned to an `Outbox<YourTopics>`.
+ */
+export interface Outbox<Topics extends OutboxTopics = OutboxTopics> {
   /** The schema holding the `outbox` table. */
   readonly schema: string;
   /**
@@ -72,7 +93,7 @@ export interface Outbox {
    *
    * @throws InvalidConfigError for an invalid topic, event id or header, before touching the database.
    */
-  publish(trx: Transaction<unknown> | Kysely<unknown>, messages: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult>;
+  publish<DB>(trx: Transaction<DB> | Kysely<DB>, messages: OutboxMessageOf<Topics> | ReadonlyArray<OutboxMessageOf<Topics>>): Promise<PublishResult>;
 }
 
 /**
@@ -82,18 +103,18 @@ export interface Outbox {
  * per event) neither serialise for long nor deadlock on lanes. The idempotent consumer gives its
  * handlers this as `ctx.outbox`.
  */
-export interface OutboxBuffer {
+export interface OutboxBuffer<Topics extends OutboxTopics = OutboxTopics> {
   /**
    * Queues; resolves with the event ids, `inserted` = rows queued, `alreadyPublished` = [] (an
    * explicit event id already in the outbox is dropped at `flush`, which reports it).
    */
-  readonly outbox: Outbox;
+  readonly outbox: Outbox<Topics>;
   /** A position to roll back to (e.g. before a handler that may fail in its savepoint). */
   mark(): number;
   /** Drops what was queued after `mark`. */
   rollbackTo(mark: number): void;
   /** Writes everything queued in `trx` (call it last, just before commit) and empties the queue. */
-  flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult>;
+  flush<DB>(trx: Transaction<DB> | Kysely<DB>): Promise<PublishResult>;
 }
 
 const TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
@@ -154,17 +175,18 @@ function toRow(m: OutboxMessage, trace: TraceContextProvider): Row {
  *
  * @throws InvalidIdentifierError for an unsafe schema name.
  */
-export function createOutbox(options: OutboxOptions = {}): Outbox {
+export function createOutbox<Topics extends OutboxTopics = OutboxTopics>(options: OutboxOptions = {}): Outbox<Topics> {
+  // Any typed outbox accepts a subset of what the untyped one does: the same writer serves it.
   return createWriter(options).outbox;
 }
 
 /** Creates an {@link OutboxBuffer} for the tables in `schema`; one per transaction. */
-export function createOutboxBuffer(options: OutboxOptions = {}): OutboxBuffer {
+export function createOutboxBuffer<Topics extends OutboxTopics = OutboxTopics>(options: OutboxOptions = {}): OutboxBuffer<Topics> {
   const writer = createWriter(options);
   let queued: Row[] = [];
   const outbox: Outbox = Object.freeze({
     schema: writer.outbox.schema,
-    publish(_trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
+    publish<DB>(_trx: Transaction<DB> | Kysely<DB>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
       try {
         const rows = writer.prepare(input);
         queued.push(...rows);
@@ -175,20 +197,20 @@ export function createOutboxBuffer(options: OutboxOptions = {}): OutboxBuffer {
     },
   });
   return Object.freeze({
-    outbox,
+    outbox: outbox,
     mark: () => queued.length,
     rollbackTo(mark: number): void {
       queued = queued.slice(0, mark);
     },
-    async flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult> {
+    async flush<DB>(trx: Transaction<DB> | Kysely<DB>): Promise<PublishResult> {
       const rows = queued;
       queued = [];
-      return writer.writeRows(trx, rows);
+      return writer.writeRows(untyped(trx), rows);
     },
   });
 }
 
-function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: OutboxMessage | readonly OutboxMessage[]): Row[]; writeRows(trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> } {
+function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: OutboxMessage | readonly OutboxMessage[]): Row[]; writeRows(trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> } {
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   const notify = options.notify ?? true;
   if (typeof notify !== 'boolean') throw new InvalidConfigError(`notify must be true or false, got ${JSON.stringify(notify)}.`);
@@ -226,7 +248,7 @@ function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: 
     const messages: readonly OutboxMessage[] = Array.isArray(input) ? input : [input as OutboxMessage];
     return messages.map((m) => toRow(m, trace));
   };
-  const writeRows = async (trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {
+  const writeRows = async (trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {
     if (rows.length === 0) return { eventIds: [], inserted: 0, alreadyPublished: [] };
     // Outside a transaction, make one: the lane lock must be held until the insert commits.
     if (!trx.isTransaction) return trx.transaction().execute((own) => write(own, rows));
@@ -234,14 +256,14 @@ function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: 
   };
   const outbox: Outbox = Object.freeze({
     schema,
-    publish: (trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> => {
+    publish: <DB>(trx: Transaction<DB> | Kysely<DB>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> => {
       let rows: Row[];
       try {
         rows = prepare(input);
       } catch (error) {
         return Promise.reject(error);
       }
-      return writeRows(trx, rows);
+      return writeRows(untyped(trx), rows);
     },
   });
   return { outbox, prepare, writeRows };
