@@ -5,5 +5,6 @@ export { createDatabase, type Database, type DatabaseOptions } from './db';
 export { migrate, type MigrateOptions, type MigrateOutcome } from './migrate';
 export { createOutbox, createOutboxBuffer, EVENT_ID_HEADER, OUTBOX_CHANNEL, MAX_KEY_BYTES, MAX_EVENT_ID_BYTES, type Outbox, type OutboxBuffer, type OutboxMessage, type OutboxOptions, type PublishResult, type JsonValue } from './outbox';
 export { runWithTraceContext, currentTraceContext, isTraceparent, type TraceContext, type TraceContextProvider } from './trace-context';
+export { openTelemetryTracing, noopTracing, MessagingAttributes, type Tracing, type SpanScope, type StartSpanOptions, type SpanAttributes, type SpanKindName } from './tracing';
 export { uuidv7 } from './uuid';
 export { NoopMetrics, PrometheusMetrics, type Metrics, type MetricLabels, type MetricDefinition } from './metrics';

@@ -5,6 +5,7 @@ import { requestFingerprint } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef } from './key-store';
 import { IdempotencyMetric } from './metrics';
+import { annotateKeyOutcome, KeysInFlight } from './observe';
 import { resolveIdempotencyOptions, type IdempotencyOptions, type ResolvedIdempotencyOptions } from './options';
 import { problemResponse } from './problem';
 import { firstResponse, normalizeResponse, replayResponse, type NormalizedResponse } from './response';
@@ -124,6 +125,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   const db = o.db as unknown as Kysely<unknown>;
   const store = new KeyStore(db, o.schema, o.leaseMs, o.ttlMs);
   const { metrics } = o;
+  const inFlight = new KeysInFlight(metrics);
 
   const shouldStore = (status: number): boolean => (status >= 500 ? o.storeServerErrors : status >= 400 ? o.storeClientErrors : true);
 
@@ -228,6 +230,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
         return runUnprotected(request, handler, transactional);
       }
       metrics.increment(IdempotencyMetric.rejectedKeys, { route });
+      annotateKeyOutcome('rejected', scope);
       o.logger.debug({ scope, route, problem: parsed.problem }, 'Idempotency-Key refused');
       const name = parsed.problem === 'missing' ? 'idempotency-key-missing' : 'idempotency-key-invalid';
       return { outcome: 'rejected', response: problemResponse(name, o.problemTypeBase, parsed.detail) };
@@ -239,10 +242,12 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     switch (outcome.kind) {
       case 'replay':
         metrics.increment(IdempotencyMetric.replays, { route });
+        annotateKeyOutcome('replayed', scope);
         log.debug({ status: outcome.response.status }, 'replaying the stored response');
         return { outcome: 'replayed', response: replayResponse(outcome.response, o.replayHeader) };
       case 'conflict':
         metrics.increment(IdempotencyMetric.conflicts, { route });
+        annotateKeyOutcome('conflict', scope);
         log.debug('a request with this key is still running: 409');
         return {
           outcome: 'conflict',
@@ -252,6 +257,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
         };
       case 'mismatch':
         metrics.increment(IdempotencyMetric.mismatches, { route });
+        annotateKeyOutcome('mismatch', scope);
         log.info('key reused with a different request: 422');
         return {
           outcome: 'mismatch',
@@ -262,6 +268,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     }
     const c = outcome.claim;
     metrics.increment(IdempotencyMetric.claims, { route });
+    annotateKeyOutcome(outcome.takeover ? 'takeover' : 'claimed', scope);
     if (outcome.takeover) {
       metrics.increment(IdempotencyMetric.takeovers, { route });
       log.info({ attempt: c.attempt }, 'took over a key whose lease had run out; running the operation again');
@@ -269,7 +276,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
       log.debug({ attempt: c.attempt }, 'key claimed');
     }
     try {
-      const { normalized, stored } = transactional ? await runTransactional(c, log, handler, scope) : await runPlain(c, log, handler, scope, route);
+      const { normalized, stored } = await inFlight.run(route, () => (transactional ? runTransactional(c, log, handler, scope) : runPlain(c, log, handler, scope, route)));
       return { outcome: 'executed', response: firstResponse(normalized), stored, takeover: outcome.takeover };
     } catch (err) {
       if (err instanceof Rollback) {

@@ -1,4 +1,4 @@
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics, type Outbox } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics, type Outbox, type TraceContextProvider } from '@effectively/core';
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
 import type { EventIdSource } from './event-id';
@@ -111,6 +111,11 @@ export interface IdempotentConsumerOptions<T = unknown> {
   clientId?: string;
   logger?: Logger;
   metrics?: Metrics;
+  /**
+   * Where `ctx.outbox` reads the trace context rows record; default: the consumer's `process`
+   * span when OpenTelemetry is tracing, else the incoming record's `traceparent`.
+   */
+  traceContext?: TraceContextProvider;
   /** Lifecycle hooks: observation and fault injection at the dangerous points. */
   hooks?: ConsumerHooks;
   /** Stop cleanly on SIGTERM/SIGINT; default false. */
@@ -125,8 +130,9 @@ export interface IdempotentConsumerOptions<T = unknown> {
 
 /** Options after validation and defaults; frozen. */
 export type ResolvedOptions<T> = Readonly<
-  Required<Omit<IdempotentConsumerOptions<T>, 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode'>> & {
+  Required<Omit<IdempotentConsumerOptions<T>, 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode' | 'traceContext'>> & {
     batchHandler: BatchHandler<T> | undefined;
+    traceContext: TraceContextProvider | undefined;
     kafka: KafkaClientSettings['kafka'];
     client: ((settings: KafkaClientSettings) => ConsumerClient) | undefined;
     hooks: ConsumerHooks;
@@ -225,10 +231,16 @@ export function resolveOptions<T>(options: IdempotentConsumerOptions<T>): Resolv
     clientId: options.clientId ?? `effectively-${options.groupId}`,
     logger: options.logger ?? silentLogger(),
     metrics: options.metrics ?? new NoopMetrics(),
+    traceContext: traceContextProvider(options.traceContext),
     hooks: options.hooks ?? {},
     handleSignals: options.handleSignals ?? false,
     shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
     kafka: options.kafka,
     client: options.client,
   });
+}
+
+function traceContextProvider(provider: TraceContextProvider | undefined): TraceContextProvider | undefined {
+  if (provider !== undefined && typeof provider !== 'function') throw new InvalidConfigError('traceContext must be a function returning { traceparent, tracestate } or undefined.');
+  return provider;
 }

@@ -3,6 +3,7 @@ import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
+import { reportLag } from './lag';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
 /** Counters since start, also reported through `metrics`. */
@@ -132,13 +133,18 @@ export class IdempotentConsumer<T = unknown> {
     let attempts = this.attempts.get(key);
     if (attempts === undefined) this.attempts.set(key, (attempts = new Map()));
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
+    const lagLabels = { group: o.groupId, topic: batch.topic, partition: batch.partition };
+    reportLag(o.metrics, lagLabels, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
       const chunk = remaining.slice(0, o.batchSize);
       const outcome = await this.runWithTransientRetry(chunk, attempts, key, batch, live);
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
-      if (outcome.settled > 0) await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      if (outcome.settled > 0) {
+        reportLag(o.metrics, lagLabels, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
+        await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      }
       if (!(await this.heartbeat(batch))) return;
       if (outcome.failed !== undefined) {
         const failedMessage = chunk[outcome.failed.index] as RawMessage;

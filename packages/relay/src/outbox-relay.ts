@@ -5,6 +5,7 @@ import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions
 import { createKafkajsProducer, type OutgoingMessage, type ProduceFailureKind, type ProducerClient, type TopicBatch } from './kafka-adapter';
 import { LaneLeases } from './lane-leases';
 import { NotifyListener } from './listener';
+import { RowSends } from './tracing';
 import { anyDue, deletePublished, fetchPending, lockOwnedLanes, markFailed, outboxBacklog, type OutboxRow } from './outbox-store';
 
 /** What one claim cycle ({@link OutboxRelay.drainOnce}) did. */
@@ -64,20 +65,20 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-function toMessage(row: OutboxRow): OutgoingMessage {
+function toMessage(row: OutboxRow, sends: RowSends): OutgoingMessage {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(row.headers ?? {})) headers[name] = typeof value === 'string' ? value : JSON.stringify(value);
   headers['event-id'] = row.event_id;
-  return { key: row.message_key, value: row.payload, headers };
+  return { key: row.message_key, value: row.payload, headers: sends.headers(row, headers) };
 }
 
 /** Groups rows by topic, keeping id order inside each topic (and so inside each key). */
-function byTopic(rows: readonly OutboxRow[]): TopicBatch[] {
+function byTopic(rows: readonly OutboxRow[], sends: RowSends): TopicBatch[] {
   const groups = new Map<string, OutgoingMessage[]>();
   for (const row of rows) {
     let list = groups.get(row.topic);
     if (list === undefined) groups.set(row.topic, (list = []));
-    list.push(toMessage(row));
+    list.push(toMessage(row, sends));
   }
   return [...groups].map(([topic, messages]) => ({ topic, messages }));
 }
@@ -392,17 +393,21 @@ export class OutboxRelay {
     const producer = await this.ensureProducer();
     const started = process.hrtime.bigint();
     let failure: unknown;
+    const sends = new RowSends(rows, o.schema);
     try {
-      await producer.sendBatch(byTopic(rows));
+      await producer.sendBatch(byTopic(rows, sends));
     } catch (err) {
       failure = err;
     }
     o.metrics.observe('relay_send_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, this.labels);
     if (failure === undefined) {
+      sends.end();
       await this.acknowledged(trx, rows, locked, result);
       return outcome;
     }
     const kind = producer.classify(failure);
+    sends.end(failure, kind);
+    o.metrics.increment('relay_send_errors_total', { ...this.labels, kind });
     await this.closeProducer();
     if (kind === 'unavailable') {
       outcome.deferred = new KafkaUnavailable(`Kafka is unavailable; ${rows.length} rows stay in the outbox: ${describe(failure)}`, { cause: failure });
@@ -453,12 +458,16 @@ export class OutboxRelay {
           continue;
         }
         const producer = await this.ensureProducer();
+        const sends = new RowSends([row], this.options.schema);
         try {
-          await producer.sendBatch([{ topic: row.topic, messages: [toMessage(row)] }]);
+          await producer.sendBatch([{ topic: row.topic, messages: [toMessage(row, sends)] }]);
+          sends.end();
           acked.push(row);
           continue;
         } catch (err) {
           const kind = producer.classify(err);
+          sends.end(err, kind);
+          this.options.metrics.increment('relay_send_errors_total', { ...this.labels, kind });
           await this.closeProducer();
           if (kind === 'unavailable') {
             deferred = new KafkaUnavailable(`Kafka is unavailable: ${describe(err)}`, { cause: err });
