@@ -7,7 +7,7 @@ const LONE_SURROGATES = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])
  * on every retry.
  */
 export function storableText(text: string): string {
-  return text.replace(/\u0000/g, '\\u0000').replace(LONE_SURROGATES, '\ufffd');
+  return text.replaceAll('\u0000', '\\u0000').replace(LONE_SURROGATES, '\ufffd');
 }
 
 /** Whether `text` can be stored as it is (no NUL, no lone surrogate). */
