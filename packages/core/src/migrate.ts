@@ -1,6 +1,7 @@
 import { Migrator, sql, type Kysely, type MigrationResult } from 'kysely';
 import { migrationsFor, MIGRATION_TABLE, MIGRATION_LOCK_TABLE } from '@effectively/migrations';
 import { MigrationError } from './errors';
+import { untyped } from './database-type';
 import { assertIdentifier } from './identifiers';
 
 /** Options for {@link migrate}. */
@@ -24,7 +25,8 @@ export interface MigrateOutcome {
  *
  * @throws MigrationError when a migration fails (the failed migration is rolled back).
  */
-export async function migrate(db: Kysely<unknown>, options: MigrateOptions = {}): Promise<MigrateOutcome> {
+export async function migrate<DB>(database: Kysely<DB>, options: MigrateOptions = {}): Promise<MigrateOutcome> {
+  const db = untyped(database);
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   // CREATE SCHEMA IF NOT EXISTS is not safe under concurrency (two creators race on the
   // catalog's unique index), so serialise it on a lock keyed by the schema name.

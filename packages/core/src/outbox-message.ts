@@ -80,7 +80,8 @@ export function toOutboxRow(input: unknown, where: string, trace: TraceContextPr
   }
   checkText(eventId, `${where}.eventId`, 'derive the id from printable text (e.g. a hash of the input)');
 
-  const headers: Record<string, string> = {};
+  // No prototype: a header named "__proto__" is a header like any other.
+  const headers = Object.create(null) as Record<string, string>;
   if (m.headers !== undefined && m.headers !== null) {
     if (!isPlainObject(m.headers)) {
       throw new InvalidConfigError(`${where}.headers must be an object of header name → string value, got ${show(m.headers)}.`);

@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { InvalidConfigError } from './errors';
+import { untyped } from './database-type';
 import { assertIdentifier } from './identifiers';
 import { toOutboxRow, type OutboxRow } from './outbox-message';
 import { currentTraceContext, type TraceContextProvider } from './trace-context';
@@ -12,12 +13,26 @@ export const OUTBOX_CHANNEL = 'effectively_outbox';
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 /**
- * An event to publish through the outbox. Every field is checked before anything is written
- * (an `InvalidConfigError` naming the field; the caller's transaction stays usable).
+ * What an outbox message's value may be: bytes and strings (sent as they are), `null` (a
+ * tombstone), or any other value, JSON-encoded: numbers, booleans, arrays, and objects, including
+ * values typed by an `interface` (no index signature needed).
  */
-export interface OutboxMessage {
+export type OutboxValue = string | Uint8Array | number | boolean | object | null;
+
+/**
+ * Topic name → value type, for an outbox typed per topic: `createOutbox<{ 'orders.created': OrderCreated }>()`
+ * accepts only those topics, each with its own value type.
+ */
+export type OutboxTopics = Record<string, OutboxValue>;
+
+/**
+ * An event to publish through the outbox: to `topic`, with a value of type `V`. Every field is
+ * checked before anything is written (an `InvalidConfigError` naming the field; the caller's
+ * transaction stays usable).
+ */
+export interface OutboxMessage<V extends OutboxValue = OutboxValue, Topic extends string = string> {
   /** A Kafka topic name: 1-249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`. */
-  topic: string;
+  topic: Topic;
   /**
    * The Kafka key (at most 1,024 bytes); events with the same key reach Kafka in the commit order
    * of their transactions. A string (UTF-8; no lone surrogates) or bytes. `null`/absent: no key.
@@ -31,7 +46,7 @@ export interface OutboxMessage {
    * `undefined` in arrays, circular values, Map/Set/ArrayBuffer; `undefined` object members are
    * left out and `toJSON` is honoured, as by `JSON.stringify`.
    */
-  value: string | Uint8Array | JsonValue | Record<string, unknown> | null;
+  value: V;
   /** Kafka headers: non-empty names, string values; no NUL and no lone surrogates (stored as `jsonb`). `event-id` is set from `eventId`. */
   headers?: Record<string, string>;
   /**
@@ -57,6 +72,9 @@ export interface PublishResult {
   alreadyPublished: string[];
 }
 
+/** The messages an outbox typed by `Topics` accepts: one {@link OutboxMessage} type per topic. */
+export type OutboxMessageOf<Topics extends OutboxTopics> = Topics extends OutboxTopics ? { [Topic in keyof Topics & string]: OutboxMessage<Topics[Topic], Topic> }[keyof Topics & string] : never;
+
 /** Options for {@link createOutbox}. */
 export interface OutboxOptions {
   /** Schema holding effectively's tables; default `effectively`. */
@@ -71,8 +89,12 @@ export interface OutboxOptions {
   traceContext?: TraceContextProvider;
 }
 
-/** Writes events to the outbox inside the caller's transaction. */
-export interface Outbox {
+/**
+ * Writes events to the outbox inside the caller's transaction. `Topics` (default: any topic, any
+ * {@link OutboxValue}) narrows which topics and value types `publish` accepts; an untyped
+ * `Outbox` (e.g. the consumer's `ctx.outbox`) can be assigned to an `Outbox<YourTopics>`.
+ */
+export interface Outbox<Topics extends OutboxTopics = OutboxTopics> {
   /** The schema holding the `outbox` table. */
   readonly schema: string;
   /**
@@ -85,7 +107,7 @@ export interface Outbox {
    * @throws InvalidConfigError for any invalid field of any message (naming it), before the first
    *   statement: nothing of the call is written and `trx` stays usable.
    */
-  publish(trx: Transaction<unknown> | Kysely<unknown>, messages: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult>;
+  publish<DB>(trx: Transaction<DB> | Kysely<DB>, messages: OutboxMessageOf<Topics> | ReadonlyArray<OutboxMessageOf<Topics>>): Promise<PublishResult>;
 }
 
 /**
@@ -95,18 +117,18 @@ export interface Outbox {
  * per event) neither serialise for long nor deadlock on lanes. The idempotent consumer gives its
  * handlers this as `ctx.outbox`.
  */
-export interface OutboxBuffer {
+export interface OutboxBuffer<Topics extends OutboxTopics = OutboxTopics> {
   /**
    * Queues; resolves with the event ids, `inserted` = rows queued, `alreadyPublished` = [] (an
    * explicit event id already in the outbox is dropped at `flush`, which reports it).
    */
-  readonly outbox: Outbox;
+  readonly outbox: Outbox<Topics>;
   /** A position to roll back to (e.g. before a handler that may fail in its savepoint). */
   mark(): number;
   /** Drops what was queued after `mark`. */
   rollbackTo(mark: number): void;
   /** Writes everything queued in `trx` (call it last, just before commit) and empties the queue. */
-  flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult>;
+  flush<DB>(trx: Transaction<DB> | Kysely<DB>): Promise<PublishResult>;
 }
 
 type Row = OutboxRow;
@@ -116,17 +138,18 @@ type Row = OutboxRow;
  *
  * @throws InvalidIdentifierError for an unsafe schema name.
  */
-export function createOutbox(options: OutboxOptions = {}): Outbox {
+export function createOutbox<Topics extends OutboxTopics = OutboxTopics>(options: OutboxOptions = {}): Outbox<Topics> {
+  // Any typed outbox accepts a subset of what the untyped one does: the same writer serves it.
   return createWriter(options).outbox;
 }
 
 /** Creates an {@link OutboxBuffer} for the tables in `schema`; one per transaction. */
-export function createOutboxBuffer(options: OutboxOptions = {}): OutboxBuffer {
+export function createOutboxBuffer<Topics extends OutboxTopics = OutboxTopics>(options: OutboxOptions = {}): OutboxBuffer<Topics> {
   const writer = createWriter(options);
   let queued: Row[] = [];
   const outbox: Outbox = Object.freeze({
     schema: writer.outbox.schema,
-    publish(_trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
+    publish<DB>(_trx: Transaction<DB> | Kysely<DB>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
       try {
         const rows = writer.prepare(input);
         queued.push(...rows);
@@ -137,20 +160,20 @@ export function createOutboxBuffer(options: OutboxOptions = {}): OutboxBuffer {
     },
   });
   return Object.freeze({
-    outbox,
+    outbox: outbox,
     mark: () => queued.length,
     rollbackTo(mark: number): void {
       queued = queued.slice(0, mark);
     },
-    async flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult> {
+    async flush<DB>(trx: Transaction<DB> | Kysely<DB>): Promise<PublishResult> {
       const rows = queued;
       queued = [];
-      return writer.writeRows(trx, rows);
+      return writer.writeRows(untyped(trx), rows);
     },
   });
 }
 
-function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: OutboxMessage | readonly OutboxMessage[]): Row[]; writeRows(trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> } {
+function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: OutboxMessage | readonly OutboxMessage[]): Row[]; writeRows(trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> } {
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   const notify = options.notify ?? true;
   if (typeof notify !== 'boolean') throw new InvalidConfigError(`notify must be true or false, got ${JSON.stringify(notify)}.`);
@@ -189,7 +212,7 @@ function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: 
     if (Array.isArray(input)) return (input as readonly unknown[]).map((m, i) => toOutboxRow(m, `outbox message[${i}]`, trace));
     return [toOutboxRow(input, 'outbox message', trace)];
   };
-  const writeRows = async (trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {
+  const writeRows = async (trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {
     if (rows.length === 0) return { eventIds: [], inserted: 0, alreadyPublished: [] };
     // Outside a transaction, make one: the lane lock must be held until the insert commits.
     if (!trx.isTransaction) return trx.transaction().execute((own) => write(own, rows));
@@ -197,14 +220,14 @@ function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: 
   };
   const outbox: Outbox = Object.freeze({
     schema,
-    publish: (trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> => {
+    publish: <DB>(trx: Transaction<DB> | Kysely<DB>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> => {
       let rows: Row[];
       try {
         rows = prepare(input);
       } catch (error) {
         return Promise.reject(error);
       }
-      return writeRows(trx, rows);
+      return writeRows(untyped(trx), rows);
     },
   });
   return { outbox, prepare, writeRows };

@@ -23,7 +23,7 @@ export interface ConsumerStats {
  * group. Per chunk of a partition: one Postgres transaction that claims the event ids in
  * `processed_events` and runs the handler; then, only after COMMIT, the Kafka offset commit.
  */
-export class IdempotentConsumer<T = unknown> {
+export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly options: ResolvedOptions<T>;
   private readonly client: ConsumerClient;
   private readonly processor: ChunkProcessor<T>;
@@ -41,7 +41,7 @@ export class IdempotentConsumer<T = unknown> {
   readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
-  constructor(options: IdempotentConsumerOptions<T>) {
+  constructor(options: IdempotentConsumerOptions<T, DB>) {
     this.options = resolveOptions(options);
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });

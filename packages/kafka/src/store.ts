@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { assertIdentifier } from '@effectively/core';
+import { assertIdentifier, untyped } from '@effectively/core';
 import { storableText } from './storable-text';
 
 /** A row to claim in `processed_events`. */
@@ -105,7 +105,8 @@ export class ProcessedEventStore {
  * topic retention, a consumer group whose offsets expired): an event redelivered after its
  * record was pruned is applied again.
  */
-export async function pruneProcessedEvents(db: Kysely<unknown>, options: { schema?: string; olderThanMs: number; batchSize?: number; maxBatches?: number }): Promise<number> {
+export async function pruneProcessedEvents<DB>(database: Kysely<DB>, options: { schema?: string; olderThanMs: number; batchSize?: number; maxBatches?: number }): Promise<number> {
+  const db = untyped(database);
   const table = sql.id(assertIdentifier(options.schema ?? 'effectively', 'schema'), 'processed_events');
   const batchSize = options.batchSize ?? 1000;
   let total = 0;
