@@ -136,9 +136,9 @@ describe('per-event mode: failures and the fence lock', () => {
         await waitFor(async () => entered, (e) => e, 30_000);
         const fences = sql.id(s.schema, 'partition_fences');
         // The takeover's UPDATE conflicts with the share lock the open transaction holds on the fence row.
-        const bump = s.db.connection().execute(async (c) => {
-          await sql`SET lock_timeout = '300ms'`.execute(c);
-          await sql`UPDATE ${fences} SET epoch = epoch + 1, member_id = 'newer-owner'`.execute(c);
+        const bump = s.db.transaction().execute(async (trx) => {
+          await sql`SET LOCAL lock_timeout = '300ms'`.execute(trx);
+          await sql`UPDATE ${fences} SET epoch = epoch + 1, member_id = 'newer-owner'`.execute(trx);
         });
         await expect(bump).rejects.toMatchObject({ code: '55P03' });
         // Now take over for real (waiting for the lock), then let the open transaction finish.
