@@ -1,4 +1,4 @@
-import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
@@ -23,7 +23,7 @@ export interface ConsumerStats {
  * group. Per chunk of a partition: one Postgres transaction that claims the event ids in
  * `processed_events` and runs the handler; then, only after COMMIT, the Kafka offset commit.
  */
-export class IdempotentConsumer<T = unknown> {
+export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly options: ResolvedOptions<T>;
   private readonly client: ConsumerClient;
   private readonly processor: ChunkProcessor<T>;
@@ -41,7 +41,7 @@ export class IdempotentConsumer<T = unknown> {
   readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
-  constructor(options: IdempotentConsumerOptions<T>) {
+  constructor(options: IdempotentConsumerOptions<T, DB>) {
     this.options = resolveOptions(options);
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });
@@ -59,10 +59,20 @@ export class IdempotentConsumer<T = unknown> {
     });
   }
 
-  /** Connects, subscribes and starts consuming. Resolves once fetching has started. */
+  /**
+   * Checks the schema, connects, subscribes and starts consuming. Resolves once fetching has started.
+   *
+   * @throws SchemaNotMigratedError when `schema` lacks any migration of this version (nothing is consumed).
+   */
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, 'An IdempotentConsumer can be started once; create a new one to start again.');
     this.state = 'running';
+    try {
+      await assertSchemaMigrated(this.options.db, this.options.schema);
+    } catch (error) {
+      this.state = 'stopped';
+      throw error;
+    }
     this.client.onAssignment((assignment) => {
       this.fenceReady = this.takePartitions(assignment);
     });

@@ -130,7 +130,7 @@ interface ClaimOutcome {
  *   other keys flow. See `listParked` / `requeueParked` / `discardParked`.
  * - **Wake-up.** `LISTEN` for writers' notifications, polling every `pollIntervalMs` as the fallback.
  */
-export class OutboxRelay {
+export class OutboxRelay<DB = unknown> {
   private readonly options: ResolvedRelayOptions;
   private readonly log: Logger;
   private readonly leases: LaneLeases;
@@ -156,7 +156,7 @@ export class OutboxRelay {
   private readonly labels: { schema: string };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
-  constructor(options: OutboxRelayOptions) {
+  constructor(options: OutboxRelayOptions<DB>) {
     this.options = resolveRelayOptions(options);
     const o = this.options;
     this.labels = { schema: o.schema };
