@@ -1,4 +1,4 @@
-import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
@@ -79,10 +79,20 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     });
   }
 
-  /** Connects, subscribes and starts consuming. Resolves once fetching has started. */
+  /**
+   * Checks the schema, connects, subscribes and starts consuming. Resolves once fetching has started.
+   *
+   * @throws SchemaNotMigratedError when `schema` lacks any migration of this version (nothing is consumed).
+   */
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, 'An IdempotentConsumer can be started once; create a new one to start again.');
     this.state = 'running';
+    try {
+      await assertSchemaMigrated(this.options.db, this.options.schema);
+    } catch (error) {
+      this.state = 'stopped';
+      throw error;
+    }
     this.client.onAssignment((assignment) => {
       this.fenceReady = this.takePartitions(assignment);
     });
