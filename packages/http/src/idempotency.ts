@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { InvalidConfigError, type Logger } from '@effectively/core';
+import { InvalidConfigError, untyped, type Logger } from '@effectively/core';
 import { requestFingerprint } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef } from './key-store';
 import { IdempotencyMetric } from './metrics';
+import { annotateKeyOutcome, KeysInFlight } from './observe';
 import { resolveIdempotencyOptions, type IdempotencyOptions, type ResolvedIdempotencyOptions } from './options';
 import { problemResponse } from './problem';
 import { firstResponse, normalizeResponse, replayResponse, type NormalizedResponse } from './response';
@@ -121,9 +122,10 @@ class ClaimLost {}
  */
 export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>): Idempotency<DB> {
   const o = resolveIdempotencyOptions(options);
-  const db = o.db as unknown as Kysely<unknown>;
+  const db = untyped(o.db);
   const store = new KeyStore(db, o.schema, o.leaseMs, o.ttlMs);
   const { metrics } = o;
+  const inFlight = new KeysInFlight(metrics);
 
   const shouldStore = (status: number): boolean => (status >= 500 ? o.storeServerErrors : status >= 400 ? o.storeClientErrors : true);
 
@@ -152,16 +154,16 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   }
 
   const complete = (c: Claim, response: StoredResponse, trx?: Kysely<DB>): Promise<boolean> =>
-    store.complete((trx ?? o.db) as unknown as Kysely<unknown>, c, response);
+    store.complete(untyped(trx ?? o.db), c, response);
   const release = (c: Claim): Promise<boolean> => store.release(c);
 
   /** Runs the handler in its transaction, storing the response there; returns what to send. */
   async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
     const normalized = await o.db.transaction().execute(async (trx) => {
-      if (!(await store.lockOwn(trx as unknown as Kysely<unknown>, c))) throw new ClaimLost();
+      if (!(await store.lockOwn(untyped(trx), c))) throw new ClaimLost();
       const result = normalizeResponse(await handler({ db: trx, transactional: true, key: c.key, scope, attempt: c.attempt }), o.storedHeaders);
       if (!shouldStore(result.stored.status)) throw new Rollback(result);
-      if (!(await store.complete(trx as unknown as Kysely<unknown>, c, result.stored))) throw new ClaimLost();
+      if (!(await store.complete(untyped(trx), c, result.stored))) throw new ClaimLost();
       return result;
     });
     log.debug({ status: normalized.stored.status }, 'response stored with the transaction');
@@ -228,6 +230,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
         return runUnprotected(request, handler, transactional);
       }
       metrics.increment(IdempotencyMetric.rejectedKeys, { route });
+      annotateKeyOutcome('rejected', scope);
       o.logger.debug({ scope, route, problem: parsed.problem }, 'Idempotency-Key refused');
       const name = parsed.problem === 'missing' ? 'idempotency-key-missing' : 'idempotency-key-invalid';
       return { outcome: 'rejected', response: problemResponse(name, o.problemTypeBase, parsed.detail) };
@@ -239,10 +242,12 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     switch (outcome.kind) {
       case 'replay':
         metrics.increment(IdempotencyMetric.replays, { route });
+        annotateKeyOutcome('replayed', scope);
         log.debug({ status: outcome.response.status }, 'replaying the stored response');
         return { outcome: 'replayed', response: replayResponse(outcome.response, o.replayHeader) };
       case 'conflict':
         metrics.increment(IdempotencyMetric.conflicts, { route });
+        annotateKeyOutcome('conflict', scope);
         log.debug('a request with this key is still running: 409');
         return {
           outcome: 'conflict',
@@ -252,6 +257,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
         };
       case 'mismatch':
         metrics.increment(IdempotencyMetric.mismatches, { route });
+        annotateKeyOutcome('mismatch', scope);
         log.info('key reused with a different request: 422');
         return {
           outcome: 'mismatch',
@@ -262,6 +268,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     }
     const c = outcome.claim;
     metrics.increment(IdempotencyMetric.claims, { route });
+    annotateKeyOutcome(outcome.takeover ? 'takeover' : 'claimed', scope);
     if (outcome.takeover) {
       metrics.increment(IdempotencyMetric.takeovers, { route });
       log.info({ attempt: c.attempt }, 'took over a key whose lease had run out; running the operation again');
@@ -269,7 +276,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
       log.debug({ attempt: c.attempt }, 'key claimed');
     }
     try {
-      const { normalized, stored } = transactional ? await runTransactional(c, log, handler, scope) : await runPlain(c, log, handler, scope, route);
+      const { normalized, stored } = await inFlight.run(route, () => (transactional ? runTransactional(c, log, handler, scope) : runPlain(c, log, handler, scope, route)));
       return { outcome: 'executed', response: firstResponse(normalized), stored, takeover: outcome.takeover };
     } catch (err) {
       if (err instanceof Rollback) {

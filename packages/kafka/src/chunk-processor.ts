@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutboxBuffer, runWithTraceContext, type OutboxBuffer, type OutboxMessage, type TraceContext } from '@effectively/core';
+import { createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { classify, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
@@ -7,6 +7,9 @@ import { FencedError, HandlerTimeoutError, isTransientDatabaseError } from './er
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
 import { ProcessedEventStore, type ClaimRow } from './store';
+import { ChunkTrace } from './tracing';
+
+const tracing = openTelemetryTracing('@effectively/kafka');
 
 /** What one chunk transaction achieved. */
 export interface ChunkOutcome {
@@ -33,19 +36,6 @@ class AbortTransaction extends Error {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-}
-
-/** The W3C trace context an incoming record carries, so rows its handler publishes continue the trace. */
-function traceContextOf(message: RawMessage): TraceContext | undefined {
-  const text = (name: string): string | undefined => {
-    const raw = message.headers[name];
-    const first = Array.isArray(raw) ? raw[0] : raw;
-    return first === undefined ? undefined : first.toString();
-  };
-  const traceparent = text('traceparent');
-  if (traceparent === undefined) return undefined;
-  const tracestate = text('tracestate');
-  return tracestate === undefined ? { traceparent } : { traceparent, tracestate };
 }
 
 function withTimeout<R>(promise: Promise<R>, ms: number): Promise<R> {
@@ -79,10 +69,23 @@ export class ChunkProcessor<T> {
    * @param epoch the partition epoch this member holds, when fencing
    */
   async run(messages: RawMessage[], attempts: Map<string, number>, epoch: string | undefined): Promise<ChunkOutcome> {
+    const trace = new ChunkTrace(tracing, this.options.groupId, messages);
+    try {
+      const outcome = await this.runTransaction(messages, attempts, epoch, trace);
+      trace.end('committed', { ...outcome, retry: outcome.failed !== undefined });
+      return outcome;
+    } catch (error) {
+      trace.end(error instanceof FencedError ? 'fenced' : 'rolled_back', { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, retry: true }, error);
+      throw error;
+    }
+  }
+
+  private async runTransaction(messages: RawMessage[], attempts: Map<string, number>, epoch: string | undefined, trace: ChunkTrace): Promise<ChunkOutcome> {
     const o = this.options;
     const first = messages[0] as RawMessage;
     const last = messages[messages.length - 1] as RawMessage;
     const classified = messages.map((m) => classify(m, o));
+    trace.eventId((classified[0] as Classified<T>).id, messages.length);
     // Within the chunk, only the first copy of an id is a candidate; later copies are duplicates.
     const firstIndexOf = new Map<string, number>();
     classified.forEach((c, i) => {
@@ -96,7 +99,7 @@ export class ChunkProcessor<T> {
     try {
       await o.db.transaction().execute(async (trx) => {
         // Handlers' outbox rows are queued and written in one statement just before COMMIT.
-        const outbox = createOutboxBuffer({ schema: o.schema });
+        const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
         await this.store.configure(trx, o.lockTimeoutMs, o.statementTimeoutMs);
         if (epoch !== undefined && !(await this.store.holdsPartition(trx, first.topic, first.partition, epoch))) {
           throw new FencedError(first.topic, first.partition);
@@ -125,6 +128,7 @@ export class ChunkProcessor<T> {
           outcome.duplicates++;
           const reference = claimed.has(d.id) ? firstHash.get(d.id) : stored.get(d.id);
           log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+          trace.duplicate(d.message, d.id, reference !== undefined && reference !== d.hash);
           if (reference !== undefined && reference !== d.hash) {
             outcome.conflicts++;
             log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
@@ -139,12 +143,13 @@ export class ChunkProcessor<T> {
           if (r.kind !== 'rejected') continue;
           outcome.deadLettered++;
           log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
+          trace.deadLettered(r.message, r.id, r.reason);
           dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, reason: r.reason, error: r.error, attempts: 0 }));
         }
 
         const events = fresh.filter((c): c is Extract<Classified<T>, { kind: 'event' }> => c.kind === 'event');
         const position = new Map(messages.map((m, i) => [m.offset, i]));
-        const unsettled = await this.handle(trx, outbox, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number);
+        const unsettled = await this.handle(trx, outbox, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number, trace);
         if (unsettled.length > 0) await this.store.release(trx, unsettled);
         if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
         await outbox.flush(trx);
@@ -174,6 +179,7 @@ export class ChunkProcessor<T> {
     outcome: ChunkOutcome,
     log: ChunkProcessorLogger,
     indexOf: (message: RawMessage) => number,
+    trace: ChunkTrace,
   ): Promise<string[]> {
     const o = this.options;
     if (events.length === 0) return [];
@@ -181,7 +187,8 @@ export class ChunkProcessor<T> {
       await sql`SAVEPOINT effectively_batch`.execute(trx);
       const mark = outbox.mark();
       try {
-        await withTimeout(o.batchHandler(events.map((e) => e.event), { trx, outbox: outbox.outbox, logger: log }), o.handlerTimeoutMs);
+        const batchHandler = o.batchHandler;
+        await withTimeout(trace.run(() => batchHandler(events.map((e) => e.event), { trx, outbox: outbox.outbox, logger: log })), o.handlerTimeoutMs);
         await sql`RELEASE SAVEPOINT effectively_batch`.execute(trx);
         outcome.processed += events.length;
         return [];
@@ -207,7 +214,7 @@ export class ChunkProcessor<T> {
       try {
         const handler = o.handler;
         await withTimeout(
-          runWithTraceContext(traceContextOf(e.message), () => handler(e.event, { trx, outbox: outbox.outbox, logger: eventLog, attempt: prior + 1 })),
+          trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx, outbox: outbox.outbox, logger: eventLog, attempt: prior + 1 }))),
           o.handlerTimeoutMs,
         );
         await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
@@ -220,10 +227,12 @@ export class ChunkProcessor<T> {
         await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(trx);
         outbox.rollbackTo(mark);
         const spent = prior + 1;
+        trace.handlerFailed(e.message, e.id, spent, error);
         if (spent >= o.maxAttempts && o.onFailure === 'dead-letter') {
           outcome.deadLettered++;
           attempts.delete(offset);
           eventLog.error({ err: error, attempts: spent }, 'handler failed on every attempt; dead-lettered');
+          trace.deadLettered(e.message, e.id, 'handler-failed');
           await this.store.markDeadLettered(trx, e.id, errorText(error), spent);
           dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(e.message.topic), eventId: e.id, reason: 'handler-failed', error: errorText(error), attempts: spent }));
           continue;

@@ -1,5 +1,7 @@
-import { EVENT_ID_HEADER, type OutboxMessage } from '@effectively/core';
+import { createHash } from 'node:crypto';
+import { EVENT_ID_HEADER, MAX_EVENT_ID_BYTES, type OutboxMessage } from '@effectively/core';
 import type { RawMessage } from './kafka-adapter';
+import { isStorableText, storableText } from './storable-text';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -32,17 +34,20 @@ export function deadLetterMessage(message: RawMessage, options: { group: string;
   for (const [name, value] of Object.entries(message.headers)) {
     if (name === EVENT_ID_HEADER) continue; // the copy gets its own event id; the original is in dlq-event-id
     const text = headerToString(value);
-    if (text !== undefined) headers[name] = text;
+    // A name that is not storable text (NUL) is kept as `base64:<its UTF-8 bytes>`, like values.
+    if (text !== undefined) headers[isStorableText(name) && name !== '' ? name : `base64:${Buffer.from(name, 'utf8').toString('base64')}`] = text;
   }
+  const derived = `dlq:${options.group}:${message.topic}/${message.partition}/${message.offset}:${options.reason}`;
   return {
-    eventId: `dlq:${options.group}:${message.topic}/${message.partition}/${message.offset}:${options.reason}`,
+    // A long group and topic can make the derived id too long for the outbox: then its hash, as deterministic.
+    eventId: Buffer.byteLength(derived) <= MAX_EVENT_ID_BYTES ? derived : `dlq:sha256:${createHash('sha256').update(derived).digest('hex')}`,
     topic: options.topic,
     key: message.key,
     value: message.value,
     headers: {
       ...headers,
       'dlq-reason': options.reason,
-      'dlq-error': options.error.slice(0, 2000),
+      'dlq-error': storableText(options.error.slice(0, 2000)),
       'dlq-event-id': headerToString(options.eventId) ?? '',
       'dlq-group': options.group,
       'dlq-original-topic': message.topic,

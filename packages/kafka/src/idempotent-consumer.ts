@@ -1,8 +1,9 @@
-import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
+import { reportLag } from './lag';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
 /** Counters since start, also reported through `metrics`. */
@@ -22,7 +23,7 @@ export interface ConsumerStats {
  * group. Per chunk of a partition: one Postgres transaction that claims the event ids in
  * `processed_events` and runs the handler; then, only after COMMIT, the Kafka offset commit.
  */
-export class IdempotentConsumer<T = unknown> {
+export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly options: ResolvedOptions<T>;
   private readonly client: ConsumerClient;
   private readonly processor: ChunkProcessor<T>;
@@ -40,7 +41,7 @@ export class IdempotentConsumer<T = unknown> {
   readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
-  constructor(options: IdempotentConsumerOptions<T>) {
+  constructor(options: IdempotentConsumerOptions<T, DB>) {
     this.options = resolveOptions(options);
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });
@@ -58,10 +59,20 @@ export class IdempotentConsumer<T = unknown> {
     });
   }
 
-  /** Connects, subscribes and starts consuming. Resolves once fetching has started. */
+  /**
+   * Checks the schema, connects, subscribes and starts consuming. Resolves once fetching has started.
+   *
+   * @throws SchemaNotMigratedError when `schema` lacks any migration of this version (nothing is consumed).
+   */
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, 'An IdempotentConsumer can be started once; create a new one to start again.');
     this.state = 'running';
+    try {
+      await assertSchemaMigrated(this.options.db, this.options.schema);
+    } catch (error) {
+      this.state = 'stopped';
+      throw error;
+    }
     this.client.onAssignment((assignment) => {
       this.fenceReady = this.takePartitions(assignment);
     });
@@ -132,13 +143,18 @@ export class IdempotentConsumer<T = unknown> {
     let attempts = this.attempts.get(key);
     if (attempts === undefined) this.attempts.set(key, (attempts = new Map()));
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
+    const lagLabels = { group: o.groupId, topic: batch.topic, partition: batch.partition };
+    reportLag(o.metrics, lagLabels, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
       const chunk = remaining.slice(0, o.batchSize);
       const outcome = await this.runWithTransientRetry(chunk, attempts, key, batch, live);
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
-      if (outcome.settled > 0) await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      if (outcome.settled > 0) {
+        reportLag(o.metrics, lagLabels, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
+        await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      }
       if (!(await this.heartbeat(batch))) return;
       if (outcome.failed !== undefined) {
         const failedMessage = chunk[outcome.failed.index] as RawMessage;

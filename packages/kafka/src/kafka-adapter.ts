@@ -22,6 +22,8 @@ export interface FetchedBatch {
   topic: string;
   partition: number;
   messages: RawMessage[];
+  /** The partition's high watermark at fetch time (offset of the next record to be written), if the client reports it. */
+  highWatermark?: string;
   /** Marks an offset as consumed locally (so it is not fetched again); not a commit. */
   resolveOffset(offset: string): void;
   heartbeat(): Promise<void>;
@@ -99,6 +101,7 @@ export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerCl
               headers: (m.headers ?? {}) as RawMessage['headers'],
               timestamp: m.timestamp,
             })),
+            highWatermark: batch.highWatermark,
             resolveOffset,
             heartbeat,
             isRunning,

@@ -13,6 +13,7 @@ export const CONSUMER_METRICS = {
   fenced_total: { type: 'counter', help: 'Transactions rolled back because the member lost its partition.', labelNames: partitionLabels },
   batch_size: { type: 'histogram', help: 'Messages per transaction.', labelNames: ['group'], buckets: [1, 10, 50, 100, 250, 500, 1000, 5000] },
   batch_duration_seconds: { type: 'histogram', help: 'Duration of one chunk transaction.', labelNames: ['group'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] },
+  consumer_lag_messages: { type: 'gauge', help: "Records behind the partition's high watermark as this member sees it (high watermark at the last fetch minus the next offset to process).", labelNames: partitionLabels },
   dedup_hit_ratio: { type: 'gauge', help: 'Share of messages seen so far that were duplicates.', labelNames: ['group'] },
 } as const satisfies Record<string, MetricDefinition>;
 

@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { assertIdentifier } from '@effectively/core';
+import { assertIdentifier, untyped } from '@effectively/core';
+import { storableText } from './storable-text';
 
 /** A row to claim in `processed_events`. */
 export interface ClaimRow {
@@ -47,7 +48,7 @@ export class ProcessedEventStore {
       SELECT ${this.group}, u.event_id, u.payload_hash, u.topic, u.partition, u.kafka_offset, u.status, u.error
       FROM unnest(${rows.map((r) => r.eventId)}::text[], ${rows.map((r) => r.payloadHash)}::text[], ${rows.map((r) => r.topic)}::text[],
                   ${rows.map((r) => r.partition)}::int[], ${rows.map((r) => r.offset)}::bigint[], ${rows.map((r) => r.status)}::text[],
-                  ${rows.map((r) => r.error)}::text[])
+                  ${rows.map((r) => (r.error === null ? null : storableText(r.error)))}::text[])
            AS u(event_id, payload_hash, topic, partition, kafka_offset, status, error)
       ON CONFLICT (consumer_group, event_id) DO NOTHING
       RETURNING event_id`.execute(trx);
@@ -71,7 +72,7 @@ export class ProcessedEventStore {
 
   /** Marks a claimed event as dead-lettered, with the error and the attempts spent. */
   async markDeadLettered(trx: Db, id: string, error: string, attempts: number): Promise<void> {
-    await sql`UPDATE ${this.events} SET status = 'dead_lettered', error = ${error}, attempts = ${attempts}
+    await sql`UPDATE ${this.events} SET status = 'dead_lettered', error = ${storableText(error)}, attempts = ${attempts}
               WHERE consumer_group = ${this.group} AND event_id = ${id}`.execute(trx);
   }
 
@@ -104,7 +105,8 @@ export class ProcessedEventStore {
  * topic retention, a consumer group whose offsets expired): an event redelivered after its
  * record was pruned is applied again.
  */
-export async function pruneProcessedEvents(db: Kysely<unknown>, options: { schema?: string; olderThanMs: number; batchSize?: number; maxBatches?: number }): Promise<number> {
+export async function pruneProcessedEvents<DB>(database: Kysely<DB>, options: { schema?: string; olderThanMs: number; batchSize?: number; maxBatches?: number }): Promise<number> {
+  const db = untyped(database);
   const table = sql.id(assertIdentifier(options.schema ?? 'effectively', 'schema'), 'processed_events');
   const batchSize = options.batchSize ?? 1000;
   let total = 0;

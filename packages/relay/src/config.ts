@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, untyped, type Logger, type Metrics } from '@effectively/core';
 import type { Kysely } from 'kysely';
 import type { KafkaSettings, ProducerClient, ProducerClientSettings, ProducerSettings } from './kafka-adapter';
 
@@ -13,8 +13,8 @@ export interface RelayHooks {
   afterKafkaAck?(info: { eventIds: readonly string[]; lanes: readonly number[] }): void | Promise<void>;
 }
 
-/** The outbox relay's options. */
-export interface OutboxRelayOptions {
+/** The outbox relay's options; `DB` is the Kysely database type of `db` (any: the relay touches only its own tables). */
+export interface OutboxRelayOptions<DB = unknown> {
   /** Kafka bootstrap addresses. */
   brokers: string[];
   /**
@@ -23,7 +23,7 @@ export interface OutboxRelayOptions {
    * claim left open longer than `claimTimeoutMs`, and node-postgres reports that as an `error`
    * event on the checked-out client, which crashes a process that does not listen for it.
    */
-  db: Kysely<unknown>;
+  db: Kysely<DB>;
   /**
    * Postgres URL for the relay's `LISTEN` connection (a connection of its own, not from the
    * pool; it must not go through a transaction-mode pooler). Required unless `listen` is false.
@@ -150,7 +150,7 @@ function resolveProducer(producer: ProducerSettings | undefined): Readonly<Produ
  * Validates options once, up front, with messages that say what to fix, and returns a frozen
  * copy with defaults. The caller's object is not changed.
  */
-export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayOptions {
+export function resolveRelayOptions<DB>(options: OutboxRelayOptions<DB>): ResolvedRelayOptions {
   if (typeof options !== 'object' || options === null) throw new InvalidConfigError('OutboxRelay needs an options object: { brokers, db, databaseUrl }.');
   if (!Array.isArray(options.brokers) || options.brokers.length === 0 || !options.brokers.every((b) => typeof b === 'string' && b !== '')) {
     throw new InvalidConfigError('brokers must list at least one host:port.');
@@ -181,7 +181,7 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
   if (maxRetryDelayMs < retryDelayMs) throw new InvalidConfigError(`maxRetryDelayMs (${maxRetryDelayMs}) must not be below retryDelayMs (${retryDelayMs}).`);
   return Object.freeze({
     brokers: Object.freeze([...options.brokers]),
-    db: options.db,
+    db: untyped(options.db),
     databaseUrl: options.databaseUrl,
     listen,
     schema,

@@ -5,6 +5,7 @@ import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions
 import { createKafkajsProducer, TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
 import { LaneLeases } from './lane-leases';
 import { NotifyListener } from './listener';
+import { RowSends } from './tracing';
 import { anyDue, deletePublished, fetchPending, lockOwnedLanes, markFailed, outboxBacklog, type OutboxRow } from './outbox-store';
 
 /** What one claim cycle ({@link OutboxRelay.drainOnce}) did. */
@@ -97,11 +98,11 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-function toMessage(row: OutboxRow): OutgoingMessage {
+function toMessage(row: OutboxRow, sends: RowSends): OutgoingMessage {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(row.headers ?? {})) headers[name] = typeof value === 'string' ? value : JSON.stringify(value);
   headers['event-id'] = row.event_id;
-  return { key: row.message_key, value: row.payload, headers };
+  return { key: row.message_key, value: row.payload, headers: sends.headers(row, headers) };
 }
 
 /** Groups rows by topic, keeping id order inside each topic (and so inside each key). */
@@ -165,7 +166,7 @@ interface ClaimOutcome {
  *   reports not ready and retries with backoff. See `listParked` / `requeueParked` / `discardParked`.
  * - **Wake-up.** `LISTEN` for writers' notifications, polling every `pollIntervalMs` as the fallback.
  */
-export class OutboxRelay {
+export class OutboxRelay<DB = unknown> {
   private readonly options: ResolvedRelayOptions;
   private readonly log: Logger;
   private readonly leases: LaneLeases;
@@ -196,7 +197,7 @@ export class OutboxRelay {
   private readonly labels: { schema: string };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
-  constructor(options: OutboxRelayOptions) {
+  constructor(options: OutboxRelayOptions<DB>) {
     this.options = resolveRelayOptions(options);
     const o = this.options;
     this.labels = { schema: o.schema };
@@ -494,11 +495,16 @@ export class OutboxRelay {
 
   /** Sends one topic's rows as one request, bounded by `sendTimeoutMs`; never throws. */
   private async sendTopic(producer: ProducerClient, topic: string, rows: OutboxRow[]): Promise<TopicSend> {
+    const sends = new RowSends(rows, this.options.schema);
     try {
-      await this.bounded(producer.sendBatch([{ topic, messages: rows.map(toMessage) }]), 'send');
+      await this.bounded(producer.sendBatch([{ topic, messages: rows.map((row) => toMessage(row, sends)) }]), 'send');
+      sends.end();
       return { topic, rows };
     } catch (error) {
-      return { topic, rows, error, kind: error instanceof KafkaSendTimeout ? 'unavailable' : producer.classify(error) };
+      const kind: ProduceFailureKind = error instanceof KafkaSendTimeout ? 'unavailable' : producer.classify(error);
+      sends.end(error, kind);
+      this.options.metrics.increment('relay_send_errors_total', { ...this.labels, kind });
+      return { topic, rows, error, kind };
     }
   }
 
