@@ -55,7 +55,7 @@ export class ProcessedEventStore {
   /**
    * Opens a chunk's transaction in ONE round trip: bounds it (lock waits, statements, idling),
    * checks the partition fence, claims `rows` and reads the stored payload hashes of the ids that
-   * were already there. The fence row is locked `FOR SHARE` until commit: that conflicts with the
+   * were already there (probing the index only for those, not for every id). The fence row is locked `FOR SHARE` until commit: that conflicts with the
    * epoch bump of {@link takePartition} (an UPDATE), so a member whose epoch was replaced cannot
    * commit, and no row version is written per transaction. When the fence does not match
    * (`held: false`) nothing is claimed.
@@ -89,9 +89,12 @@ export class ProcessedEventStore {
         WHERE EXISTS (SELECT 1 FROM fence)
         ON CONFLICT (consumer_group, event_id) DO NOTHING
         RETURNING event_id),
+      unclaimed AS (
+        SELECT id FROM unnest(${ids}::text[]) AS id WHERE EXISTS (SELECT 1 FROM fence)
+        EXCEPT SELECT event_id FROM claimed),
       stored AS (
-        SELECT e.event_id, e.payload_hash FROM ${this.events} e
-        WHERE e.consumer_group = ${this.group} AND e.event_id = ANY(${ids}::text[]) AND EXISTS (SELECT 1 FROM fence))
+        SELECT x.id AS event_id, e.payload_hash FROM unclaimed x,
+        LATERAL (SELECT payload_hash FROM ${this.events} WHERE consumer_group = ${this.group} AND event_id = x.id) e)
       SELECT EXISTS (SELECT 1 FROM fence) AS held,
              (SELECT array_agg(event_id) FROM claimed) AS claimed,
              (SELECT json_agg(json_build_array(event_id, payload_hash)) FROM stored) AS stored`.execute(trx);
