@@ -19,6 +19,12 @@ export interface ConsumerStats {
   batches: number;
 }
 
+/** How the consumer came to stop: by `stop()`, or by a signal it handled (`handleSignals`). */
+export interface StopInfo {
+  /** `SIGTERM`/`SIGINT` when a signal stopped it; `undefined` after a call to `stop()`. */
+  signal: 'SIGTERM' | 'SIGINT' | undefined;
+}
+
 /**
  * Wraps a kafkajs consumer so every event's database effects happen exactly once per consumer
  * group. Per chunk of a partition: one Postgres transaction that claims the event ids in
@@ -39,7 +45,21 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private retentionProbe: { stop(): void } | undefined;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
-  private readonly signalHandler = (): void => void this.stop();
+  private stopSignal: StopInfo['signal'];
+  private resolveStopped!: (info: StopInfo) => void;
+  private readonly signalHandler = (signal: NodeJS.Signals): void => {
+    this.stopSignal ??= signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM';
+    void this.stop();
+  };
+  /**
+   * Resolves once the consumer has stopped (open transaction finished, offsets committed,
+   * disconnected), however that came about: `stop()`, or SIGTERM/SIGINT with `handleSignals`.
+   * Never rejects. The consumer does not exit the process: chain your own shutdown here, e.g.
+   * `consumer.stopped.then(() => server.close())`.
+   */
+  readonly stopped: Promise<StopInfo> = new Promise((resolve) => {
+    this.resolveStopped = resolve;
+  });
   readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
@@ -115,7 +135,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     }
     await bounded(this.client.disconnect()).catch((error: unknown) => this.log.warn({ err: error }, 'error while disconnecting'));
     this.state = 'stopped';
-    this.log.info({ stats: this.stats }, 'idempotent consumer stopped');
+    this.log.info({ stats: this.stats, signal: this.stopSignal }, 'idempotent consumer stopped');
+    this.resolveStopped({ signal: this.stopSignal });
   }
 
   private async takePartitions(assignment: Assignment): Promise<void> {
