@@ -1,10 +1,20 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { assertIdentifier, untyped } from '@effectively/core';
 import { storableText } from './storable-text';
+import { idKey } from './classify';
+import type { IdOrigin } from './event-id';
+
+/** An event's key in `processed_events` (besides the group). */
+export interface EventKey {
+  origin: IdOrigin;
+  eventId: string;
+}
 
 /** A row to claim in `processed_events`. */
 export interface ClaimRow {
   eventId: string;
+  /** `producer` or `derived`: part of the key, so the two never collide. */
+  origin: IdOrigin;
   payloadHash: string;
   topic: string;
   partition: number;
@@ -40,40 +50,43 @@ export class ProcessedEventStore {
                      set_config('idle_in_transaction_session_timeout', ${`${statementTimeoutMs * 2}ms`}, true)`.execute(trx);
   }
 
-  /** Claims `rows` in one statement; returns the ids that were new (the rest were already there). */
+  /** Claims `rows` in one statement; returns the {@link idKey}s that were new (the rest were already there). */
   async claim(trx: Db, rows: ClaimRow[]): Promise<Set<string>> {
     if (rows.length === 0) return new Set();
-    const result = await sql<{ event_id: string }>`
-      INSERT INTO ${this.events} (consumer_group, event_id, payload_hash, topic, partition, kafka_offset, status, error)
-      SELECT ${this.group}, u.event_id, u.payload_hash, u.topic, u.partition, u.kafka_offset, u.status, u.error
-      FROM unnest(${rows.map((r) => r.eventId)}::text[], ${rows.map((r) => r.payloadHash)}::text[], ${rows.map((r) => r.topic)}::text[],
+    const result = await sql<{ id_origin: IdOrigin; event_id: string }>`
+      INSERT INTO ${this.events} (consumer_group, id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
+      SELECT ${this.group}, u.id_origin, u.event_id, u.payload_hash, u.topic, u.partition, u.kafka_offset, u.status, u.error
+      FROM unnest(${rows.map((r) => r.origin)}::text[], ${rows.map((r) => r.eventId)}::text[], ${rows.map((r) => r.payloadHash)}::text[], ${rows.map((r) => r.topic)}::text[],
                   ${rows.map((r) => r.partition)}::int[], ${rows.map((r) => r.offset)}::bigint[], ${rows.map((r) => r.status)}::text[],
                   ${rows.map((r) => (r.error === null ? null : storableText(r.error)))}::text[])
-           AS u(event_id, payload_hash, topic, partition, kafka_offset, status, error)
-      ON CONFLICT (consumer_group, event_id) DO NOTHING
-      RETURNING event_id`.execute(trx);
-    return new Set(result.rows.map((r) => r.event_id));
+           AS u(id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
+      ON CONFLICT (consumer_group, id_origin, event_id) DO NOTHING
+      RETURNING id_origin, event_id`.execute(trx);
+    return new Set(result.rows.map((r) => idKey(r.id_origin, r.event_id)));
   }
 
-  /** Payload hashes stored for already-processed ids (to spot conflicting duplicates). */
-  async storedHashes(trx: Db, ids: string[]): Promise<Map<string, string>> {
-    if (ids.length === 0) return new Map();
-    const result = await sql<{ event_id: string; payload_hash: string }>`
-      SELECT event_id, payload_hash FROM ${this.events}
-      WHERE consumer_group = ${this.group} AND event_id = ANY(${ids}::text[])`.execute(trx);
-    return new Map(result.rows.map((r) => [r.event_id, r.payload_hash]));
+  /** Payload hashes stored for already-processed keys (to spot conflicting duplicates), by {@link idKey}. */
+  async storedHashes(trx: Db, keys: EventKey[]): Promise<Map<string, string>> {
+    if (keys.length === 0) return new Map();
+    const result = await sql<{ id_origin: IdOrigin; event_id: string; payload_hash: string }>`
+      SELECT p.id_origin, p.event_id, p.payload_hash FROM ${this.events} p
+      JOIN unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
+        ON p.id_origin = k.id_origin AND p.event_id = k.event_id
+      WHERE p.consumer_group = ${this.group}`.execute(trx);
+    return new Map(result.rows.map((r) => [idKey(r.id_origin, r.event_id), r.payload_hash]));
   }
 
   /** Removes claims of events whose handling did not settle in this transaction. */
-  async release(trx: Db, ids: string[]): Promise<void> {
-    if (ids.length === 0) return;
-    await sql`DELETE FROM ${this.events} WHERE consumer_group = ${this.group} AND event_id = ANY(${ids}::text[])`.execute(trx);
+  async release(trx: Db, keys: EventKey[]): Promise<void> {
+    if (keys.length === 0) return;
+    await sql`DELETE FROM ${this.events} p USING unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
+              WHERE p.consumer_group = ${this.group} AND p.id_origin = k.id_origin AND p.event_id = k.event_id`.execute(trx);
   }
 
   /** Marks a claimed event as dead-lettered, with the error and the attempts spent. */
-  async markDeadLettered(trx: Db, id: string, error: string, attempts: number): Promise<void> {
+  async markDeadLettered(trx: Db, key: EventKey, error: string, attempts: number): Promise<void> {
     await sql`UPDATE ${this.events} SET status = 'dead_lettered', error = ${storableText(error)}, attempts = ${attempts}
-              WHERE consumer_group = ${this.group} AND event_id = ${id}`.execute(trx);
+              WHERE consumer_group = ${this.group} AND id_origin = ${key.origin} AND event_id = ${key.eventId}`.execute(trx);
   }
 
   /** Takes the partition for `memberId`: a new, higher epoch that older owners no longer match. */
