@@ -100,10 +100,6 @@ export class ChunkProcessor<T> {
       await o.db.transaction().execute(async (trx) => {
         // Handlers' outbox rows are queued and written in one statement just before COMMIT.
         const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
-        await this.store.configure(trx, o.lockTimeoutMs, o.statementTimeoutMs);
-        if (epoch !== undefined && !(await this.store.holdsPartition(trx, first.topic, first.partition, epoch))) {
-          throw new FencedError(first.topic, first.partition);
-        }
         const rows: ClaimRow[] = candidates.map((c) => ({
           eventId: c.id,
           origin: c.origin,
@@ -114,15 +110,23 @@ export class ChunkProcessor<T> {
           status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
           error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
         }));
-        const claimed = await this.store.claim(trx, rows);
+        // One round trip: timeouts, fence check (a share lock on the fence row), claim, stored hashes.
+        const opened = await this.store.open(trx, {
+          lockTimeoutMs: o.lockTimeoutMs,
+          statementTimeoutMs: o.statementTimeoutMs,
+          ...(epoch === undefined ? {} : { fence: { topic: first.topic, partition: first.partition, epoch } }),
+          rows,
+        });
+        if (!opened.held) throw new FencedError(first.topic, first.partition);
+        const claimed = opened.claimed;
         hook.claimed = candidates.filter((c) => claimed.has(c.key)).map((c) => c.id);
 
         // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
         const dupes = classified.filter((c, i) => firstIndexOf.get(c.key) !== i || !claimed.has(c.key));
-        const stored = await this.store.storedHashes(
-          trx,
-          candidates.filter((c) => !claimed.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id })),
-        );
+        const stored = opened.stored;
+        // Ids committed by another transaction while this one waited on them: read their hashes now.
+        const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
+        if (unseen.length > 0) for (const [key, hash] of await this.store.storedHashes(trx, unseen)) stored.set(key, hash);
         const firstHash = new Map(candidates.map((c) => [c.key, c.hash]));
         const dlq: OutboxMessage[] = [];
         for (const d of dupes) {
@@ -184,7 +188,9 @@ export class ChunkProcessor<T> {
   ): Promise<EventKey[]> {
     const o = this.options;
     if (events.length === 0) return [];
-    if (o.batchHandler !== undefined && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
+    // Per-event mode: a chunk is one message, so the transaction holds nothing but this event.
+    const single = o.mode === 'event';
+    if (o.batchHandler !== undefined && !single && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
       await sql`SAVEPOINT effectively_batch`.execute(trx);
       const mark = outbox.mark();
       try {
@@ -210,7 +216,12 @@ export class ChunkProcessor<T> {
       const offset = e.message.offset;
       const prior = attempts.get(offset) ?? 0;
       const eventLog = log.child({ offset, eventId: e.id });
-      await sql`SAVEPOINT effectively_event`.execute(trx);
+      // A savepoint keeps the rest of the transaction when this handler fails. Alone in its
+      // transaction, an event needs one only when a failure is dead-lettered in the same
+      // transaction (its last attempt); otherwise a failure rolls the whole transaction back,
+      // which also releases the claim.
+      const savepoint = !single || (prior + 1 >= o.maxAttempts && o.onFailure === 'dead-letter');
+      if (savepoint) await sql`SAVEPOINT effectively_event`.execute(trx);
       const mark = outbox.mark();
       try {
         const handler = o.handler;
@@ -218,11 +229,16 @@ export class ChunkProcessor<T> {
           trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx, outbox: outbox.outbox, logger: eventLog, attempt: prior + 1 }))),
           o.handlerTimeoutMs,
         );
-        await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
+        if (savepoint && !single) await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
         outcome.processed++;
         attempts.delete(offset);
       } catch (error) {
         if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) {
+          throw new AbortTransaction(error, indexOf(e.message));
+        }
+        if (!savepoint) {
+          trace.handlerFailed(e.message, e.id, prior + 1, error);
+          eventLog.warn({ err: error, attempt: prior + 1, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
           throw new AbortTransaction(error, indexOf(e.message));
         }
         await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(trx);
