@@ -4,6 +4,7 @@ import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
 import { reportLag } from './lag';
+import { zeroPartitionCounters } from './metrics';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
 /** Counters since start, also reported through `metrics`. */
@@ -94,6 +95,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       throw error;
     }
     this.client.onAssignment((assignment) => {
+      for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
       this.fenceReady = this.takePartitions(assignment);
     });
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
