@@ -75,7 +75,7 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   handler: EventHandler<T, DB>;
   /** Optional whole-chunk handler for throughput; see {@link BatchHandler}. */
   batchHandler?: BatchHandler<T, DB>;
-  /** `batch` (default): one transaction per chunk of up to `batchSize`; `event`: one per event. */
+  /** `batch` (default): one transaction per chunk of up to `batchSize`; `event`: one per event, calling `handler` (never `batchHandler`) without a savepoint. */
   mode?: 'batch' | 'event';
   /** Most events per transaction in batch mode; default 500, at most 10,000. */
   batchSize?: number;

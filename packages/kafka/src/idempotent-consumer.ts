@@ -5,6 +5,7 @@ import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } 
 import { FencedError, isTransientDatabaseError } from './errors';
 import { reportLag } from './lag';
 import { zeroPartitionCounters } from './metrics';
+import { startRetentionProbe } from './retention-probe';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
 /** Counters since start, also reported through `metrics`. */
@@ -42,6 +43,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly epochs = new Map<string, string>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private fenceReady: Promise<void> = Promise.resolve();
+  private retentionProbe: { stop(): void } | undefined;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
   private stopSignal: StopInfo['signal'];
@@ -106,6 +108,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     await this.client.connect();
     await this.client.subscribe(this.options.topics, this.options.fromBeginning);
     await this.client.run((batch) => this.onBatch(batch), this.options.partitionsConsumedConcurrently);
+    const o = this.options;
+    this.retentionProbe = startRetentionProbe({ db: o.db, schema: o.schema, groupId: o.groupId, topics: o.topics, client: this.client, metrics: o.metrics, logger: this.log, intervalMs: 60_000 });
     this.log.info({ topics: this.options.topics, mode: this.options.mode, batchSize: this.options.batchSize }, 'idempotent consumer started');
   }
 
@@ -123,6 +127,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     process.removeListener('SIGTERM', this.signalHandler);
     process.removeListener('SIGINT', this.signalHandler);
     for (const t of this.retryTimers) clearTimeout(t);
+    this.retentionProbe?.stop();
     const bounded = <R>(p: Promise<R>): Promise<R | undefined> =>
       Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), this.options.shutdownTimeoutMs).unref())]);
     try {
