@@ -2,6 +2,7 @@ export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, Migration
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
 export { createLogger, silentLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
 export { untyped, retyped } from './database-type';
+export { pgQuery, type PgQuery, type PgQueryResult } from './pg-query';
 export { createDatabase, type Database, type DatabaseOptions } from './db';
 export { migrate, type MigrateOptions, type MigrateOutcome } from './migrate';
 export { createOutbox, createOutboxBuffer, EVENT_ID_HEADER, OUTBOX_CHANNEL, MAX_KEY_BYTES, MAX_EVENT_ID_BYTES, type Outbox, type OutboxBuffer, type OutboxMessage, type OutboxMessageOf, type OutboxTopics, type OutboxValue, type OutboxOptions, type PublishResult, type JsonValue } from './outbox';

@@ -1,4 +1,4 @@
-import { assertIdentifier, InvalidConfigError, NoopMetrics, retyped, silentLogger, untyped, type Logger, type Metrics, type Outbox, type TraceContextProvider } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, pgQuery, retyped, silentLogger, untyped, type Logger, type Metrics, type Outbox, type PgQuery, type TraceContextProvider } from '@effectively/core';
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
 import type { EventIdSource } from './event-id';
@@ -21,6 +21,12 @@ export interface ConsumedEvent<T> {
 export interface HandlerContext<DB = unknown> {
   /** The transaction the event is claimed in: write your effects through it. */
   trx: Transaction<DB>;
+  /**
+   * node-postgres' `query(text, values)` on that same transaction, for code not written with
+   * Kysely: `await query('UPDATE accounts SET balance = balance + $1 WHERE id = $2', [amount, id])`.
+   * Its writes commit with the event's claim and roll back with it, like those through `trx`.
+   */
+  query: PgQuery;
   /**
    * Events to emit, committed with this transaction (and dropped if this event's work rolls
    * back). Rows are checked at once and written in one statement just before COMMIT, so lane
@@ -69,7 +75,7 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   handler: EventHandler<T, DB>;
   /** Optional whole-chunk handler for throughput; see {@link BatchHandler}. */
   batchHandler?: BatchHandler<T, DB>;
-  /** `batch` (default): one transaction per chunk of up to `batchSize`; `event`: one per event. */
+  /** `batch` (default): one transaction per chunk of up to `batchSize`; `event`: one per event, calling `handler` (never `batchHandler`) without a savepoint. */
   mode?: 'batch' | 'event';
   /** Most events per transaction in batch mode; default 500, at most 10,000. */
   batchSize?: number;
@@ -132,10 +138,14 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   client?: (settings: KafkaClientSettings) => ConsumerClient;
 }
 
+/** What the chunk processor passes; the handler's `query` is added around it. */
+type ProcessorContext = Omit<HandlerContext, 'query'>;
+
 /** Options after validation and defaults; frozen. The database type is set aside here (see `untyped`): the consumer's own SQL needs none. */
 export type ResolvedOptions<T> = Readonly<
-  Required<Omit<IdempotentConsumerOptions<T, unknown>, 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode' | 'traceContext'>> & {
-    batchHandler: BatchHandler<T> | undefined;
+  Required<Omit<IdempotentConsumerOptions<T, unknown>, 'handler' | 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode' | 'traceContext'>> & {
+    handler: (event: ConsumedEvent<T>, ctx: ProcessorContext) => Promise<void>;
+    batchHandler: ((events: Array<ConsumedEvent<T>>, ctx: Omit<ProcessorContext, 'attempt'>) => Promise<void>) | undefined;
     traceContext: TraceContextProvider | undefined;
     kafka: KafkaClientSettings['kafka'];
     client: ((settings: KafkaClientSettings) => ConsumerClient) | undefined;
@@ -178,7 +188,7 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
   if (!Array.isArray(options.topics) || options.topics.length === 0 || !options.topics.every((t) => typeof t === 'string' && /^[a-zA-Z0-9._-]{1,249}$/.test(t))) {
     throw new InvalidConfigError('topics must list at least one valid Kafka topic name.');
   }
-  if (typeof options.handler !== 'function') throw new InvalidConfigError('handler is required: (event, { trx, outbox, logger, attempt }) => Promise<void>.');
+  if (typeof options.handler !== 'function') throw new InvalidConfigError('handler is required: (event, { trx, query, outbox, logger, attempt }) => Promise<void>.');
   if (options.db === undefined) throw new InvalidConfigError('db (a Kysely instance over Postgres) is required.');
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   const mode = options.mode ?? 'batch';
@@ -210,8 +220,8 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     topics: [...options.topics],
     db: untyped(options.db),
     schema,
-    handler: (event: ConsumedEvent<T>, ctx: HandlerContext) => handler(event, { ...ctx, trx: retyped<DB>(ctx.trx) }),
-    batchHandler: batchHandler && ((events: Array<ConsumedEvent<T>>, ctx: Parameters<BatchHandler<T>>[1]) => batchHandler(events, { ...ctx, trx: retyped<DB>(ctx.trx) })),
+    handler: (event: ConsumedEvent<T>, ctx: ProcessorContext) => handler(event, { ...ctx, trx: retyped<DB>(ctx.trx), query: pgQuery(ctx.trx) }),
+    batchHandler: batchHandler && ((events: Array<ConsumedEvent<T>>, ctx: Omit<ProcessorContext, 'attempt'>) => batchHandler(events, { ...ctx, trx: retyped<DB>(ctx.trx), query: pgQuery(ctx.trx) })),
     mode,
     batchSize,
     decode: options.decode ?? ((value: Buffer) => JSON.parse(value.toString('utf8')) as T),

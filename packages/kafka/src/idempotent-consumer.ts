@@ -3,7 +3,8 @@ import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
-import { reportLag } from './lag';
+import { LagReporter } from './lag';
+import { startRetentionProbe } from './retention-probe';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
 /** Counters since start, also reported through `metrics`. */
@@ -16,6 +17,12 @@ export interface ConsumerStats {
   transientRetries: number;
   fenced: number;
   batches: number;
+}
+
+/** How the consumer came to stop: by `stop()`, or by a signal it handled (`handleSignals`). */
+export interface StopInfo {
+  /** `SIGTERM`/`SIGINT` when a signal stopped it; `undefined` after a call to `stop()`. */
+  signal: 'SIGTERM' | 'SIGINT' | undefined;
 }
 
 /**
@@ -35,9 +42,25 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly epochs = new Map<string, string>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private fenceReady: Promise<void> = Promise.resolve();
+  private retentionProbe: { stop(): void } | undefined;
+  private readonly lag: LagReporter;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
-  private readonly signalHandler = (): void => void this.stop();
+  private stopSignal: StopInfo['signal'];
+  private resolveStopped!: (info: StopInfo) => void;
+  private readonly signalHandler = (signal: NodeJS.Signals): void => {
+    this.stopSignal ??= signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM';
+    void this.stop();
+  };
+  /**
+   * Resolves once the consumer has stopped (open transaction finished, offsets committed,
+   * disconnected), however that came about: `stop()`, or SIGTERM/SIGINT with `handleSignals`.
+   * Never rejects. The consumer does not exit the process: chain your own shutdown here, e.g.
+   * `consumer.stopped.then(() => server.close())`.
+   */
+  readonly stopped: Promise<StopInfo> = new Promise((resolve) => {
+    this.resolveStopped = resolve;
+  });
   readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
@@ -46,6 +69,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });
     this.processor = new ChunkProcessor(o);
+    this.lag = new LagReporter(o.metrics, o.groupId);
     this.client = (o.client ?? createKafkajsConsumer)({
       brokers: o.brokers,
       clientId: o.clientId,
@@ -74,6 +98,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       throw error;
     }
     this.client.onAssignment((assignment) => {
+      this.lag.assigned(assignment.partitions);
       this.fenceReady = this.takePartitions(assignment);
     });
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
@@ -84,6 +109,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     await this.client.connect();
     await this.client.subscribe(this.options.topics, this.options.fromBeginning);
     await this.client.run((batch) => this.onBatch(batch), this.options.partitionsConsumedConcurrently);
+    const o = this.options;
+    this.retentionProbe = startRetentionProbe({ db: o.db, schema: o.schema, groupId: o.groupId, topics: o.topics, client: this.client, metrics: o.metrics, logger: this.log, intervalMs: 60_000 });
     this.log.info({ topics: this.options.topics, mode: this.options.mode, batchSize: this.options.batchSize }, 'idempotent consumer started');
   }
 
@@ -101,6 +128,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     process.removeListener('SIGTERM', this.signalHandler);
     process.removeListener('SIGINT', this.signalHandler);
     for (const t of this.retryTimers) clearTimeout(t);
+    this.retentionProbe?.stop();
     const bounded = <R>(p: Promise<R>): Promise<R | undefined> =>
       Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), this.options.shutdownTimeoutMs).unref())]);
     try {
@@ -110,7 +138,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     }
     await bounded(this.client.disconnect()).catch((error: unknown) => this.log.warn({ err: error }, 'error while disconnecting'));
     this.state = 'stopped';
-    this.log.info({ stats: this.stats }, 'idempotent consumer stopped');
+    this.log.info({ stats: this.stats, signal: this.stopSignal }, 'idempotent consumer stopped');
+    this.resolveStopped({ signal: this.stopSignal });
   }
 
   private async takePartitions(assignment: Assignment): Promise<void> {
@@ -143,8 +172,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     let attempts = this.attempts.get(key);
     if (attempts === undefined) this.attempts.set(key, (attempts = new Map()));
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
-    const lagLabels = { group: o.groupId, topic: batch.topic, partition: batch.partition };
-    reportLag(o.metrics, lagLabels, batch.highWatermark, batch.messages[0]?.offset);
+    this.lag.report(batch.topic, batch.partition, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
       const chunk = remaining.slice(0, o.batchSize);
@@ -152,7 +180,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) {
-        reportLag(o.metrics, lagLabels, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
+        this.lag.report(batch.topic, batch.partition, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
         await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
       }
       if (!(await this.heartbeat(batch))) return;
