@@ -16,6 +16,12 @@ export default tseslint.config(
     },
   },
   {
+    // The CLI's launcher is plain CommonJS.
+    files: ['packages/cli/bin/*.js'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', process: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     // Library code logs through pino, never the console.
     files: ['packages/*/src/**/*.ts', 'migrations/src/**/*.ts'],
     rules: { 'no-console': 'error' },

@@ -135,11 +135,11 @@ function toRow(m: OutboxMessage, trace: TraceContextProvider): Row {
     value = Buffer.from(JSON.stringify(m.value), 'utf8');
     headers['content-type'] ??= 'application/json';
   }
-  if (headers.traceparent === undefined) {
+  if (headers['traceparent'] === undefined) {
     const context = trace();
     if (context !== undefined && isTraceparent(context.traceparent)) {
-      headers.traceparent = context.traceparent;
-      if (context.tracestate !== undefined && context.tracestate !== '') headers.tracestate = context.tracestate;
+      headers['traceparent'] = context.traceparent;
+      if (context.tracestate !== undefined && context.tracestate !== '') headers['tracestate'] = context.tracestate;
     }
   }
   const key = m.key === null || m.key === undefined ? null : bytes(m.key);
