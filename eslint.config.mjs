@@ -16,9 +16,9 @@ export default tseslint.config(
     },
   },
   {
-    // The CLI's launcher is plain CommonJS.
-    files: ['packages/cli/bin/*.js'],
-    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', process: 'readonly' } },
+    // Plain JavaScript run by node: the CLI's launcher and build/test scripts.
+    files: ['packages/cli/bin/*.js', 'scripts/**/*.cjs', 'scripts/**/*.mjs'],
+    languageOptions: { globals: { require: 'readonly', process: 'readonly' } },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
   {

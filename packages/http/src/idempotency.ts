@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { InvalidConfigError, type Logger } from '@effectively/core';
+import { InvalidConfigError, untyped, type Logger } from '@effectively/core';
 import { requestFingerprint } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef } from './key-store';
@@ -122,7 +122,7 @@ class ClaimLost {}
  */
 export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>): Idempotency<DB> {
   const o = resolveIdempotencyOptions(options);
-  const db = o.db as unknown as Kysely<unknown>;
+  const db = untyped(o.db);
   const store = new KeyStore(db, o.schema, o.leaseMs, o.ttlMs);
   const { metrics } = o;
   const inFlight = new KeysInFlight(metrics);
@@ -154,16 +154,16 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   }
 
   const complete = (c: Claim, response: StoredResponse, trx?: Kysely<DB>): Promise<boolean> =>
-    store.complete((trx ?? o.db) as unknown as Kysely<unknown>, c, response);
+    store.complete(untyped(trx ?? o.db), c, response);
   const release = (c: Claim): Promise<boolean> => store.release(c);
 
   /** Runs the handler in its transaction, storing the response there; returns what to send. */
   async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
     const normalized = await o.db.transaction().execute(async (trx) => {
-      if (!(await store.lockOwn(trx as unknown as Kysely<unknown>, c))) throw new ClaimLost();
+      if (!(await store.lockOwn(untyped(trx), c))) throw new ClaimLost();
       const result = normalizeResponse(await handler({ db: trx, transactional: true, key: c.key, scope, attempt: c.attempt }), o.storedHeaders);
       if (!shouldStore(result.stored.status)) throw new Rollback(result);
-      if (!(await store.complete(trx as unknown as Kysely<unknown>, c, result.stored))) throw new ClaimLost();
+      if (!(await store.complete(untyped(trx), c, result.stored))) throw new ClaimLost();
       return result;
     });
     log.debug({ status: normalized.stored.status }, 'response stored with the transaction');

@@ -6,7 +6,7 @@ import { deadLetterMessage } from './dead-letter';
 import { FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
-import { ProcessedEventStore, type ClaimRow } from './store';
+import { ProcessedEventStore, type ClaimRow, type EventKey } from './store';
 import { ChunkTrace } from './tracing';
 
 const tracing = openTelemetryTracing('@effectively/kafka');
@@ -89,9 +89,9 @@ export class ChunkProcessor<T> {
     // Within the chunk, only the first copy of an id is a candidate; later copies are duplicates.
     const firstIndexOf = new Map<string, number>();
     classified.forEach((c, i) => {
-      if (!firstIndexOf.has(c.id)) firstIndexOf.set(c.id, i);
+      if (!firstIndexOf.has(c.key)) firstIndexOf.set(c.key, i);
     });
-    const candidates = classified.filter((c, i) => firstIndexOf.get(c.id) === i);
+    const candidates = classified.filter((c, i) => firstIndexOf.get(c.key) === i);
     const hook: HookContext = { topic: first.topic, partition: first.partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
     const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, hook };
     const log = o.logger.child({ topic: first.topic, partition: first.partition });
@@ -100,12 +100,9 @@ export class ChunkProcessor<T> {
       await o.db.transaction().execute(async (trx) => {
         // Handlers' outbox rows are queued and written in one statement just before COMMIT.
         const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
-        await this.store.configure(trx, o.lockTimeoutMs, o.statementTimeoutMs);
-        if (epoch !== undefined && !(await this.store.holdsPartition(trx, first.topic, first.partition, epoch))) {
-          throw new FencedError(first.topic, first.partition);
-        }
         const rows: ClaimRow[] = candidates.map((c) => ({
           eventId: c.id,
+          origin: c.origin,
           payloadHash: c.hash,
           topic: c.message.topic,
           partition: c.message.partition,
@@ -113,38 +110,46 @@ export class ChunkProcessor<T> {
           status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
           error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
         }));
-        const claimed = await this.store.claim(trx, rows);
-        hook.claimed = [...claimed];
+        // One round trip: timeouts, fence check (a share lock on the fence row), claim, stored hashes.
+        const opened = await this.store.open(trx, {
+          lockTimeoutMs: o.lockTimeoutMs,
+          statementTimeoutMs: o.statementTimeoutMs,
+          ...(epoch === undefined ? {} : { fence: { topic: first.topic, partition: first.partition, epoch } }),
+          rows,
+        });
+        if (!opened.held) throw new FencedError(first.topic, first.partition);
+        const claimed = opened.claimed;
+        hook.claimed = candidates.filter((c) => claimed.has(c.key)).map((c) => c.id);
 
         // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
-        const dupes = classified.filter((c, i) => firstIndexOf.get(c.id) !== i || !claimed.has(c.id));
-        const stored = await this.store.storedHashes(
-          trx,
-          candidates.filter((c) => !claimed.has(c.id)).map((c) => c.id),
-        );
-        const firstHash = new Map(candidates.map((c) => [c.id, c.hash]));
+        const dupes = classified.filter((c, i) => firstIndexOf.get(c.key) !== i || !claimed.has(c.key));
+        const stored = opened.stored;
+        // Ids committed by another transaction while this one waited on them: read their hashes now.
+        const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
+        if (unseen.length > 0) for (const [key, hash] of await this.store.storedHashes(trx, unseen)) stored.set(key, hash);
+        const firstHash = new Map(candidates.map((c) => [c.key, c.hash]));
         const dlq: OutboxMessage[] = [];
         for (const d of dupes) {
           outcome.duplicates++;
-          const reference = claimed.has(d.id) ? firstHash.get(d.id) : stored.get(d.id);
+          const reference = claimed.has(d.key) ? firstHash.get(d.key) : stored.get(d.key);
           log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
           trace.duplicate(d.message, d.id, reference !== undefined && reference !== d.hash);
           if (reference !== undefined && reference !== d.hash) {
             outcome.conflicts++;
             log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
             if (o.onConflict === 'dead-letter') {
-              dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
+              dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, origin: d.origin, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
             }
           }
         }
 
-        const fresh = candidates.filter((c) => claimed.has(c.id));
+        const fresh = candidates.filter((c) => claimed.has(c.key));
         for (const r of fresh) {
           if (r.kind !== 'rejected') continue;
           outcome.deadLettered++;
           log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
           trace.deadLettered(r.message, r.id, r.reason);
-          dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, reason: r.reason, error: r.error, attempts: 0 }));
+          dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, origin: r.origin, ...(r.kind === 'rejected' && r.refusedId !== undefined ? { refusedId: r.refusedId } : {}), reason: r.reason, error: r.error, attempts: 0 }));
         }
 
         const events = fresh.filter((c): c is Extract<Classified<T>, { kind: 'event' }> => c.kind === 'event');
@@ -180,10 +185,12 @@ export class ChunkProcessor<T> {
     log: ChunkProcessorLogger,
     indexOf: (message: RawMessage) => number,
     trace: ChunkTrace,
-  ): Promise<string[]> {
+  ): Promise<EventKey[]> {
     const o = this.options;
     if (events.length === 0) return [];
-    if (o.batchHandler !== undefined && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
+    // Per-event mode: a chunk is one message, so the transaction holds nothing but this event.
+    const single = o.mode === 'event';
+    if (o.batchHandler !== undefined && !single && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
       await sql`SAVEPOINT effectively_batch`.execute(trx);
       const mark = outbox.mark();
       try {
@@ -199,17 +206,22 @@ export class ChunkProcessor<T> {
         log.warn({ err: error, events: events.length }, 'batch handler failed; handling the chunk one event at a time');
       }
     }
-    const unsettled: string[] = [];
+    const unsettled: EventKey[] = [];
     let halted = false;
     for (const e of events) {
       if (halted) {
-        unsettled.push(e.id);
+        unsettled.push({ origin: e.origin, eventId: e.id });
         continue;
       }
       const offset = e.message.offset;
       const prior = attempts.get(offset) ?? 0;
       const eventLog = log.child({ offset, eventId: e.id });
-      await sql`SAVEPOINT effectively_event`.execute(trx);
+      // A savepoint keeps the rest of the transaction when this handler fails. Alone in its
+      // transaction, an event needs one only when a failure is dead-lettered in the same
+      // transaction (its last attempt); otherwise a failure rolls the whole transaction back,
+      // which also releases the claim.
+      const savepoint = !single || (prior + 1 >= o.maxAttempts && o.onFailure === 'dead-letter');
+      if (savepoint) await sql`SAVEPOINT effectively_event`.execute(trx);
       const mark = outbox.mark();
       try {
         const handler = o.handler;
@@ -217,11 +229,16 @@ export class ChunkProcessor<T> {
           trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx, outbox: outbox.outbox, logger: eventLog, attempt: prior + 1 }))),
           o.handlerTimeoutMs,
         );
-        await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
+        if (savepoint && !single) await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
         outcome.processed++;
         attempts.delete(offset);
       } catch (error) {
         if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) {
+          throw new AbortTransaction(error, indexOf(e.message));
+        }
+        if (!savepoint) {
+          trace.handlerFailed(e.message, e.id, prior + 1, error);
+          eventLog.warn({ err: error, attempt: prior + 1, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
           throw new AbortTransaction(error, indexOf(e.message));
         }
         await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(trx);
@@ -233,13 +250,13 @@ export class ChunkProcessor<T> {
           attempts.delete(offset);
           eventLog.error({ err: error, attempts: spent }, 'handler failed on every attempt; dead-lettered');
           trace.deadLettered(e.message, e.id, 'handler-failed');
-          await this.store.markDeadLettered(trx, e.id, errorText(error), spent);
-          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(e.message.topic), eventId: e.id, reason: 'handler-failed', error: errorText(error), attempts: spent }));
+          await this.store.markDeadLettered(trx, { origin: e.origin, eventId: e.id }, errorText(error), spent);
+          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(e.message.topic), eventId: e.id, origin: e.origin, reason: 'handler-failed', error: errorText(error), attempts: spent }));
           continue;
         }
         attempts.set(offset, spent);
         eventLog.warn({ err: error, attempt: spent, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
-        unsettled.push(e.id);
+        unsettled.push({ origin: e.origin, eventId: e.id });
         outcome.failed ??= { index: indexOf(e.message), error };
         if (o.onFailure === 'halt') halted = true;
       }
