@@ -196,7 +196,7 @@ export class ChunkProcessor<T> {
       try {
         const batchHandler = o.batchHandler;
         await withTimeout(trace.run(() => batchHandler(events.map((e) => e.event), { trx, outbox: outbox.outbox, logger: log })), o.handlerTimeoutMs);
-        await sql`RELEASE SAVEPOINT effectively_batch`.execute(trx);
+        // No RELEASE: nothing else can fail back to this savepoint, and COMMIT releases it (one round trip less).
         outcome.processed += events.length;
         return [];
       } catch (error) {

@@ -3,7 +3,7 @@ import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
-import { reportLag } from './lag';
+import { LagReporter } from './lag';
 import { startRetentionProbe } from './retention-probe';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
@@ -43,6 +43,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private fenceReady: Promise<void> = Promise.resolve();
   private retentionProbe: { stop(): void } | undefined;
+  private readonly lag: LagReporter;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
   private stopSignal: StopInfo['signal'];
@@ -68,6 +69,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });
     this.processor = new ChunkProcessor(o);
+    this.lag = new LagReporter(o.metrics, o.groupId);
     this.client = (o.client ?? createKafkajsConsumer)({
       brokers: o.brokers,
       clientId: o.clientId,
@@ -96,6 +98,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       throw error;
     }
     this.client.onAssignment((assignment) => {
+      this.lag.assigned(assignment.partitions);
       this.fenceReady = this.takePartitions(assignment);
     });
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
@@ -169,8 +172,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     let attempts = this.attempts.get(key);
     if (attempts === undefined) this.attempts.set(key, (attempts = new Map()));
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
-    const lagLabels = { group: o.groupId, topic: batch.topic, partition: batch.partition };
-    reportLag(o.metrics, lagLabels, batch.highWatermark, batch.messages[0]?.offset);
+    this.lag.report(batch.topic, batch.partition, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
       const chunk = remaining.slice(0, o.batchSize);
@@ -178,7 +180,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) {
-        reportLag(o.metrics, lagLabels, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
+        this.lag.report(batch.topic, batch.partition, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
         await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
       }
       if (!(await this.heartbeat(batch))) return;
