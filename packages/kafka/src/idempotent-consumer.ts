@@ -4,6 +4,7 @@ import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
 import { LagReporter } from './lag';
+import { zeroPartitionCounters } from './metrics';
 import { startRetentionProbe } from './retention-probe';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
@@ -98,6 +99,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       throw error;
     }
     this.client.onAssignment((assignment) => {
+      for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
       this.lag.assigned(assignment.partitions);
       this.fenceReady = this.takePartitions(assignment);
     });
