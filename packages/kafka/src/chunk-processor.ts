@@ -156,7 +156,13 @@ export class ChunkProcessor<T> {
         const position = new Map(messages.map((m, i) => [m.offset, i]));
         const unsettled = await this.handle(trx, outbox, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number, trace);
         if (unsettled.length > 0) await this.store.release(trx, unsettled);
-        if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
+        if (dlq.length > 0) {
+          // Nothing claimed means no fence lock yet (conflicting duplicates only): take it before writing.
+          if (claimed.size === 0 && epoch !== undefined && !(await this.store.lockFence(trx, { topic: first.topic, partition: first.partition, epoch }))) {
+            throw new FencedError(first.topic, first.partition);
+          }
+          await outbox.outbox.publish(trx, dlq);
+        }
         await outbox.flush(trx);
         await o.hooks.beforeDbCommit?.(hook);
       });

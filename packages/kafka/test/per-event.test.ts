@@ -14,7 +14,7 @@ describe('per-event mode: failures and the fence lock', () => {
   it('a new event costs 4 statements (BEGIN, the claim, the handler\'s, COMMIT), a duplicate 3', async () => {
     const s = await createTestSchema(databaseUrl, 'pe_trips');
     const statements: string[] = [];
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: databaseUrl, max: 2 }) }), log: (e) => void statements.push(e.query.sql.trim().split(/\s+/)[0]?.toUpperCase() ?? '') });
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: databaseUrl, max: 1 }) }), log: (e) => void statements.push(e.query.sql.trim().split(/\s+/)[0]?.toUpperCase() ?? '') });
     try {
       await createLedger(s.db, s.schema);
       const [topic] = await createTopics(kafka, [{ prefix: 'pe_trips', partitions: 1 }]);
@@ -29,11 +29,14 @@ describe('per-event mode: failures and the fence lock', () => {
       } finally {
         await consumer.stop();
       }
-      // Transactions as the statements between BEGIN and COMMIT, both included.
+      // Transactions as the statements from BEGIN to COMMIT, both included (one connection, so
+      // nothing else interleaves; statements outside a transaction, e.g. metric probes, are left out).
       const transactions: string[][] = [];
+      let open: string[] | undefined;
       for (const st of statements) {
-        if (st === 'BEGIN') transactions.push([]);
-        transactions[transactions.length - 1]?.push(st);
+        if (st === 'BEGIN') transactions.push((open = []));
+        open?.push(st);
+        if (st === 'COMMIT' || st === 'ROLLBACK') open = undefined;
       }
       expect(transactions.map((t) => t.length)).toEqual([4, 4, 3]);
       expect(await totals(s.db, s.schema)).toEqual({ a: { total: 3, applied: 2 } });
