@@ -158,7 +158,13 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
         for (let i = 0; i < n; i += 1_000) await producer.send({ topic: topic as string, acks: -1, messages: stream.slice(i, Math.min(n, i + 1_000)).map(toMessage) });
         await producer.disconnect();
         say(`topic ${topic}: the first ${n} messages`);
-        return { topic: topic as string, messages: n, truth: { ...scenario.truth, messages: n, totals: prefixTotals(stream.slice(0, n)) } };
+        const prefix = stream.slice(0, n);
+        // Per partition, the offset of its last message (the default partitioner: murmur2 of the key).
+        const admin = kafka.admin();
+        await admin.connect();
+        const offsets = await admin.fetchTopicOffsets(topic as string).finally(() => admin.disconnect());
+        const lastOffsets = new Map(offsets.filter((o) => o.high !== '0').map((o) => [o.partition, (BigInt(o.high) - 1n).toString()]));
+        return { topic: topic as string, messages: n, unique: new Set(prefix.map((e) => e.event_id)).size, lastOffsets, truth: { ...scenario.truth, messages: n, totals: prefixTotals(prefix) } };
       })();
       tiers.set(n, t);
     }
@@ -170,7 +176,7 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
     return Math.min(size, stream.length);
   };
 
-  const base: Omit<BenchContext, 'topic' | 'messages' | 'truth'> = {
+  const base: Omit<BenchContext, 'topic' | 'messages' | 'unique' | 'lastOffsets' | 'truth'> = {
     brokers: state.kafka.brokers,
     databaseUrl: state.postgres.url,
     database: schema.database,
@@ -219,7 +225,7 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
   // Producers side by side: direct, relay, direct, relay, …
   const producers = variants.filter((v) => v.group === 'produce');
   const produced = new Map<Variant, Measurement[]>(producers.map((v) => [v, []]));
-  const relayTier = { topic: '', messages: relayRows, truth: scenario.truth };
+  const relayTier: Tier = { topic: '', messages: relayRows, unique: relayRows, lastOffsets: new Map(), truth: scenario.truth };
   for (let i = 1; i <= Number(args.runs); i++) {
     for (const variant of producers) produced.get(variant)?.push(await measure(variant, relayTier, `run ${i}`));
   }
@@ -230,6 +236,8 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
 interface Tier {
   topic: string;
   messages: number;
+  unique: number;
+  lastOffsets: Map<number, string>;
   truth: GroundTruth;
 }
 
