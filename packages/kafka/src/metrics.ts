@@ -10,6 +10,7 @@ export const CONSUMER_METRICS = {
   events_conflict_total: { type: 'counter', help: 'Duplicates whose payload differs from the processed one.', labelNames: partitionLabels },
   events_dead_lettered_total: { type: 'counter', help: 'Events recorded as dead-lettered and sent to the dead-letter topic.', labelNames: [...partitionLabels, 'reason'] },
   retries_total: { type: 'counter', help: 'Retries, by kind (handler, transient database error).', labelNames: [...partitionLabels, 'kind'] },
+  offset_resets_total: { type: 'counter', help: "Partitions whose position was moved off the group's committed offset (below the log start, past the end, out of range while fetching), by reason.", labelNames: [...partitionLabels, 'reason'] },
   fenced_total: { type: 'counter', help: 'Transactions rolled back because the member lost its partition.', labelNames: partitionLabels },
   batch_size: { type: 'histogram', help: 'Messages per transaction.', labelNames: ['group'], buckets: [1, 10, 50, 100, 250, 500, 1000, 5000] },
   batch_duration_seconds: { type: 'histogram', help: 'Duration of one chunk transaction.', labelNames: ['group'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] },
