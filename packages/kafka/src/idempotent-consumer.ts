@@ -14,6 +14,10 @@ export interface ConsumerStats {
   duplicates: number;
   conflicts: number;
   deadLettered: number;
+  /** Copies of dead-lettered events skipped (no new re-drive id); not in `duplicates`. */
+  deadLetteredDuplicates: number;
+  /** Dead-lettered events applied by a deliberate re-drive. */
+  redriven: number;
   handlerRetries: number;
   transientRetries: number;
   fenced: number;
@@ -63,7 +67,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   readonly stopped: Promise<StopInfo> = new Promise((resolve) => {
     this.resolveStopped = resolve;
   });
-  readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
+  readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, deadLetteredDuplicates: 0, redriven: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
   constructor(options: IdempotentConsumerOptions<T, DB>) {
@@ -119,6 +123,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       process.once('SIGINT', this.signalHandler);
     }
     await this.client.connect();
+    await this.positions.beforeJoin(this.options.topics);
     // Always earliest for the client's own out-of-range resets; `fromBeginning` is applied per partition by OffsetPositions.
     await this.client.subscribe(this.options.topics, true);
     await this.client.run((batch) => this.onBatch(batch), this.options.partitionsConsumedConcurrently);
@@ -300,6 +305,10 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.stats.duplicates += outcome.duplicates;
     this.stats.conflicts += outcome.conflicts;
     this.stats.deadLettered += outcome.deadLettered;
+    this.stats.deadLetteredDuplicates += outcome.deadLetteredDuplicates;
+    this.stats.redriven += outcome.redriven;
+    if (outcome.deadLetteredDuplicates > 0) o.metrics.increment('events_duplicate_dead_lettered_total', labels, outcome.deadLetteredDuplicates);
+    if (outcome.redriven > 0) o.metrics.increment('events_redriven_total', labels, outcome.redriven);
     if (outcome.processed > 0) o.metrics.increment('events_processed_total', labels, outcome.processed);
     if (outcome.duplicates > 0) o.metrics.increment('events_duplicate_total', labels, outcome.duplicates);
     if (outcome.conflicts > 0) o.metrics.increment('events_conflict_total', labels, outcome.conflicts);

@@ -2,6 +2,7 @@
  * The one place that talks to kafkajs. kafkajs is in maintenance mode; everything else in this
  * package sees only these small interfaces, so a KafkaJS-compatible client can replace it here.
  */
+import { randomUUID } from 'node:crypto';
 import { ConfigResourceTypes, Kafka, logLevel as KafkaLogLevel, type Consumer, type KafkaConfig } from 'kafkajs';
 import { kafkajsLogCreator, type Logger } from '@effectively/core';
 
@@ -78,8 +79,8 @@ export interface ConsumerClient {
   onSkippedRange(listener: (range: SkippedRange) => void): void;
   /** The client reset a partition's position by itself (an offset out of range while fetching). */
   onOffsetReset(listener: (at: { topic: string; partition: number }) => void): void;
-  /** The group's committed offsets and the log's bounds for `partitions` of `topic`. */
-  positions(topic: string, partitions: number[]): Promise<PartitionPosition[]>;
+  /** The group's committed offsets and the log's bounds for `partitions` of `topic` (all when omitted). */
+  positions(topic: string, partitions?: number[]): Promise<PartitionPosition[]>;
   /** Moves the fetch position of an assigned partition to `offset` (commits nothing). */
   seek(topic: string, partition: number, offset: string): void;
   stop(): Promise<void>;
@@ -189,7 +190,7 @@ export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerCl
       try {
         const [committed, bounds] = await Promise.all([admin.fetchOffsets({ groupId: settings.groupId, topics: [topic] }), admin.fetchTopicOffsets(topic)]);
         const committedOf = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, p.offset]));
-        return partitions.map((partition) => {
+        return (partitions ?? bounds.map((b) => b.partition)).map((partition) => {
           const b = bounds.find((x) => x.partition === partition);
           const c = committedOf.get(partition);
           const logStart = b?.low ?? '0';
@@ -222,4 +223,62 @@ export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerCl
       }
     },
   };
+}
+
+/** What {@link readTopicToEnd} needs to reach the cluster. */
+export interface TopicReaderSettings {
+  brokers: string[];
+  clientId?: string;
+  logger: Logger;
+  kafka?: KafkaClientSettings['kafka'];
+  /** Give up after this long; default 60 s. */
+  timeoutMs?: number;
+}
+
+/**
+ * Every record of `topic` from the earliest offset to the end offsets as they are when called,
+ * read with a throw-away consumer group that commits nothing. Sorted by partition and offset.
+ */
+export async function readTopicToEnd(settings: TopicReaderSettings, topic: string): Promise<RawMessage[]> {
+  const kafka = new Kafka({ ...settings.kafka, brokers: settings.brokers, clientId: settings.clientId ?? 'effectively-dlq', logLevel: KafkaLogLevel.INFO, logCreator: kafkajsLogCreator(settings.logger) });
+  const admin = kafka.admin();
+  await admin.connect();
+  let ends: Array<{ partition: number; high: string; low: string }>;
+  try {
+    ends = await admin.fetchTopicOffsets(topic);
+  } finally {
+    await admin.disconnect();
+  }
+  const remaining = new Map(ends.filter((p) => BigInt(p.high) > BigInt(p.low)).map((p) => [p.partition, BigInt(p.high)]));
+  const out: RawMessage[] = [];
+  if (remaining.size === 0) return out;
+  const consumer = kafka.consumer({ groupId: `effectively-read-${randomUUID()}`, sessionTimeout: 10_000, heartbeatInterval: 1_000, allowAutoTopicCreation: false });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const timeoutMs = settings.timeoutMs ?? 60_000;
+      const timer = setTimeout(() => reject(new Error(`Reading ${topic} timed out after ${timeoutMs} ms with ${remaining.size} partitions unread.`)), timeoutMs);
+      consumer
+        .run({
+          autoCommit: false,
+          eachBatchAutoResolve: true,
+          eachBatch: async ({ batch }) => {
+            for (const m of batch.messages) {
+              out.push({ topic, partition: batch.partition, offset: m.offset, key: m.key ?? null, value: m.value ?? null, headers: (m.headers ?? {}) as RawMessage['headers'], timestamp: m.timestamp });
+            }
+            const end = remaining.get(batch.partition);
+            if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) remaining.delete(batch.partition);
+            if (remaining.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return out.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
 }

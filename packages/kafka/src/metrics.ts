@@ -7,6 +7,8 @@ const partitionLabels = ['group', 'topic', 'partition'] as const;
 export const CONSUMER_METRICS = {
   events_processed_total: { type: 'counter', help: 'Events whose handler committed.', labelNames: partitionLabels },
   events_duplicate_total: { type: 'counter', help: 'Events skipped because (group, id) was already processed.', labelNames: partitionLabels },
+  events_duplicate_dead_lettered_total: { type: 'counter', help: 'Copies of dead-lettered events skipped without a new re-drive id (not in events_duplicate_total).', labelNames: partitionLabels },
+  events_redriven_total: { type: 'counter', help: 'Dead-lettered events applied by a deliberate re-drive (dead-letter replay).', labelNames: partitionLabels },
   events_conflict_total: { type: 'counter', help: 'Duplicates whose payload differs from the processed one.', labelNames: partitionLabels },
   events_dead_lettered_total: { type: 'counter', help: 'Events recorded as dead-lettered and sent to the dead-letter topic.', labelNames: [...partitionLabels, 'reason'] },
   retries_total: { type: 'counter', help: 'Retries, by kind (handler, transient database error).', labelNames: [...partitionLabels, 'kind'] },

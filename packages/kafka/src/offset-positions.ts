@@ -34,20 +34,47 @@ export interface OffsetPositionsContext {
  *   once so a restart does not move it;
  * - a reset the client makes by itself while fetching is logged and counted the same way.
  *
- * The partitions are paused from the assignment until their start is decided.
+ * Batches fetched before a partition's start is decided are dropped (the seek makes them
+ * stale), so nothing before the chosen start is handled.
  */
 export class OffsetPositions {
+  /** Partitions whose reset was already reported (so the client's own reset of the same gap is not counted twice). */
+  private readonly reported = new Set<string>();
+
   constructor(private readonly c: OffsetPositionsContext) {
-    c.client.onOffsetReset(({ topic, partition }) => this.reset(topic, partition, 'out-of-range', {}));
+    c.client.onOffsetReset(({ topic, partition }) => {
+      if (!this.reported.delete(`${topic}:${partition}`)) this.reset(topic, partition, 'out-of-range', {});
+    });
   }
 
-  /** Call synchronously from the assignment listener: pauses the partitions until their start is decided. */
+  /**
+   * Before joining the group: reports every partition of `topics` whose committed offset is out
+   * of the log, with the gap (the client, joining, moves it to the earliest offset). Best effort.
+   */
+  async beforeJoin(topics: readonly string[]): Promise<void> {
+    for (const topic of topics) {
+      try {
+        for (const p of await this.c.client.positions(topic)) {
+          const gap = this.outOfRange(p);
+          if (gap !== undefined) this.reset(topic, p.partition, gap.reason, gap.detail);
+        }
+      } catch (error) {
+        this.c.logger.warn({ err: error, topic }, 'could not read committed offsets and log bounds before joining');
+      }
+    }
+  }
+
+  /** At each assignment: decides where each assigned partition starts. `onBatch` waits for it. */
   assigned(assignment: Assignment): Promise<void> {
-    for (const { topic, partition } of assignment.partitions) this.c.client.pause(topic, partition);
-    return this.align(assignment).finally(() => {
-      if (!this.c.running()) return;
-      for (const { topic, partition } of assignment.partitions) this.c.client.resume(topic, partition);
-    });
+    return this.align(assignment);
+  }
+
+  private outOfRange(p: PartitionPosition): { reason: OffsetResetReason; detail: Record<string, string> } | undefined {
+    if (p.committed === null) return undefined;
+    const committed = BigInt(p.committed);
+    if (committed < BigInt(p.logStart)) return { reason: 'below-log-start', detail: { committed: p.committed, logStart: p.logStart, missing: (BigInt(p.logStart) - committed).toString() } };
+    if (committed > BigInt(p.highWatermark)) return { reason: 'past-end', detail: { committed: p.committed, logStart: p.logStart, highWatermark: p.highWatermark } };
+    return undefined;
   }
 
   private async align(assignment: Assignment): Promise<void> {
@@ -73,7 +100,6 @@ export class OffsetPositions {
 
   private async place(topic: string, p: PartitionPosition): Promise<void> {
     const { client, logger } = this.c;
-    const logStart = BigInt(p.logStart);
     const end = BigInt(p.highWatermark);
     if (p.committed === null) {
       if (this.c.fromBeginning) return; // the client starts at the earliest offset
@@ -87,17 +113,14 @@ export class OffsetPositions {
       logger.info({ topic, partition: p.partition, offset: p.highWatermark }, 'no committed offset: starting at the end (fromBeginning: false)');
       return;
     }
-    const committed = BigInt(p.committed);
-    if (committed < logStart) {
-      client.seek(topic, p.partition, p.logStart);
-      this.reset(topic, p.partition, 'below-log-start', { committed: p.committed, logStart: p.logStart, missing: (logStart - committed).toString() });
-    } else if (committed > end) {
-      client.seek(topic, p.partition, p.logStart);
-      this.reset(topic, p.partition, 'past-end', { committed: p.committed, logStart: p.logStart, highWatermark: p.highWatermark });
-    }
+    const gap = this.outOfRange(p);
+    if (gap === undefined) return;
+    client.seek(topic, p.partition, p.logStart);
+    if (!this.reported.has(`${topic}:${p.partition}`)) this.reset(topic, p.partition, gap.reason, gap.detail);
   }
 
   private reset(topic: string, partition: number, reason: OffsetResetReason, gap: Record<string, string>): void {
+    if (reason !== 'out-of-range') this.reported.add(`${topic}:${partition}`);
     this.c.metrics.increment('offset_resets_total', { group: this.c.groupId, topic, partition, reason });
     const what =
       reason === 'below-log-start'
