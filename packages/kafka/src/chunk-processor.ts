@@ -190,6 +190,7 @@ export class ChunkProcessor<T> {
         if (error.index !== undefined && !isTransientDatabaseError(error.inner)) {
           const offset = (messages[error.index] as RawMessage).offset;
           attempts.set(offset, (attempts.get(offset) ?? 0) + 1);
+          trace.rolledBack(error.inner);
           return { ...outcome, settled: error.index, failed: { index: error.index, error: error.inner }, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, deadLetteredDuplicates: 0, redriven: 0 };
         }
         throw error.inner;
@@ -221,7 +222,7 @@ export class ChunkProcessor<T> {
       try {
         const batchHandler = o.batchHandler;
         await withTimeout(trace.run(() => batchHandler(events.map((e) => e.event), { trx, outbox: outbox.outbox, logger: log })), o.handlerTimeoutMs);
-        await sql`RELEASE SAVEPOINT effectively_batch`.execute(trx);
+        // No RELEASE: nothing else can fail back to this savepoint, and COMMIT releases it (one round trip less).
         outcome.processed += events.length;
         return [];
       } catch (error) {

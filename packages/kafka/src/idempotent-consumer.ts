@@ -3,7 +3,8 @@ import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
-import { reportLag } from './lag';
+import { LagReporter } from './lag';
+import { zeroPartitionCounters } from './metrics';
 import { startRetentionProbe } from './retention-probe';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage, type SkippedRange } from './kafka-adapter';
 import { OffsetPositions } from './offset-positions';
@@ -50,6 +51,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private assigned = new Set<string>();
   private fenceReady: Promise<void> = Promise.resolve();
   private retentionProbe: { stop(): void } | undefined;
+  private readonly lag: LagReporter;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
   private stopSignal: StopInfo['signal'];
@@ -75,6 +77,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });
     this.processor = new ChunkProcessor(o);
+    this.lag = new LagReporter(o.metrics, o.groupId);
     this.client = (o.client ?? createKafkajsConsumer)({
       brokers: o.brokers,
       clientId: o.clientId,
@@ -112,11 +115,13 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       throw error;
     }
     this.client.onAssignment((assignment) => {
+      for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
+      this.lag.assigned(assignment.partitions);
       this.assigned = new Set(assignment.partitions.map((p) => `${p.topic}:${p.partition}`));
       const placed = this.positions.assigned(assignment);
       this.fenceReady = Promise.all([this.takePartitions(assignment), placed]).then(() => undefined);
     });
-    this.client.onSkippedRange((range) => void this.settleSkipped(range));
+    this.client.onSkippedRange?.((range) => void this.settleSkipped(range));
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
     if (this.options.handleSignals) {
       process.once('SIGTERM', this.signalHandler);
@@ -190,8 +195,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     let attempts = this.attempts.get(key);
     if (attempts === undefined) this.attempts.set(key, (attempts = new Map()));
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
-    const lagLabels = { group: o.groupId, topic: batch.topic, partition: batch.partition };
-    reportLag(o.metrics, lagLabels, batch.highWatermark, batch.messages[0]?.offset);
+    this.lag.report(batch.topic, batch.partition, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
       const chunk = remaining.slice(0, o.batchSize);
@@ -199,7 +203,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) {
-        reportLag(o.metrics, lagLabels, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
+        this.lag.report(batch.topic, batch.partition, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
         await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
       }
       if (!(await this.heartbeat(batch))) return;
@@ -223,7 +227,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
    */
   private settleTail(batch: FetchedBatch): void {
     const last = batch.messages[batch.messages.length - 1];
-    if (last === undefined || !/^\d+$/.test(batch.lastOffset) || BigInt(batch.lastOffset) <= BigInt(last.offset)) return;
+    if (last === undefined || batch.lastOffset === undefined || !/^\d+$/.test(batch.lastOffset) || BigInt(batch.lastOffset) <= BigInt(last.offset)) return;
     const key = `${batch.topic}:${batch.partition}`;
     batch.resolveOffset(batch.lastOffset);
     const hook = this.pending.get(key)?.hook ?? { topic: batch.topic, partition: batch.partition, firstOffset: last.offset, lastOffset: batch.lastOffset, claimed: [] };

@@ -28,9 +28,9 @@ export interface FetchedBatch {
   /**
    * The offset of the last record this fetch covered, control records (transaction markers) and
    * records of aborted transactions included, which are not in `messages`. Once every message is
-   * settled, everything up to it is done.
+   * settled, everything up to it is done. Optional: without it the commit stops at the last message.
    */
-  lastOffset: string;
+  lastOffset?: string;
   /** Marks an offset as consumed locally (so it is not fetched again); not a commit. */
   resolveOffset(offset: string): void;
   heartbeat(): Promise<void>;
@@ -75,14 +75,21 @@ export interface ConsumerClient {
   resume(topic: string, partition: number): void;
   onAssignment(listener: (assignment: Assignment) => void): void;
   onCrash(listener: (error: Error, willRestart: boolean) => void): void;
-  /** Fetches that held no record for the handler (so `run`'s `onBatch` never saw them). */
-  onSkippedRange(listener: (range: SkippedRange) => void): void;
+  /**
+   * Fetches that held no record for the handler (so `run`'s `onBatch` never saw them). Without
+   * it, offsets stop short of the high watermark on transactional topics.
+   */
+  onSkippedRange?(listener: (range: SkippedRange) => void): void;
   /** The client reset a partition's position by itself (an offset out of range while fetching). */
-  onOffsetReset(listener: (at: { topic: string; partition: number }) => void): void;
-  /** The group's committed offsets and the log's bounds for `partitions` of `topic` (all when omitted). */
-  positions(topic: string, partitions?: number[]): Promise<PartitionPosition[]>;
+  onOffsetReset?(listener: (at: { topic: string; partition: number }) => void): void;
+  /**
+   * The group's committed offsets and the log's bounds for `partitions` of `topic` (all when
+   * omitted). With `seek`, it lets the consumer decide where partitions start (see the README);
+   * a client without them leaves that to itself.
+   */
+  positions?(topic: string, partitions?: number[]): Promise<PartitionPosition[]>;
   /** Moves the fetch position of an assigned partition to `offset` (commits nothing). */
-  seek(topic: string, partition: number, offset: string): void;
+  seek?(topic: string, partition: number, offset: string): void;
   stop(): Promise<void>;
   disconnect(): Promise<void>;
   /**
@@ -103,7 +110,7 @@ export interface KafkaClientSettings {
   maxBytesPerPartition: number;
   logger: Logger;
   /** Extra kafkajs client settings (ssl, sasl, …). */
-  kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'>;
+  kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'> | undefined;
 }
 
 /** Creates the kafkajs-backed {@link ConsumerClient}. */

@@ -42,7 +42,7 @@ export class OffsetPositions {
   private readonly reported = new Set<string>();
 
   constructor(private readonly c: OffsetPositionsContext) {
-    c.client.onOffsetReset(({ topic, partition }) => {
+    c.client.onOffsetReset?.(({ topic, partition }) => {
       if (!this.reported.delete(`${topic}:${partition}`)) this.reset(topic, partition, 'out-of-range', {});
     });
   }
@@ -53,8 +53,10 @@ export class OffsetPositions {
    */
   async beforeJoin(topics: readonly string[]): Promise<void> {
     for (const topic of topics) {
+      const positions = this.c.client.positions?.bind(this.c.client);
+      if (positions === undefined) return;
       try {
-        for (const p of await this.c.client.positions(topic)) {
+        for (const p of await positions(topic)) {
           const gap = this.outOfRange(p);
           if (gap !== undefined) this.reset(topic, p.partition, gap.reason, gap.detail);
         }
@@ -87,9 +89,11 @@ export class OffsetPositions {
   }
 
   private async positions(topic: string, partitions: number[]): Promise<PartitionPosition[] | undefined> {
+    const positions = this.c.client.positions?.bind(this.c.client);
+    if (positions === undefined || this.c.client.seek === undefined) return undefined;
     for (let attempt = 1; this.c.running(); attempt++) {
       try {
-        return await this.c.client.positions(topic, partitions);
+        return await positions(topic, partitions);
       } catch (error) {
         this.c.logger.warn({ err: error, topic, partitions }, 'could not read committed offsets and log bounds; retrying (the partitions stay paused)');
         await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5000)));
@@ -103,7 +107,7 @@ export class OffsetPositions {
     const end = BigInt(p.highWatermark);
     if (p.committed === null) {
       if (this.c.fromBeginning) return; // the client starts at the earliest offset
-      client.seek(topic, p.partition, p.highWatermark);
+      client.seek?.(topic, p.partition, p.highWatermark);
       try {
         await client.commit([{ topic, partition: p.partition, offset: p.highWatermark }]);
         this.c.committed(topic, p.partition, end);
@@ -115,7 +119,7 @@ export class OffsetPositions {
     }
     const gap = this.outOfRange(p);
     if (gap === undefined) return;
-    client.seek(topic, p.partition, p.logStart);
+    client.seek?.(topic, p.partition, p.logStart);
     if (!this.reported.has(`${topic}:${p.partition}`)) this.reset(topic, p.partition, gap.reason, gap.detail);
   }
 

@@ -1,4 +1,4 @@
-import { MessagingAttributes as A, type SpanScope, type TraceContext, type Tracing } from '@effectively/core';
+import { MessagingAttributes as A, noopTracing, type SpanScope, type TraceContext, type Tracing } from '@effectively/core';
 import type { RawMessage } from './kafka-adapter';
 
 /** How a chunk's transaction ended, recorded on its span as `effectively.outcome`. */
@@ -31,10 +31,15 @@ function keyText(key: Buffer | null): string | undefined {
  */
 export class ChunkTrace {
   private readonly span: SpanScope;
+  private rollback: { error: unknown } | undefined;
 
   constructor(tracing: Tracing, group: string, messages: readonly RawMessage[]) {
     const first = messages[0] as RawMessage;
     const single = messages.length === 1;
+    if (!tracing.enabled()) {
+      this.span = noopTracing.startSpan('', { kind: 'consumer' });
+      return;
+    }
     this.span = tracing.startSpan(`process ${first.topic}`, {
       kind: 'consumer',
       ...(single ? { parent: traceContextOf(first) } : { links: messages.map(traceContextOf) }),
@@ -84,8 +89,15 @@ export class ChunkTrace {
     this.span.addEvent('handler failed', { [A.messageId]: id, [A.kafkaOffset]: Number(message.offset), 'effectively.attempt': attempt });
   }
 
+  /** The transaction was rolled back although the chunk returns an outcome (a failed handler retried later). */
+  rolledBack(error: unknown): void {
+    this.rollback = { error };
+  }
+
   /** Ends the span with the transaction's outcome and the chunk's counts. */
-  end(outcome: TransactionOutcome, counts: { processed: number; duplicates: number; conflicts: number; deadLettered: number; retry: boolean }, error?: unknown): void {
+  end(reported: TransactionOutcome, counts: { processed: number; duplicates: number; conflicts: number; deadLettered: number; retry: boolean }, failure?: unknown): void {
+    const outcome = this.rollback !== undefined && reported === 'committed' ? 'rolled_back' : reported;
+    const error = failure ?? this.rollback?.error;
     if (this.span.recording) {
       this.span.setAttributes({
         'effectively.outcome': outcome,

@@ -4,9 +4,9 @@ import type { OutboxRow } from './outbox-store';
 const tracing = openTelemetryTracing('@effectively/relay');
 
 function storedContext(row: OutboxRow): TraceContext | undefined {
-  const traceparent = row.headers?.traceparent;
+  const traceparent = row.headers?.['traceparent'];
   if (typeof traceparent !== 'string') return undefined;
-  const tracestate = row.headers?.tracestate;
+  const tracestate = row.headers?.['tracestate'];
   return typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent };
 }
 
@@ -27,6 +27,7 @@ export class RowSends {
   private readonly spans = new Map<string, SpanScope>();
 
   constructor(rows: readonly OutboxRow[], schema: string) {
+    if (!tracing.enabled()) return;
     for (const row of rows) {
       const span = tracing.startSpan(`send ${row.topic}`, {
         kind: 'producer',
@@ -53,8 +54,8 @@ export class RowSends {
     const context = this.spans.get(row.id)?.traceContext;
     if (context === undefined) return headers;
     const out: Record<string, string> = { ...headers, traceparent: context.traceparent };
-    if (context.tracestate === undefined) delete out.tracestate;
-    else out.tracestate = context.tracestate;
+    if (context.tracestate === undefined) delete out['tracestate'];
+    else out['tracestate'] = context.tracestate;
     return out;
   }
 
