@@ -165,6 +165,7 @@ export class ChunkProcessor<T> {
         if (error.index !== undefined && !isTransientDatabaseError(error.inner)) {
           const offset = (messages[error.index] as RawMessage).offset;
           attempts.set(offset, (attempts.get(offset) ?? 0) + 1);
+          trace.rolledBack(error.inner);
           return { ...outcome, settled: error.index, failed: { index: error.index, error: error.inner }, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0 };
         }
         throw error.inner;

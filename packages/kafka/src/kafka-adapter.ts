@@ -70,7 +70,7 @@ export interface KafkaClientSettings {
   maxBytesPerPartition: number;
   logger: Logger;
   /** Extra kafkajs client settings (ssl, sasl, …). */
-  kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'>;
+  kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'> | undefined;
 }
 
 /** Creates the kafkajs-backed {@link ConsumerClient}. */
