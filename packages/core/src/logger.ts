@@ -59,8 +59,8 @@ export interface KafkajsLogEntry {
  * warnings; what stays an error is what kafkajs gives up on ("Crash: …", a failed listener).
  */
 function transient(log: KafkajsLogEntry['log']): boolean {
-  if (typeof log.retryTime === 'number') return true;
-  return log.message.startsWith('Response ') && typeof log.error === 'string';
+  if (typeof log['retryTime'] === 'number') return true;
+  return log.message.startsWith('Response ') && typeof log['error'] === 'string';
 }
 
 /**
