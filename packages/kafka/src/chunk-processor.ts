@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
+import { childLogger, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { classify, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
@@ -94,7 +94,7 @@ export class ChunkProcessor<T> {
     const candidates = classified.filter((c, i) => firstIndexOf.get(c.key) === i);
     const hook: HookContext = { topic: first.topic, partition: first.partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
     const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, hook };
-    const log = o.logger.child({ topic: first.topic, partition: first.partition });
+    const log = childLogger(o.logger, { topic: first.topic, partition: first.partition });
 
     try {
       await o.db.transaction().execute(async (trx) => {
@@ -216,7 +216,7 @@ export class ChunkProcessor<T> {
       }
       const offset = e.message.offset;
       const prior = attempts.get(offset) ?? 0;
-      const eventLog = log.child({ offset, eventId: e.id });
+      const eventLog = childLogger(log, { offset, eventId: e.id });
       // A savepoint keeps the rest of the transaction when this handler fails. Alone in its
       // transaction, an event needs one only when a failure is dead-lettered in the same
       // transaction (its last attempt); otherwise a failure rolls the whole transaction back,

@@ -1,4 +1,4 @@
-import { assertSchemaMigrated, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
@@ -68,7 +68,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   constructor(options: IdempotentConsumerOptions<T, DB>) {
     this.options = resolveOptions(options);
     const o = this.options;
-    this.log = o.logger.child({ group: o.groupId });
+    this.log = childLogger(o.logger, { group: o.groupId });
     this.processor = new ChunkProcessor(o);
     this.lag = new LagReporter(o.metrics, o.groupId);
     this.client = (o.client ?? createKafkajsConsumer)({
