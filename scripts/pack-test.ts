@@ -156,7 +156,7 @@ async function main(): Promise<void> {
     const packed = await packAll(path.join(work, 'tarballs'));
     say(`packed ${[...packed.keys()].join(', ')} into ${work}`);
     const dirs = await Promise.all(VARIANTS.map((v) => prepare(work, v, packed)));
-    for (const [i, variant] of VARIANTS.entries()) await verify(dirs[i] as string, variant, packed, env);
+    await Promise.all(VARIANTS.map((variant, i) => verify(dirs[i] as string, variant, packed, env)));
     ok = true;
     say('passed');
   } finally {
