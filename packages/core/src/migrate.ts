@@ -18,6 +18,13 @@ export interface MigrateOutcome {
   applied: string[];
 }
 
+/** A Postgres "schema does not exist" (3F000) about a schema other than ours: a concurrent DROP SCHEMA elsewhere. */
+function droppedElsewhere(error: unknown, schema: string): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const e = error as { code?: unknown; message?: unknown };
+  return e.code === '3F000' && typeof e.message === 'string' && !e.message.includes(`"${schema}"`);
+}
+
 /**
  * Brings `schema` up to the latest migration. Safe to call from many processes at once:
  * creation of the schema and every migration run happen under Postgres advisory locks, so
@@ -41,7 +48,11 @@ export async function migrate<DB>(database: Kysely<DB>, options: MigrateOptions 
     migrationTableName: MIGRATION_TABLE,
     migrationLockTableName: MIGRATION_LOCK_TABLE,
   });
-  const { error, results } = await migrator.migrateToLatest();
+  let outcome = await migrator.migrateToLatest();
+  // Kysely's introspection (before any migration runs) resolves every schema of the database by
+  // name; one dropped meanwhile by someone else fails it with 3F000. Nothing was applied: retry.
+  for (let retry = 0; retry < 5 && droppedElsewhere(outcome.error, schema); retry++) outcome = await migrator.migrateToLatest();
+  const { error, results } = outcome;
   const applied = (results ?? []).filter((r: MigrationResult) => r.status === 'Success').map((r) => r.migrationName);
   if (error !== undefined) {
     const failed = (results ?? []).find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
