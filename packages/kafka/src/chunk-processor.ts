@@ -1,9 +1,11 @@
 import { sql, type Transaction } from 'kysely';
 import { createOutboxBuffer, runWithTraceContext, type OutboxBuffer, type OutboxMessage, type TraceContext } from '@effectively/core';
 import type { ResolvedOptions } from './config';
+import { Attempt } from './attempt';
+import { AttemptLog, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
 import { classify, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
-import { FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
+import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
 import { ProcessedEventStore, type ClaimRow } from './store';
@@ -12,8 +14,12 @@ import { ProcessedEventStore, type ClaimRow } from './store';
 export interface ChunkOutcome {
   /** How many leading messages of the chunk are settled (processed, duplicate or dead-lettered) and committed. */
   settled: number;
-  /** The first message that failed and must be retried, with its error. */
-  failed?: { index: number; error: unknown };
+  /**
+   * The first event that failed (threw or timed out) and must be retried: its position in the
+   * chunk, the error, which attempt it was, and whether that was the last one (then the next
+   * run dead-letters it at once), and when it failed (epoch ms: retry delays count from there).
+   */
+  failed?: { index: number; error: unknown; attempt: number; exhausted: boolean; at: number };
   processed: number;
   duplicates: number;
   conflicts: number;
@@ -21,15 +27,36 @@ export interface ChunkOutcome {
   hook: HookContext;
 }
 
-/** A handler error that must abort the whole transaction (transient DB error, time-out). */
+type EventItem<T> = Extract<Classified<T>, { kind: 'event' }>;
+
+/**
+ * The transaction was given up: a handler (or hook) timed out, a handler hit a transient
+ * database error, or the consumer is stopping. User code may still be running or have
+ * statements queued, so the connection is ended rather than rolled back and reused.
+ */
 class AbortTransaction extends Error {
   constructor(
+    readonly kind: 'timeout' | 'transient' | 'stopped',
     readonly inner: unknown,
-    readonly index: number | undefined,
+    /** The event whose handler timed out; undefined for a batch handler or a hook. */
+    readonly event?: { index: number; offset: string; id: string; attempt: number; alone: boolean },
+    readonly at = Date.now(),
   ) {
-    super('abort transaction');
+    super(`transaction given up (${kind})`);
   }
 }
+
+/** A chunk transaction in progress: what `abandon` needs to end it from outside. */
+interface OpenChunk {
+  trx?: Transaction<unknown>;
+  outbox?: OutboxBuffer;
+  backend?: { pid: number; started: string };
+  attempts: Set<Attempt>;
+  aborted?: AbortTransaction;
+}
+
+/** What was recorded outside the transaction before handlers started (to take back if the failure is not theirs). */
+type Recorded = { kind: 'event'; offset: string } | { kind: 'run'; first: string; last: string };
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
@@ -48,26 +75,20 @@ function traceContextOf(message: RawMessage): TraceContext | undefined {
   return tracestate === undefined ? { traceparent } : { traceparent, tracestate };
 }
 
-function withTimeout<R>(promise: Promise<R>, ms: number): Promise<R> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new HandlerTimeoutError(ms)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 /**
  * Runs one transaction over a contiguous chunk of one partition: claim every id with one
- * multi-row insert, skip duplicates, run the handlers (each event in a savepoint), dead-letter
- * what is exhausted or rejected, release the claims of what failed, commit.
+ * multi-row insert, skip duplicates, run the handlers (each event in a savepoint, each run of
+ * user code as an {@link Attempt} with a time limit), dead-letter what is exhausted or
+ * rejected, release the claims of what failed, commit.
  */
 export class ChunkProcessor<T> {
   private readonly store: ProcessedEventStore;
+  private readonly attemptLog: AttemptLog;
+  private readonly open = new Set<OpenChunk>();
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.store = new ProcessedEventStore(options.schema, options.groupId);
+    this.attemptLog = new AttemptLog(options.schema, options.groupId);
   }
 
   get processedEvents(): ProcessedEventStore {
@@ -75,13 +96,25 @@ export class ChunkProcessor<T> {
   }
 
   /**
-   * @param attempts prior failed attempts per offset (updated in place on failure)
-   * @param epoch the partition epoch this member holds, when fencing
+   * Gives up every open chunk transaction (the consumer is stopping and they outlived
+   * `shutdownTimeoutMs`): user code is refused from now on and each connection is ended, so
+   * nothing of that work can commit after `stop()` returns.
    */
-  async run(messages: RawMessage[], attempts: Map<string, number>, epoch: string | undefined): Promise<ChunkOutcome> {
+  async abandonAll(why: string): Promise<void> {
+    await Promise.all(
+      [...this.open].map(async (chunk) => {
+        chunk.aborted ??= new AbortTransaction('stopped', new AttemptEndedError(why));
+        await this.endConnection(chunk, why);
+      }),
+    );
+  }
+
+  /** @param epoch the partition epoch this member holds, when fencing */
+  async run(messages: RawMessage[], epoch: string | undefined): Promise<ChunkOutcome> {
     const o = this.options;
     const first = messages[0] as RawMessage;
     const last = messages[messages.length - 1] as RawMessage;
+    const { topic, partition } = first;
     const classified = messages.map((m) => classify(m, o));
     // Within the chunk, only the first copy of an id is a candidate; later copies are duplicates.
     const firstIndexOf = new Map<string, number>();
@@ -89,157 +122,301 @@ export class ChunkProcessor<T> {
       if (!firstIndexOf.has(c.id)) firstIndexOf.set(c.id, i);
     });
     const candidates = classified.filter((c, i) => firstIndexOf.get(c.id) === i);
-    const hook: HookContext = { topic: first.topic, partition: first.partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
+    const hook: HookContext = { topic, partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
     const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, hook };
-    const log = o.logger.child({ topic: first.topic, partition: first.partition });
+    const empty = { ...outcome, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0 };
+    const log = o.logger.child({ topic, partition });
+    const position = new Map(messages.map((m, i) => [m.offset, i]));
+    const indexOf = (m: RawMessage): number => position.get(m.offset) as number;
+    const chunk: OpenChunk = { attempts: new Set() };
+    let recorded: Recorded | undefined;
+    this.open.add(chunk);
 
     try {
       await o.db.transaction().execute(async (trx) => {
-        // Handlers' outbox rows are queued and written in one statement just before COMMIT.
-        const outbox = createOutboxBuffer({ schema: o.schema });
-        await this.store.configure(trx, o.lockTimeoutMs, o.statementTimeoutMs);
-        if (epoch !== undefined && !(await this.store.holdsPartition(trx, first.topic, first.partition, epoch))) {
-          throw new FencedError(first.topic, first.partition);
-        }
-        const rows: ClaimRow[] = candidates.map((c) => ({
-          eventId: c.id,
-          payloadHash: c.hash,
-          topic: c.message.topic,
-          partition: c.message.partition,
-          offset: c.message.offset,
-          status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
-          error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
-        }));
-        const claimed = await this.store.claim(trx, rows);
-        hook.claimed = [...claimed];
+        try {
+          // Handlers' outbox rows are queued and written in one statement just before COMMIT.
+          const outbox = createOutboxBuffer({ schema: o.schema });
+          Object.assign(chunk, { trx, outbox });
+          const start = await this.attemptLog.start(trx, topic, partition, { first: first.offset, last: last.offset }, o);
+          chunk.backend = start.backend;
+          if (chunk.aborted !== undefined) throw chunk.aborted;
+          if (epoch !== undefined && !(await this.store.holdsPartition(trx, topic, partition, epoch))) {
+            throw new FencedError(topic, partition);
+          }
+          const rows: ClaimRow[] = candidates.map((c) => ({
+            eventId: c.id,
+            payloadHash: c.hash,
+            topic: c.message.topic,
+            partition: c.message.partition,
+            offset: c.message.offset,
+            status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
+            error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
+          }));
+          const claimed = await this.store.claim(trx, rows);
+          hook.claimed = [...claimed];
 
-        // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
-        const dupes = classified.filter((c, i) => firstIndexOf.get(c.id) !== i || !claimed.has(c.id));
-        const stored = await this.store.storedHashes(
-          trx,
-          candidates.filter((c) => !claimed.has(c.id)).map((c) => c.id),
-        );
-        const firstHash = new Map(candidates.map((c) => [c.id, c.hash]));
-        const dlq: OutboxMessage[] = [];
-        for (const d of dupes) {
-          outcome.duplicates++;
-          const reference = claimed.has(d.id) ? firstHash.get(d.id) : stored.get(d.id);
-          log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
-          if (reference !== undefined && reference !== d.hash) {
-            outcome.conflicts++;
-            log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
-            if (o.onConflict === 'dead-letter') {
-              dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
+          // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
+          const dupes = classified.filter((c, i) => firstIndexOf.get(c.id) !== i || !claimed.has(c.id));
+          const stored = await this.store.storedHashes(
+            trx,
+            candidates.filter((c) => !claimed.has(c.id)).map((c) => c.id),
+          );
+          const firstHash = new Map(candidates.map((c) => [c.id, c.hash]));
+          const dlq: OutboxMessage[] = [];
+          for (const d of dupes) {
+            outcome.duplicates++;
+            const reference = claimed.has(d.id) ? firstHash.get(d.id) : stored.get(d.id);
+            log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+            if (reference !== undefined && reference !== d.hash) {
+              outcome.conflicts++;
+              log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
+              if (o.onConflict === 'dead-letter') {
+                dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
+              }
             }
           }
-        }
 
-        const fresh = candidates.filter((c) => claimed.has(c.id));
-        for (const r of fresh) {
-          if (r.kind !== 'rejected') continue;
-          outcome.deadLettered++;
-          log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
-          dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, reason: r.reason, error: r.error, attempts: 0 }));
-        }
+          const fresh = candidates.filter((c) => claimed.has(c.id));
+          for (const r of fresh) {
+            if (r.kind !== 'rejected') continue;
+            outcome.deadLettered++;
+            log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
+            dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, reason: r.reason, error: r.error, attempts: 0 }));
+          }
 
-        const events = fresh.filter((c): c is Extract<Classified<T>, { kind: 'event' }> => c.kind === 'event');
-        const position = new Map(messages.map((m, i) => [m.offset, i]));
-        const unsettled = await this.handle(trx, outbox, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number);
-        if (unsettled.length > 0) await this.store.release(trx, unsettled);
-        if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
-        await outbox.flush(trx);
-        await o.hooks.beforeDbCommit?.(hook);
+          const events = fresh.filter((c): c is EventItem<T> => c.kind === 'event');
+          const unsettled = await this.handle(chunk as Required<Pick<OpenChunk, 'trx' | 'outbox'>> & OpenChunk, events, start.state, dlq, outcome, log, indexOf, (r) => (recorded = r));
+          if (unsettled.length > 0) await this.store.release(trx, unsettled);
+          if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
+          await outbox.flush(trx);
+          const beforeDbCommit = o.hooks.beforeDbCommit;
+          if (beforeDbCommit !== undefined) {
+            await this.runUser(chunk, () => Promise.resolve(beforeDbCommit(hook))).catch((error: unknown) => {
+              throw error instanceof HandlerTimeoutError ? new AbortTransaction('transient', error) : error;
+            });
+          }
+        } catch (error) {
+          if (error instanceof AbortTransaction) {
+            chunk.aborted ??= error;
+            await this.endConnection(chunk, error.kind);
+          }
+          throw error;
+        }
       });
     } catch (error) {
-      if (error instanceof AbortTransaction) {
-        if (error.index !== undefined && !isTransientDatabaseError(error.inner)) {
-          const offset = (messages[error.index] as RawMessage).offset;
-          attempts.set(offset, (attempts.get(offset) ?? 0) + 1);
-          return { ...outcome, settled: error.index, failed: { index: error.index, error: error.inner }, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0 };
-        }
-        throw error.inner;
-      }
-      throw error;
+      // When the connection was ended, Kysely's ROLLBACK fails too: what happened is in `chunk.aborted`.
+      const aborted = chunk.aborted;
+      if (aborted?.kind === 'timeout') return this.afterTimeout(aborted, recorded, empty, indexOf(first), topic, partition);
+      if (recorded !== undefined) await this.takeBack(recorded, topic, partition, log);
+      throw aborted?.inner ?? error;
+    } finally {
+      this.open.delete(chunk);
+      for (const a of chunk.attempts) a.end('its transaction ended');
     }
     return outcome;
   }
 
-  /** Runs the handlers; returns the ids whose claims must be released (failed, or not reached). */
+  /**
+   * Runs the handlers of one run; returns the ids whose claims must be released (failed, not
+   * reached, or left for a run of their own).
+   */
   private async handle(
-    trx: Transaction<unknown>,
-    outbox: OutboxBuffer,
-    events: Array<Extract<Classified<T>, { kind: 'event' }>>,
-    attempts: Map<string, number>,
+    chunk: OpenChunk & { trx: Transaction<unknown>; outbox: OutboxBuffer },
+    events: Array<EventItem<T>>,
+    state: AttemptState,
     dlq: OutboxMessage[],
     outcome: ChunkOutcome,
     log: ChunkProcessorLogger,
     indexOf: (message: RawMessage) => number,
+    record: (r: Recorded) => void,
   ): Promise<string[]> {
     const o = this.options;
     if (events.length === 0) return [];
-    if (o.batchHandler !== undefined && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
-      await sql`SAVEPOINT effectively_batch`.execute(trx);
-      const mark = outbox.mark();
+    const { topic, partition } = events[0]?.message as RawMessage;
+    const handled = events.slice(0, handledPrefix(state, events.map((e) => BigInt(e.message.offset))));
+    const unsettled = events.slice(handled.length).map((e) => e.id);
+    const next = events[handled.length];
+    if (next !== undefined) outcome.settled = indexOf(next.message);
+    const head = handled[0] as EventItem<T>;
+    const prior = (e: EventItem<T>) => priorAttempts(state, BigInt(e.message.offset), e.id);
+
+    // An event that already used up its attempts (timed out, or the consumer died in it) is dead-lettered without running again.
+    const headPrior = prior(head);
+    if (o.onFailure === 'dead-letter' && headPrior.recorded > 0 && headPrior.total >= o.maxAttempts) {
+      const error = headPrior.lastError ?? 'the handler never finished: the consumer ended (exit, crash, kill) while running it';
+      outcome.deadLettered++;
+      log.error({ offset: head.message.offset, eventId: head.id, attempts: headPrior.total, err: error }, 'handler did not succeed on any attempt; dead-lettered');
+      await this.store.markDeadLettered(chunk.trx, head.id, error, headPrior.total);
+      await this.attemptLog.settled(chunk.trx, topic, partition, [head.message.offset]);
+      dlq.push(deadLetterMessage(head.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: head.id, reason: 'handler-failed', error, attempts: headPrior.total }));
+      return unsettled;
+    }
+
+    // Count the attempt before any handler starts, outside this transaction, so it survives whatever happens next.
+    const lastHandled = handled[handled.length - 1] as EventItem<T>;
+    const alone = handled.length === 1;
+    if (alone) {
+      await this.attemptLog.addAttempt(o.db, topic, partition, head.message.offset, head.id, null, false);
+      record({ kind: 'event', offset: head.message.offset });
+    } else {
+      await this.attemptLog.startRun(o.db, topic, partition, head.message.offset, lastHandled.message.offset);
+      record({ kind: 'run', first: head.message.offset, last: lastHandled.message.offset });
+    }
+
+    if (o.batchHandler !== undefined && handled.every((e) => prior(e).total === 0)) {
+      const batchHandler = o.batchHandler;
+      await sql`SAVEPOINT effectively_batch`.execute(chunk.trx);
+      const mark = chunk.outbox.mark();
       try {
-        await withTimeout(o.batchHandler(events.map((e) => e.event), { trx, outbox: outbox.outbox, logger: log }), o.handlerTimeoutMs);
-        await sql`RELEASE SAVEPOINT effectively_batch`.execute(trx);
-        outcome.processed += events.length;
-        return [];
+        await this.runUser(chunk, (a) => batchHandler(handled.map((e) => e.event), { trx: a.trx, outbox: a.outbox, logger: log }));
+        await sql`RELEASE SAVEPOINT effectively_batch`.execute(chunk.trx);
+        outcome.processed += handled.length;
+        if (alone) await this.attemptLog.settled(chunk.trx, topic, partition, [head.message.offset]);
+        return unsettled;
       } catch (error) {
-        if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) throw new AbortTransaction(error, undefined);
-        await sql`ROLLBACK TO SAVEPOINT effectively_batch`.execute(trx);
-        outbox.rollbackTo(mark);
-        log.warn({ err: error, events: events.length }, 'batch handler failed; handling the chunk one event at a time');
+        // A batch handler that timed out is not retried as a batch: its events run one per transaction next.
+        if (error instanceof HandlerTimeoutError) throw new AbortTransaction('timeout', error);
+        if (isTransientDatabaseError(error)) throw new AbortTransaction('transient', error);
+        await sql`ROLLBACK TO SAVEPOINT effectively_batch`.execute(chunk.trx);
+        chunk.outbox.rollbackTo(mark);
+        log.warn({ err: error, events: handled.length }, 'batch handler failed; handling the chunk one event at a time');
       }
     }
-    const unsettled: string[] = [];
-    let halted = false;
-    for (const e of events) {
-      if (halted) {
-        unsettled.push(e.id);
-        continue;
-      }
+
+    const settledWithRecords: string[] = [];
+    for (const [i, e] of handled.entries()) {
       const offset = e.message.offset;
-      const prior = attempts.get(offset) ?? 0;
+      const p = prior(e);
+      const attempt = p.total + 1;
       const eventLog = log.child({ offset, eventId: e.id });
-      await sql`SAVEPOINT effectively_event`.execute(trx);
-      const mark = outbox.mark();
+      await sql`SAVEPOINT effectively_event`.execute(chunk.trx);
+      const mark = chunk.outbox.mark();
       try {
         const handler = o.handler;
-        await withTimeout(
-          runWithTraceContext(traceContextOf(e.message), () => handler(e.event, { trx, outbox: outbox.outbox, logger: eventLog, attempt: prior + 1 })),
-          o.handlerTimeoutMs,
-        );
-        await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
+        await this.runUser(chunk, (a) => runWithTraceContext(traceContextOf(e.message), () => handler(e.event, { trx: a.trx, outbox: a.outbox, logger: eventLog, attempt })));
+        await sql`RELEASE SAVEPOINT effectively_event`.execute(chunk.trx);
         outcome.processed++;
-        attempts.delete(offset);
+        if (alone || p.recorded > 0) settledWithRecords.push(offset);
       } catch (error) {
-        if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) {
-          throw new AbortTransaction(error, indexOf(e.message));
+        const failedAt = Date.now();
+        if (error instanceof HandlerTimeoutError) {
+          throw new AbortTransaction('timeout', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone });
         }
-        await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(trx);
-        outbox.rollbackTo(mark);
-        const spent = prior + 1;
-        if (spent >= o.maxAttempts && o.onFailure === 'dead-letter') {
+        if (isTransientDatabaseError(error)) throw new AbortTransaction('transient', error);
+        await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(chunk.trx);
+        chunk.outbox.rollbackTo(mark);
+        if (attempt >= o.maxAttempts && o.onFailure === 'dead-letter') {
           outcome.deadLettered++;
-          attempts.delete(offset);
-          eventLog.error({ err: error, attempts: spent }, 'handler failed on every attempt; dead-lettered');
-          await this.store.markDeadLettered(trx, e.id, errorText(error), spent);
-          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(e.message.topic), eventId: e.id, reason: 'handler-failed', error: errorText(error), attempts: spent }));
+          settledWithRecords.push(offset);
+          eventLog.error({ err: error, attempts: attempt }, 'handler failed on every attempt; dead-lettered');
+          await this.store.markDeadLettered(chunk.trx, e.id, errorText(error), attempt);
+          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: e.id, reason: 'handler-failed', error: errorText(error), attempts: attempt }));
           continue;
         }
-        attempts.set(offset, spent);
-        eventLog.warn({ err: error, attempt: spent, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
-        unsettled.push(e.id);
-        outcome.failed ??= { index: indexOf(e.message), error };
-        if (o.onFailure === 'halt') halted = true;
+        // Recorded in this (committing) transaction; the events after it wait for its retry, in order.
+        if (alone) {
+          await this.attemptLog.setError(chunk.trx, topic, partition, offset, errorText(error));
+        } else {
+          await this.attemptLog.addAttempt(chunk.trx, topic, partition, offset, e.id, errorText(error), true);
+          await this.attemptLog.forgetRun(chunk.trx, topic, partition, head.message.offset, lastHandled.message.offset);
+        }
+        eventLog.warn({ err: error, attempt, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
+        unsettled.push(...handled.slice(i).map((x) => x.id));
+        outcome.failed = { index: indexOf(e.message), error, attempt, exhausted: false, at: failedAt };
+        outcome.settled = indexOf(e.message);
+        break;
       }
     }
-    if (outcome.failed !== undefined) outcome.settled = outcome.failed.index;
+    await this.attemptLog.settled(chunk.trx, topic, partition, settledWithRecords);
     return unsettled;
   }
 
+  /**
+   * Runs user code as an {@link Attempt} bounded by `handlerTimeoutMs`. The attempt ends when
+   * the code returns, throws or times out; at a time-out it ends before anything else runs.
+   */
+  private async runUser(chunk: OpenChunk, fn: (attempt: Attempt) => Promise<void>): Promise<void> {
+    if (chunk.trx === undefined || chunk.outbox === undefined) throw new Error('runUser outside a chunk transaction');
+    if (chunk.aborted !== undefined) throw chunk.aborted;
+    const attempt = new Attempt(chunk.trx, chunk.outbox.outbox);
+    const ms = this.options.handlerTimeoutMs;
+    chunk.attempts.add(attempt);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        fn(attempt),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            attempt.end(`it ran longer than handlerTimeoutMs (${ms} ms)`);
+            reject(new HandlerTimeoutError(ms));
+          }, ms);
+        }),
+      ]);
+      attempt.end('it returned');
+    } catch (error) {
+      attempt.end(error instanceof HandlerTimeoutError ? 'it timed out' : 'it failed');
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      chunk.attempts.delete(attempt);
+    }
+  }
+
+  /**
+   * Ends the chunk's connection: user code is refused from here on, and the backend is
+   * terminated, which cancels a running statement and rolls the transaction back; the pool
+   * discards the dead connection instead of handing it out again.
+   */
+  private async endConnection(chunk: OpenChunk, why: string): Promise<void> {
+    for (const a of chunk.attempts) a.end(`its transaction was given up (${why})`);
+    const backend = chunk.backend;
+    if (backend === undefined) return;
+    chunk.backend = undefined;
+    try {
+      await sql`SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_get_activity(${backend.pid}::int) WHERE backend_start = ${backend.started}::timestamptz`.execute(this.options.db);
+    } catch (error) {
+      this.options.logger.warn({ err: error, pid: backend.pid }, 'could not end the connection of a given-up transaction; it rolls back when its running statement ends');
+    }
+  }
+
+  /** A handler timed out: that counts as a failed attempt of its event, recorded outside the rolled-back transaction. */
+  private async afterTimeout(aborted: AbortTransaction, recorded: Recorded | undefined, empty: ChunkOutcome, firstIndex: number, topic: string, partition: number): Promise<ChunkOutcome> {
+    const o = this.options;
+    const text = errorText(aborted.inner);
+    const event = aborted.event;
+    if (event === undefined) {
+      // A batch handler: its run stays recorded, so its events run one per transaction next.
+      o.logger.warn({ topic, partition, err: aborted.inner }, 'batch handler timed out; the events of this run are retried one per transaction');
+      return { ...empty, settled: 0, failed: { index: firstIndex, error: aborted.inner, attempt: 1, exhausted: false, at: aborted.at } };
+    }
+    try {
+      if (event.alone) {
+        await this.attemptLog.setError(o.db, topic, partition, event.offset, text);
+      } else {
+        await this.attemptLog.addAttempt(o.db, topic, partition, event.offset, event.id, text, false);
+        if (recorded?.kind === 'run') await this.attemptLog.forgetRun(o.db, topic, partition, recorded.first, recorded.last);
+      }
+    } catch (error) {
+      o.logger.warn({ err: error, topic, partition, offset: event?.offset }, 'could not record the time-out; it counts when the next run starts');
+    }
+    o.logger.warn({ topic, partition, offset: event.offset, eventId: event.id, attempt: event.attempt, maxAttempts: o.maxAttempts }, text);
+    return {
+      ...empty,
+      settled: 0,
+      failed: { index: event.index, error: aborted.inner, attempt: event.attempt, exhausted: o.onFailure === 'dead-letter' && event.attempt >= o.maxAttempts, at: aborted.at },
+    };
+  }
+
+  /** The transaction failed for a reason that is not the handlers' (database, stop): the attempt recorded for it does not count. */
+  private async takeBack(recorded: Recorded, topic: string, partition: number, log: ChunkProcessorLogger): Promise<void> {
+    try {
+      if (recorded.kind === 'event') await this.attemptLog.takeBack(this.options.db, topic, partition, recorded.offset);
+      else await this.attemptLog.forgetRun(this.options.db, topic, partition, recorded.first, recorded.last);
+    } catch (error) {
+      log.debug({ err: error }, 'could not take back the attempt recorded for a failed transaction');
+    }
+  }
 }
 
 type ChunkProcessorLogger = ResolvedOptions<unknown>['logger'];
-

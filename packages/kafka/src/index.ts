@@ -3,6 +3,6 @@ export type { IdempotentConsumerOptions, ConsumedEvent, HandlerContext, EventHan
 export type { EventIdSource, InvalidIdReason } from './event-id';
 export type { ConsumerHooks, HookContext } from './hooks';
 export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings } from './kafka-adapter';
-export { HandlerTimeoutError, FencedError, isTransientDatabaseError } from './errors';
+export { HandlerTimeoutError, FencedError, AttemptEndedError, isTransientDatabaseError } from './errors';
 export { pruneProcessedEvents } from './store';
 export { CONSUMER_METRICS, consumerPrometheusMetrics } from './metrics';
