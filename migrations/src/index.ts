@@ -4,6 +4,7 @@ import { consumerAndOutbox } from './0002-consumer-and-outbox';
 import { idempotencyKeys } from './0003-idempotency-keys';
 import { outboxLanes } from './0004-outbox-lanes';
 import { consumerAttempts } from './0005-consumer-attempts';
+import { idOriginAndRedrive } from './0006-id-origin-and-redrive';
 
 export { OUTBOX_LANES } from './0004-outbox-lanes';
 
@@ -25,6 +26,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Schema
   ['0003-idempotency-keys', idempotencyKeys],
   ['0004-outbox-lanes', outboxLanes],
   ['0005-consumer-attempts', consumerAttempts],
+  ['0006-id-origin-and-redrive', idOriginAndRedrive],
 ];
 
 /** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */

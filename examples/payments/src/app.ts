@@ -3,7 +3,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { sql } from 'kysely';
 import type { Registry } from 'prom-client';
 import { createOutbox, type Logger } from '@effectively/core';
-import { idempotentExpress, type Idempotency } from '@effectively/http';
+import { idempotentExpress, keepRawBody, type Idempotency } from '@effectively/http';
 
 /** A payment request after validation. */
 type PaymentInput = { amount: number; currency: string; customer: string };
@@ -32,7 +32,7 @@ export function createPaymentsApp(options: { idempotency: Idempotency; schema: s
   const { idempotency, schema, registry, logger } = options;
   const outbox = createOutbox({ schema });
   const app = express();
-  app.use(express.json());
+  app.use(express.json({ verify: keepRawBody })); // the key is bound to the body bytes as received
 
   const validate = (req: Request, res: Response, next: NextFunction): void => {
     const parsed = parsePayment(req.body);

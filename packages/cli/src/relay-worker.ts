@@ -1,11 +1,12 @@
 /**
  * The relay as a worker process: runs an {@link OutboxRelay} and serves `/metrics`
- * (Prometheus text) and `/healthz` (JSON; 200 while the relay is healthy, 503 otherwise).
+ * (Prometheus text), `/healthz` and `/readyz` (JSON; 200 while the relay can deliver now,
+ * 503 otherwise) and `/livez` (200 while its publish loop runs; restart it when 503).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '@effectively/core';
-import type { OutboxRelay } from '@effectively/relay';
+import type { OutboxRelay, RelayHealth } from '@effectively/relay';
 import type { Registry } from 'prom-client';
 
 /** A running status server. */
@@ -15,7 +16,14 @@ export interface StatusServer {
   close(): Promise<void>;
 }
 
-/** Serves `/metrics` from `registry` and `/healthz` from `relay.health()` on `host:port`. */
+/** The status code of a health route: readiness for `/healthz` and `/readyz`, liveness for `/livez`; undefined for other paths. */
+export function healthStatus(path: string, health: RelayHealth): number | undefined {
+  if (path === '/healthz' || path === '/readyz') return health.ready ? 200 : 503;
+  if (path === '/livez') return health.live ? 200 : 503;
+  return undefined;
+}
+
+/** Serves `/metrics` from `registry` and `/healthz`, `/readyz`, `/livez` from `relay.health()` on `host:port`. */
 export async function startStatusServer(relay: OutboxRelay, registry: Registry, options: { port: number; host: string; logger: Logger }): Promise<StatusServer> {
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
@@ -23,9 +31,10 @@ export async function startStatusServer(relay: OutboxRelay, registry: Registry, 
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
-    if (url === '/healthz') {
-      const health = relay.health();
-      res.writeHead(health.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(health));
+    const health = relay.health();
+    const status = healthStatus(url ?? '/', health);
+    if (status !== undefined) {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(health));
       return;
     }
     if (url === '/metrics') {
@@ -38,7 +47,7 @@ export async function startStatusServer(relay: OutboxRelay, registry: Registry, 
       );
       return;
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /healthz\n');
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz or /livez\n');
   });
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
@@ -49,7 +58,7 @@ export async function startStatusServer(relay: OutboxRelay, registry: Registry, 
     });
   });
   const port = (server.address() as AddressInfo).port;
-  options.logger.info({ host: options.host, port }, 'relay status server listening (/metrics, /healthz)');
+  options.logger.info({ host: options.host, port }, 'relay status server listening (/metrics, /healthz, /readyz, /livez)');
   return {
     port,
     close: () =>

@@ -12,6 +12,7 @@ export const ErrorCodes = {
   FENCED: 'FENCED',
   ATTEMPT_ENDED: 'ATTEMPT_ENDED',
   STOPPED: 'STOPPED',
+  SCHEMA_NOT_MIGRATED: 'SCHEMA_NOT_MIGRATED',
 } as const;
 
 /** One of the stable error codes in {@link ErrorCodes}. */
@@ -60,6 +61,24 @@ export class ServiceStartError extends EffectivelyError {
 
   constructor(missing: string, message: string, cause?: unknown) {
     super(ErrorCodes.SERVICE_START_FAILED, message, { cause });
+    this.missing = missing;
+  }
+}
+
+/**
+ * The schema has not been migrated, or was migrated by an older version: `missing` lists the
+ * migrations it lacks. Run `effectively migrate --schema <schema>` (or `migrate(db, { schema })`).
+ */
+export class SchemaNotMigratedError extends EffectivelyError {
+  /** The schema checked. */
+  readonly schema: string;
+  /** Migrations this version needs that the schema has not had, in order. */
+  readonly missing: readonly string[];
+
+  constructor(schema: string, missing: readonly string[], applied: number) {
+    const state = applied === 0 ? 'has never been migrated' : `was migrated by an older version (missing ${missing.join(', ')})`;
+    super(ErrorCodes.SCHEMA_NOT_MIGRATED, `Schema "${schema}" ${state}. Run \`effectively migrate --schema ${schema}\` (or migrate(db, { schema: '${schema}' })) and start again.`);
+    this.schema = schema;
     this.missing = missing;
   }
 }

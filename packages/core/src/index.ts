@@ -1,9 +1,13 @@
-export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, ServiceStartError, ErrorCodes, type ErrorCode } from './errors';
+export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNotMigratedError, ServiceStartError, ErrorCodes, type ErrorCode } from './errors';
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
 export { createLogger, silentLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
+export { untyped, retyped } from './database-type';
+export { pgQuery, type PgQuery, type PgQueryResult } from './pg-query';
 export { createDatabase, type Database, type DatabaseOptions } from './db';
 export { migrate, type MigrateOptions, type MigrateOutcome } from './migrate';
-export { createOutbox, createOutboxBuffer, EVENT_ID_HEADER, OUTBOX_CHANNEL, MAX_KEY_BYTES, type Outbox, type OutboxBuffer, type OutboxMessage, type OutboxOptions, type PublishResult, type JsonValue } from './outbox';
+export { createOutbox, createOutboxBuffer, EVENT_ID_HEADER, OUTBOX_CHANNEL, MAX_KEY_BYTES, MAX_EVENT_ID_BYTES, type Outbox, type OutboxBuffer, type OutboxMessage, type OutboxMessageOf, type OutboxTopics, type OutboxValue, type OutboxOptions, type PublishResult, type JsonValue } from './outbox';
+export { assertSchemaMigrated } from './migrate';
 export { runWithTraceContext, currentTraceContext, isTraceparent, type TraceContext, type TraceContextProvider } from './trace-context';
+export { openTelemetryTracing, noopTracing, MessagingAttributes, type Tracing, type SpanScope, type StartSpanOptions, type SpanAttributes, type SpanKindName } from './tracing';
 export { uuidv7 } from './uuid';
 export { NoopMetrics, PrometheusMetrics, type Metrics, type MetricLabels, type MetricDefinition } from './metrics';

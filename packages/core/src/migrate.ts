@@ -1,6 +1,7 @@
 import { Migrator, sql, type Kysely, type MigrationResult } from 'kysely';
-import { migrationsFor, MIGRATION_TABLE, MIGRATION_LOCK_TABLE } from '@effectively/migrations';
-import { MigrationError } from './errors';
+import { migrationsFor, MIGRATIONS, MIGRATION_TABLE, MIGRATION_LOCK_TABLE } from '@effectively/migrations';
+import { MigrationError, SchemaNotMigratedError } from './errors';
+import { untyped } from './database-type';
 import { assertIdentifier } from './identifiers';
 
 /** Options for {@link migrate}. */
@@ -24,7 +25,8 @@ export interface MigrateOutcome {
  *
  * @throws MigrationError when a migration fails (the failed migration is rolled back).
  */
-export async function migrate(db: Kysely<unknown>, options: MigrateOptions = {}): Promise<MigrateOutcome> {
+export async function migrate<DB>(database: Kysely<DB>, options: MigrateOptions = {}): Promise<MigrateOutcome> {
+  const db = untyped(database);
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   // CREATE SCHEMA IF NOT EXISTS is not safe under concurrency (two creators race on the
   // catalog's unique index), so serialise it on a lock keyed by the schema name.
@@ -50,4 +52,25 @@ export async function migrate(db: Kysely<unknown>, options: MigrateOptions = {})
     );
   }
   return { schema, applied };
+}
+
+/**
+ * Checks that `schema` has every migration this version of the library knows (the list in
+ * `@effectively/migrations`, whatever its length), without changing anything. Call it before
+ * using the tables, so a wrong or stale schema fails at once instead of in every transaction.
+ *
+ * @throws SchemaNotMigratedError naming the schema, the missing migrations and the command that fixes it.
+ * @throws InvalidIdentifierError when `schema` is not a safe identifier.
+ */
+export async function assertSchemaMigrated<DB>(database: Kysely<DB>, schema: string): Promise<void> {
+  const db = untyped(database);
+  assertIdentifier(schema, 'schema');
+  const { rows: exists } = await sql<{ present: boolean }>`SELECT to_regclass(${`"${schema}"."${MIGRATION_TABLE}"`}) IS NOT NULL AS present`.execute(db);
+  let applied = new Set<string>();
+  if (exists[0]?.present === true) {
+    const { rows } = await sql<{ name: string }>`SELECT name FROM ${sql.id(schema, MIGRATION_TABLE)}`.execute(db);
+    applied = new Set(rows.map((r) => r.name));
+  }
+  const missing = MIGRATIONS.map(([name]) => name).filter((name) => !applied.has(name));
+  if (missing.length > 0) throw new SchemaNotMigratedError(schema, missing, applied.size);
 }

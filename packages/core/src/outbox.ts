@@ -1,32 +1,59 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { InvalidConfigError } from './errors';
+import { untyped } from './database-type';
 import { assertIdentifier } from './identifiers';
-import { currentTraceContext, isTraceparent, type TraceContextProvider } from './trace-context';
-import { uuidv7 } from './uuid';
+import { toOutboxRow, type OutboxRow } from './outbox-message';
+import { currentTraceContext, type TraceContextProvider } from './trace-context';
 
-/** The header that carries an outbox row's event id to Kafka; consumers deduplicate on it. */
-export const EVENT_ID_HEADER = 'event-id';
+export { EVENT_ID_HEADER, MAX_KEY_BYTES, MAX_EVENT_ID_BYTES } from './outbox-message';
 /** The channel the writer notifies (payload: the schema name, never row data) and the relay listens on. */
 export const OUTBOX_CHANNEL = 'effectively_outbox';
 
 /** A JSON value. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
-/** An event to publish through the outbox. */
-export interface OutboxMessage {
-  topic: string;
-  /** The Kafka key (at most 1,024 bytes); events with the same key reach Kafka in the commit order of their transactions. `null`/absent: no key. */
+/**
+ * What an outbox message's value may be: bytes and strings (sent as they are), `null` (a
+ * tombstone), or any other value, JSON-encoded: numbers, booleans, arrays, and objects, including
+ * values typed by an `interface` (no index signature needed).
+ */
+export type OutboxValue = string | Uint8Array | number | boolean | object | null;
+
+/**
+ * Topic name → value type, for an outbox typed per topic: `createOutbox<{ 'orders.created': OrderCreated }>()`
+ * accepts only those topics, each with its own value type.
+ */
+export type OutboxTopics = Record<string, OutboxValue>;
+
+/**
+ * An event to publish through the outbox: to `topic`, with a value of type `V`. Every field is
+ * checked before anything is written (an `InvalidConfigError` naming the field; the caller's
+ * transaction stays usable).
+ */
+export interface OutboxMessage<V extends OutboxValue = OutboxValue, Topic extends string = string> {
+  /** A Kafka topic name: 1-249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`. */
+  topic: Topic;
+  /**
+   * The Kafka key (at most 1,024 bytes); events with the same key reach Kafka in the commit order
+   * of their transactions. A string (UTF-8; no lone surrogates) or bytes. `null`/absent: no key.
+   */
   key?: string | Uint8Array | null;
   /**
-   * The payload. Bytes (`Buffer`/`Uint8Array`) and strings are sent as they are; any other value
-   * is JSON-encoded (and gets `content-type: application/json`). `null` publishes a tombstone.
+   * The payload. Bytes (`Buffer`/`Uint8Array`) and strings are sent as they are (a string must be
+   * valid Unicode: no lone surrogates); any other value is JSON-encoded (and gets
+   * `content-type: application/json`). `null` publishes a tombstone. JSON is refused rather than
+   * changed where `JSON.stringify` would lose data: BigInt, functions, symbols, NaN/±Infinity,
+   * `undefined` in arrays, circular values, Map/Set/ArrayBuffer; `undefined` object members are
+   * left out and `toJSON` is honoured, as by `JSON.stringify`.
    */
-  value: string | Uint8Array | JsonValue | Record<string, unknown> | null;
+  value: V;
+  /** Kafka headers: non-empty names, string values; no NUL and no lone surrogates (stored as `jsonb`). `event-id` is set from `eventId`. */
   headers?: Record<string, string>;
   /**
    * The id downstream consumers deduplicate on (the `event-id` header). Default: a new UUIDv7.
    * Give your own when the same work may be written twice by design (e.g. derived from the
    * input, `${inputEventId}:budget-alert`): a second row with the same id is not written.
+   * At most 512 UTF-8 bytes, no NUL, no lone surrogates.
    */
   eventId?: string;
 }
@@ -45,6 +72,9 @@ export interface PublishResult {
   alreadyPublished: string[];
 }
 
+/** The messages an outbox typed by `Topics` accepts: one {@link OutboxMessage} type per topic. */
+export type OutboxMessageOf<Topics extends OutboxTopics> = Topics extends OutboxTopics ? { [Topic in keyof Topics & string]: OutboxMessage<Topics[Topic], Topic> }[keyof Topics & string] : never;
+
 /** Options for {@link createOutbox}. */
 export interface OutboxOptions {
   /** Schema holding effectively's tables; default `effectively`. */
@@ -59,8 +89,12 @@ export interface OutboxOptions {
   traceContext?: TraceContextProvider;
 }
 
-/** Writes events to the outbox inside the caller's transaction. */
-export interface Outbox {
+/**
+ * Writes events to the outbox inside the caller's transaction. `Topics` (default: any topic, any
+ * {@link OutboxValue}) narrows which topics and value types `publish` accepts; an untyped
+ * `Outbox` (e.g. the consumer's `ctx.outbox`) can be assigned to an `Outbox<YourTopics>`.
+ */
+export interface Outbox<Topics extends OutboxTopics = OutboxTopics> {
   /** The schema holding the `outbox` table. */
   readonly schema: string;
   /**
@@ -70,9 +104,10 @@ export interface Outbox {
    * in one call where you can (several calls that lock lanes in different orders can deadlock,
    * which Postgres resolves by aborting one transaction).
    *
-   * @throws InvalidConfigError for an invalid topic, event id or header, before touching the database.
+   * @throws InvalidConfigError for any invalid field of any message (naming it), before the first
+   *   statement: nothing of the call is written and `trx` stays usable.
    */
-  publish(trx: Transaction<unknown> | Kysely<unknown>, messages: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult>;
+  publish<DB>(trx: Transaction<DB> | Kysely<DB>, messages: OutboxMessageOf<Topics> | ReadonlyArray<OutboxMessageOf<Topics>>): Promise<PublishResult>;
 }
 
 /**
@@ -82,89 +117,39 @@ export interface Outbox {
  * per event) neither serialise for long nor deadlock on lanes. The idempotent consumer gives its
  * handlers this as `ctx.outbox`.
  */
-export interface OutboxBuffer {
+export interface OutboxBuffer<Topics extends OutboxTopics = OutboxTopics> {
   /**
    * Queues; resolves with the event ids, `inserted` = rows queued, `alreadyPublished` = [] (an
    * explicit event id already in the outbox is dropped at `flush`, which reports it).
    */
-  readonly outbox: Outbox;
+  readonly outbox: Outbox<Topics>;
   /** A position to roll back to (e.g. before a handler that may fail in its savepoint). */
   mark(): number;
   /** Drops what was queued after `mark`. */
   rollbackTo(mark: number): void;
   /** Writes everything queued in `trx` (call it last, just before commit) and empties the queue. */
-  flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult>;
+  flush<DB>(trx: Transaction<DB> | Kysely<DB>): Promise<PublishResult>;
 }
 
-const TOPIC = /^[a-zA-Z0-9._-]{1,249}$/;
-/** Longest key accepted: with the topic it must fit a btree entry of the outbox's blocking index (2,704 bytes). */
-export const MAX_KEY_BYTES = 1024;
-
-interface Row {
-  eventId: string;
-  topic: string;
-  key: Buffer | null;
-  value: Buffer | null;
-  headers: Record<string, string>;
-}
-
-function bytes(value: string | Uint8Array): Buffer {
-  return typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-}
-
-function toRow(m: OutboxMessage, trace: TraceContextProvider): Row {
-  if (typeof m !== 'object' || m === null) throw new InvalidConfigError(`An outbox message must be an object { topic, key, value }, got ${JSON.stringify(m)}.`);
-  if (typeof m.topic !== 'string' || !TOPIC.test(m.topic) || m.topic === '.' || m.topic === '..') {
-    throw new InvalidConfigError(`Outbox message topic ${JSON.stringify(m.topic)} is not a valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -).`);
-  }
-  const eventId = m.eventId ?? uuidv7();
-  if (typeof eventId !== 'string' || eventId === '' || Buffer.byteLength(eventId) > 512 || eventId.includes('\u0000')) {
-    throw new InvalidConfigError(`Outbox message eventId must be a non-empty string of at most 512 bytes without NUL, got ${JSON.stringify(eventId)}.`);
-  }
-  const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(m.headers ?? {})) {
-    if (typeof value !== 'string') throw new InvalidConfigError(`Outbox header ${JSON.stringify(name)} must be a string, got ${typeof value}.`);
-    if (name === EVENT_ID_HEADER) throw new InvalidConfigError(`The "${EVENT_ID_HEADER}" header is set from eventId; pass eventId instead.`);
-    headers[name] = value;
-  }
-  let value: Buffer | null;
-  if (m.value === null) value = null;
-  else if (typeof m.value === 'string' || m.value instanceof Uint8Array) value = bytes(m.value);
-  else if (m.value === undefined) throw new InvalidConfigError('Outbox message value is missing; pass null for a tombstone.');
-  else {
-    value = Buffer.from(JSON.stringify(m.value), 'utf8');
-    headers['content-type'] ??= 'application/json';
-  }
-  if (headers.traceparent === undefined) {
-    const context = trace();
-    if (context !== undefined && isTraceparent(context.traceparent)) {
-      headers.traceparent = context.traceparent;
-      if (context.tracestate !== undefined && context.tracestate !== '') headers.tracestate = context.tracestate;
-    }
-  }
-  const key = m.key === null || m.key === undefined ? null : bytes(m.key);
-  if (key !== null && key.length > MAX_KEY_BYTES) {
-    throw new InvalidConfigError(`Outbox message key is ${key.length} bytes; keys of at most ${MAX_KEY_BYTES} bytes are supported (they are indexed to keep per-key order). Use a shorter key, e.g. a hash of it.`);
-  }
-  return { eventId, topic: m.topic, key, value, headers };
-}
+type Row = OutboxRow;
 
 /**
  * Creates the outbox writer for the tables in `schema` (see migration `0004-outbox-lanes`).
  *
  * @throws InvalidIdentifierError for an unsafe schema name.
  */
-export function createOutbox(options: OutboxOptions = {}): Outbox {
+export function createOutbox<Topics extends OutboxTopics = OutboxTopics>(options: OutboxOptions = {}): Outbox<Topics> {
+  // Any typed outbox accepts a subset of what the untyped one does: the same writer serves it.
   return createWriter(options).outbox;
 }
 
 /** Creates an {@link OutboxBuffer} for the tables in `schema`; one per transaction. */
-export function createOutboxBuffer(options: OutboxOptions = {}): OutboxBuffer {
+export function createOutboxBuffer<Topics extends OutboxTopics = OutboxTopics>(options: OutboxOptions = {}): OutboxBuffer<Topics> {
   const writer = createWriter(options);
   let queued: Row[] = [];
   const outbox: Outbox = Object.freeze({
     schema: writer.outbox.schema,
-    publish(_trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
+    publish<DB>(_trx: Transaction<DB> | Kysely<DB>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> {
       try {
         const rows = writer.prepare(input);
         queued.push(...rows);
@@ -175,20 +160,20 @@ export function createOutboxBuffer(options: OutboxOptions = {}): OutboxBuffer {
     },
   });
   return Object.freeze({
-    outbox,
+    outbox: outbox,
     mark: () => queued.length,
     rollbackTo(mark: number): void {
       queued = queued.slice(0, mark);
     },
-    async flush(trx: Transaction<unknown> | Kysely<unknown>): Promise<PublishResult> {
+    async flush<DB>(trx: Transaction<DB> | Kysely<DB>): Promise<PublishResult> {
       const rows = queued;
       queued = [];
-      return writer.writeRows(trx, rows);
+      return writer.writeRows(untyped(trx), rows);
     },
   });
 }
 
-function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: OutboxMessage | readonly OutboxMessage[]): Row[]; writeRows(trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> } {
+function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: OutboxMessage | readonly OutboxMessage[]): Row[]; writeRows(trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> } {
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   const notify = options.notify ?? true;
   if (typeof notify !== 'boolean') throw new InvalidConfigError(`notify must be true or false, got ${JSON.stringify(notify)}.`);
@@ -223,10 +208,11 @@ function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: 
   }
 
   const prepare = (input: OutboxMessage | readonly OutboxMessage[]): Row[] => {
-    const messages: readonly OutboxMessage[] = Array.isArray(input) ? input : [input as OutboxMessage];
-    return messages.map((m) => toRow(m, trace));
+    // Every message is checked before anything is written: one bad message in a batch writes none.
+    if (Array.isArray(input)) return (input as readonly unknown[]).map((m, i) => toOutboxRow(m, `outbox message[${i}]`, trace));
+    return [toOutboxRow(input, 'outbox message', trace)];
   };
-  const writeRows = async (trx: Transaction<unknown> | Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {
+  const writeRows = async (trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {
     if (rows.length === 0) return { eventIds: [], inserted: 0, alreadyPublished: [] };
     // Outside a transaction, make one: the lane lock must be held until the insert commits.
     if (!trx.isTransaction) return trx.transaction().execute((own) => write(own, rows));
@@ -234,14 +220,14 @@ function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: 
   };
   const outbox: Outbox = Object.freeze({
     schema,
-    publish: (trx: Transaction<unknown> | Kysely<unknown>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> => {
+    publish: <DB>(trx: Transaction<DB> | Kysely<DB>, input: OutboxMessage | readonly OutboxMessage[]): Promise<PublishResult> => {
       let rows: Row[];
       try {
         rows = prepare(input);
       } catch (error) {
         return Promise.reject(error);
       }
-      return writeRows(trx, rows);
+      return writeRows(untyped(trx), rows);
     },
   });
   return { outbox, prepare, writeRows };

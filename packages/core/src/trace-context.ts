@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { openTelemetryTracing, type Tracing } from './tracing';
 
 /** W3C Trace Context (https://www.w3.org/TR/trace-context/) as carried in headers. */
 export interface TraceContext {
@@ -29,5 +30,11 @@ export function runWithTraceContext<R>(context: TraceContext | undefined, fn: ()
   return storage.run(context, fn);
 }
 
-/** The trace context set by {@link runWithTraceContext} around the caller, if any. */
-export const currentTraceContext: TraceContextProvider = () => storage.getStore();
+let otel: Tracing | undefined;
+
+/**
+ * The trace context current around the caller: the active OpenTelemetry span's when
+ * `@opentelemetry/api` is installed and a span is active, else the one set by
+ * {@link runWithTraceContext}, else none.
+ */
+export const currentTraceContext: TraceContextProvider = () => (otel ??= openTelemetryTracing('@effectively/core')).activeTraceContext() ?? storage.getStore();

@@ -1,11 +1,16 @@
 import { createHash } from 'node:crypto';
+import { InvalidConfigError } from '@effectively/core';
+import { canonicalJsonText, canonicalNumber } from './canonical-json';
 
 /**
  * Serialises a JSON value with object keys sorted (recursively) and no whitespace, so two
  * bodies that differ only in key order or formatting give the same text. Values that JSON
- * cannot represent (`undefined`, functions) are dropped from objects, as `JSON.stringify` does.
+ * cannot represent (`undefined`, functions) are dropped from objects, as `JSON.stringify` does;
+ * a BigInt is written as its exact decimal value. For a body parsed from JSON text, fingerprint
+ * the raw text instead ({@link fingerprintRequest} with a Buffer): parsing rounds numbers.
  */
 export function canonicalJson(value: unknown): string {
+  if (typeof value === 'bigint') return canonicalNumber(value.toString());
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
   if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
   const toJson = (value as { toJSON?: unknown }).toJSON;
@@ -19,29 +24,67 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.join(',')}}`;
 }
 
-/** Canonical form of a request body: parsed JSON when the body is (or parses as) JSON, the raw bytes otherwise. */
-function canonicalBody(body: unknown): { kind: string; bytes: Buffer } {
-  if (body === undefined) return { kind: 'empty', bytes: Buffer.alloc(0) };
-  if (Buffer.isBuffer(body) || typeof body === 'string') {
-    const buf = Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8');
-    if (buf.length === 0) return { kind: 'empty', bytes: buf };
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+type CanonicalBody = { ok: true; kind: string; bytes: Buffer } | { ok: false; path: string };
+
+/**
+ * Canonical form of a request body. Raw bytes (Buffer or string) that are one JSON value are
+ * canonicalised from the text itself (exact numbers, see `canonical-json.ts`); other bytes
+ * (not UTF-8, not JSON, nested too deeply) are compared byte for byte; an already parsed value
+ * is serialised with {@link canonicalJson}. No body and an empty body are the same; `{}` differs.
+ */
+function canonicalBody(body: unknown): CanonicalBody {
+  if (body === undefined) return { ok: true, kind: 'empty', bytes: Buffer.alloc(0) };
+  if (Buffer.isBuffer(body) || body instanceof Uint8Array || typeof body === 'string') {
+    const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    if (buf.length === 0) return { ok: true, kind: 'empty', bytes: buf };
+    let text: string;
     try {
-      return { kind: 'json', bytes: Buffer.from(canonicalJson(JSON.parse(buf.toString('utf8'))), 'utf8') };
+      text = utf8.decode(buf);
     } catch {
-      return { kind: 'raw', bytes: buf };
+      return { ok: true, kind: 'raw', bytes: buf };
     }
+    const canonical = canonicalJsonText(text);
+    if (canonical.ok) return { ok: true, kind: 'json', bytes: Buffer.from(canonical.text, 'utf8') };
+    if (canonical.reason === 'duplicate-member') return { ok: false, path: canonical.path };
+    return { ok: true, kind: 'raw', bytes: buf };
   }
-  return { kind: 'json', bytes: Buffer.from(canonicalJson(body), 'utf8') };
+  return { ok: true, kind: 'json', bytes: Buffer.from(canonicalJson(body), 'utf8') };
 }
+
+/** The outcome of {@link fingerprintRequest}: the fingerprint, or why the body cannot have one. */
+export type FingerprintResult = { ok: true; fingerprint: string } | { ok: false; problem: 'duplicate-member'; path: string; detail: string };
 
 /**
  * The request fingerprint a key is bound to: SHA-256 (hex) over the upper-cased method, the
- * route and the canonical body. Reordered JSON keys and whitespace give the same fingerprint.
+ * request target and the canonical body. Reordered JSON members, whitespace, string escapes and
+ * the notation of a number (`1`, `1.0`, `1e0`) give the same fingerprint; a different value
+ * (however many digits it has) a different one. A JSON body that repeats a member in one object
+ * has none (`duplicate-member`; answered 400).
+ *
+ * @param body the raw body bytes as received (Buffer or string) — what the adapters pass — or an
+ *   already parsed value (whose numbers are then compared as JavaScript numbers), or `undefined`.
+ */
+export function fingerprintRequest(method: string, route: string, body: unknown): FingerprintResult {
+  const canonical = canonicalBody(body);
+  if (!canonical.ok) {
+    return { ok: false, problem: 'duplicate-member', path: canonical.path, detail: `The JSON body repeats the member ${JSON.stringify(canonical.path)} (JSON Pointer); send each member once.` };
+  }
+  const fingerprint = createHash('sha256')
+    .update(`${method.toUpperCase()}\n${route}\n${canonical.kind}\n`)
+    .update(canonical.bytes)
+    .digest('hex');
+  return { ok: true, fingerprint };
+}
+
+/**
+ * {@link fingerprintRequest} as a string, for low-level `claim` callers.
+ *
+ * @throws InvalidConfigError when a JSON body repeats a member (no fingerprint can stand for it).
  */
 export function requestFingerprint(method: string, route: string, body: unknown): string {
-  const { kind, bytes } = canonicalBody(body);
-  return createHash('sha256')
-    .update(`${method.toUpperCase()}\n${route}\n${kind}\n`)
-    .update(bytes)
-    .digest('hex');
+  const result = fingerprintRequest(method, route, body);
+  if (!result.ok) throw new InvalidConfigError(result.detail);
+  return result.fingerprint;
 }

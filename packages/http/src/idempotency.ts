@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { InvalidConfigError, type Logger } from '@effectively/core';
-import { requestFingerprint } from './fingerprint';
+import { InvalidConfigError, untyped, type Logger } from '@effectively/core';
+import { fingerprintRequest } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
-import { KeyStore, type ClaimRef } from './key-store';
+import { KeyStore, type ClaimRef, type KeyRecord } from './key-store';
 import { IdempotencyMetric } from './metrics';
+import { annotateKeyOutcome, KeysInFlight } from './observe';
 import { resolveIdempotencyOptions, type IdempotencyOptions, type ResolvedIdempotencyOptions } from './options';
 import { problemResponse } from './problem';
 import { firstResponse, normalizeResponse, replayResponse, type NormalizedResponse } from './response';
@@ -17,7 +18,7 @@ export interface ClaimInput {
   method: string;
   /** The request target the key is bound to (stored for diagnosis; the fingerprint is what is compared). */
   route: string;
-  /** From {@link requestFingerprint}. */
+  /** From {@link fingerprintRequest}. */
   fingerprint: string;
 }
 
@@ -121,47 +122,71 @@ class ClaimLost {}
  */
 export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>): Idempotency<DB> {
   const o = resolveIdempotencyOptions(options);
-  const db = o.db as unknown as Kysely<unknown>;
+  const db = untyped(o.db);
   const store = new KeyStore(db, o.schema, o.leaseMs, o.ttlMs);
   const { metrics } = o;
+  const inFlight = new KeysInFlight(metrics);
 
   const shouldStore = (status: number): boolean => (status >= 500 ? o.storeServerErrors : status >= 400 ? o.storeClientErrors : true);
 
-  async function claim(input: ClaimInput): Promise<ClaimOutcome> {
+  /**
+   * `Retry-After` for a key whose lease is live: `retryAfterSeconds` while the first request is
+   * known to be alive (a transactional request holds its session lock until its transaction
+   * ends: it may answer any moment); otherwise its holder may have crashed and nothing can run
+   * before the lease ends, so the seconds left on the lease, rounded up.
+   */
+  async function retryAfter(record: KeyRecord, on: Kysely<unknown> | undefined): Promise<number> {
+    if (await store.holderAlive(record.scope, record.key, on)) return o.retryAfterSeconds;
+    // The holder may have finished (and let go of its lock) since the record was read.
+    const now = await store.read(record.scope, record.key, on);
+    if (now === undefined || now.leaseToken !== record.leaseToken || now.status !== 'in_progress' || !now.leaseLive) return o.retryAfterSeconds;
+    return Math.max(1, now.leaseSecondsLeft);
+  }
+
+  /**
+   * Claims the key. On a `pinned` connection (transactional requests) the claim also takes the
+   * holder's session lock in the same statement (`locked`), so its holder is known alive from
+   * the moment the claim is visible until {@link KeyStore.unlock}.
+   */
+  async function claimOn(input: ClaimInput, pinned?: Kysely<unknown>): Promise<{ outcome: ClaimOutcome; locked: boolean }> {
     const { scope, key, method, route, fingerprint } = input;
     const m = method.toUpperCase();
     for (let round = 0; round < 3; round++) {
       const ref: ClaimRef = { scope, key, leaseToken: randomUUID() };
-      if (await store.insert(ref, m, route, fingerprint)) {
-        return { kind: 'claimed', claim: { ...ref, attempt: 1 }, takeover: false };
+      const inserted = await store.insert(ref, m, route, fingerprint, pinned);
+      if (inserted !== undefined) {
+        return { outcome: { kind: 'claimed', claim: { ...ref, attempt: 1 }, takeover: false }, locked: inserted.locked };
       }
-      const record = await store.read(scope, key);
+      const record = await store.read(scope, key, pinned);
       if (record === undefined) continue; // released between our insert and read: try again
       if (!record.expired) {
-        if (record.fingerprint !== fingerprint) return { kind: 'mismatch' };
-        if (record.status === 'completed' && record.response !== undefined) return { kind: 'replay', response: record.response };
-        if (record.leaseLive) return { kind: 'conflict', retryAfterSeconds: o.retryAfterSeconds };
+        if (record.fingerprint !== fingerprint) return { outcome: { kind: 'mismatch' }, locked: false };
+        if (record.status === 'completed' && record.response !== undefined) return { outcome: { kind: 'replay', response: record.response }, locked: false };
+        if (record.leaseLive) return { outcome: { kind: 'conflict', retryAfterSeconds: await retryAfter(record, pinned) }, locked: false };
       }
-      const attempt = await store.takeOver(record.leaseToken, ref, m, route, fingerprint);
-      if (attempt !== undefined) {
-        return { kind: 'claimed', claim: { ...ref, attempt }, takeover: !record.expired };
+      const taken = await store.takeOver(record.leaseToken, ref, m, route, fingerprint, pinned);
+      if (taken !== undefined) {
+        return { outcome: { kind: 'claimed', claim: { ...ref, attempt: taken.attempts }, takeover: !record.expired }, locked: taken.locked };
       }
       // Someone else took it, or its holder is alive in a transaction: look again.
     }
-    return { kind: 'conflict', retryAfterSeconds: o.retryAfterSeconds };
+    return { outcome: { kind: 'conflict', retryAfterSeconds: o.retryAfterSeconds }, locked: false };
   }
 
+  const claim = async (input: ClaimInput): Promise<ClaimOutcome> => (await claimOn(input)).outcome;
+
   const complete = (c: Claim, response: StoredResponse, trx?: Kysely<DB>): Promise<boolean> =>
-    store.complete((trx ?? o.db) as unknown as Kysely<unknown>, c, response);
+    store.complete(untyped(trx ?? o.db), c, response);
   const release = (c: Claim): Promise<boolean> => store.release(c);
+  type Pinned = Kysely<DB> | undefined;
 
   /** Runs the handler in its transaction, storing the response there; returns what to send. */
-  async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
-    const normalized = await o.db.transaction().execute(async (trx) => {
-      if (!(await store.lockOwn(trx as unknown as Kysely<unknown>, c))) throw new ClaimLost();
+  async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string, pinned: Pinned): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
+    const normalized = await (pinned ?? o.db).transaction().execute(async (trx) => {
+      if (!(await store.lockOwn(untyped(trx), c))) throw new ClaimLost();
       const result = normalizeResponse(await handler({ db: trx, transactional: true, key: c.key, scope, attempt: c.attempt }), o.storedHeaders);
       if (!shouldStore(result.stored.status)) throw new Rollback(result);
-      if (!(await store.complete(trx as unknown as Kysely<unknown>, c, result.stored))) throw new ClaimLost();
+      if (!(await store.complete(untyped(trx), c, result.stored))) throw new ClaimLost();
       return result;
     });
     log.debug({ status: normalized.stored.status }, 'response stored with the transaction');
@@ -195,10 +220,10 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     return { normalized, stored: true };
   }
 
-  async function releaseQuietly(c: Claim, log: Logger, route: string, why: string): Promise<void> {
+  async function releaseQuietly(c: Claim, log: Logger, route: string, why: string, pinned: Pinned): Promise<void> {
     metrics.increment(IdempotencyMetric.released, { route });
     try {
-      await store.release(c);
+      await store.release(c, pinned === undefined ? undefined : untyped(pinned));
       log.info({ why }, 'key released; a retry will run the operation again');
     } catch (err) {
       log.warn({ err, why }, 'could not release the key; a retry can take it over when its lease ends');
@@ -228,6 +253,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
         return runUnprotected(request, handler, transactional);
       }
       metrics.increment(IdempotencyMetric.rejectedKeys, { route });
+      annotateKeyOutcome('rejected', scope);
       o.logger.debug({ scope, route, problem: parsed.problem }, 'Idempotency-Key refused');
       const name = parsed.problem === 'missing' ? 'idempotency-key-missing' : 'idempotency-key-invalid';
       return { outcome: 'rejected', response: problemResponse(name, o.problemTypeBase, parsed.detail) };
@@ -235,14 +261,40 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     const { key } = parsed;
     const log = o.logger.child({ scope, idempotencyKey: key, route });
     const target = request.path ?? route;
-    const outcome = await claim({ scope, key, method: request.method, route: target, fingerprint: requestFingerprint(request.method, target, request.body) });
+    const fingerprinted = fingerprintRequest(request.method, target, request.body);
+    if (!fingerprinted.ok) {
+      log.debug({ member: fingerprinted.path }, 'JSON body repeats a member: 400');
+      return { outcome: 'rejected', response: problemResponse('json-member-repeated', o.problemTypeBase, fingerprinted.detail) };
+    }
+    const input: ClaimInput = { scope, key, method: request.method, route: target, fingerprint: fingerprinted.fingerprint };
+    // A transactional request runs on one pinned connection, from the claim (which takes its
+    // holder's session lock) to the end of its transaction: a retry meanwhile knows it is alive.
+    if (!transactional) return proceed(input, route, log, handler, false, undefined);
+    return o.db.connection().execute((pinned) => proceed(input, route, log, handler, true, pinned));
+  }
+
+  async function proceed(input: ClaimInput, route: string, log: Logger, handler: IdempotentHandler<DB>, transactional: boolean, pinned: Pinned): Promise<HandleResult> {
+    const { scope, key } = input;
+    const { outcome, locked } = await claimOn(input, pinned === undefined ? undefined : untyped(pinned));
+    try {
+      return await settle(outcome, log, handler, transactional, pinned, scope, route);
+    } finally {
+      if (locked && pinned !== undefined) {
+        await store.unlock(untyped(pinned), scope, key).catch((err: unknown) => log.warn({ err }, 'could not release the key holder lock; it ends with the connection'));
+      }
+    }
+  }
+
+  async function settle(outcome: ClaimOutcome, log: Logger, handler: IdempotentHandler<DB>, transactional: boolean, pinned: Pinned, scope: string, route: string): Promise<HandleResult> {
     switch (outcome.kind) {
       case 'replay':
         metrics.increment(IdempotencyMetric.replays, { route });
+        annotateKeyOutcome('replayed', scope);
         log.debug({ status: outcome.response.status }, 'replaying the stored response');
         return { outcome: 'replayed', response: replayResponse(outcome.response, o.replayHeader) };
       case 'conflict':
         metrics.increment(IdempotencyMetric.conflicts, { route });
+        annotateKeyOutcome('conflict', scope);
         log.debug('a request with this key is still running: 409');
         return {
           outcome: 'conflict',
@@ -252,6 +304,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
         };
       case 'mismatch':
         metrics.increment(IdempotencyMetric.mismatches, { route });
+        annotateKeyOutcome('mismatch', scope);
         log.info('key reused with a different request: 422');
         return {
           outcome: 'mismatch',
@@ -262,6 +315,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
     }
     const c = outcome.claim;
     metrics.increment(IdempotencyMetric.claims, { route });
+    annotateKeyOutcome(outcome.takeover ? 'takeover' : 'claimed', scope);
     if (outcome.takeover) {
       metrics.increment(IdempotencyMetric.takeovers, { route });
       log.info({ attempt: c.attempt }, 'took over a key whose lease had run out; running the operation again');
@@ -269,11 +323,11 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
       log.debug({ attempt: c.attempt }, 'key claimed');
     }
     try {
-      const { normalized, stored } = transactional ? await runTransactional(c, log, handler, scope) : await runPlain(c, log, handler, scope, route);
+      const { normalized, stored } = await inFlight.run(route, () => (transactional ? runTransactional(c, log, handler, scope, pinned) : runPlain(c, log, handler, scope, route)));
       return { outcome: 'executed', response: firstResponse(normalized), stored, takeover: outcome.takeover };
     } catch (err) {
       if (err instanceof Rollback) {
-        await releaseQuietly(c, log, route, `status ${err.response.stored.status} is not stored`);
+        await releaseQuietly(c, log, route, `status ${err.response.stored.status} is not stored`, pinned);
         return { outcome: 'executed', response: firstResponse(err.response), stored: false, takeover: outcome.takeover };
       }
       if (err instanceof ClaimLost) {
@@ -286,7 +340,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
           }),
         };
       }
-      await releaseQuietly(c, log, route, 'handler failed');
+      await releaseQuietly(c, log, route, 'handler failed', pinned);
       throw err;
     }
   }

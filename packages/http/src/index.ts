@@ -1,6 +1,8 @@
 export { createIdempotency, type Idempotency, type ClaimInput, type Claim, type ClaimOutcome, type HandlerContext, type IdempotentHandler, type HandleOptions, type HandleResult, type PruneOptions } from './idempotency';
 export { resolveIdempotencyOptions, DEFAULT_STORED_HEADERS, type IdempotencyOptions, type ResolvedIdempotencyOptions } from './options';
-export { requestFingerprint, canonicalJson } from './fingerprint';
+export { requestFingerprint, fingerprintRequest, canonicalJson, type FingerprintResult } from './fingerprint';
+export { canonicalJsonText, canonicalNumber, type CanonicalJson } from './canonical-json';
+export { keepRawBody, keepRawBodyFastify, type RawBodyCarrier } from './raw-request';
 export { parseIdempotencyKey, type ParsedKey, type KeyProblem } from './idempotency-key';
 export { problemResponse, type ProblemName } from './problem';
 export { IDEMPOTENCY_METRICS, IdempotencyMetric } from './metrics';

@@ -11,6 +11,7 @@ export const IdempotencyMetric = {
   leaseLost: 'idempotency_lease_lost_total',
   rejectedKeys: 'idempotency_rejected_keys_total',
   pruned: 'idempotency_pruned_total',
+  inFlight: 'idempotency_keys_in_flight',
 } as const;
 
 const route = ['route'] as const;
@@ -28,5 +29,6 @@ export const IDEMPOTENCY_METRICS: Readonly<Record<string, MetricDefinition>> = O
   [IdempotencyMetric.released]: { type: 'counter', help: 'Claims released without storing a response (handler failed or answered 5xx).', labelNames: route },
   [IdempotencyMetric.leaseLost]: { type: 'counter', help: 'Handlers that finished after another request had taken their key over.', labelNames: route },
   [IdempotencyMetric.rejectedKeys]: { type: 'counter', help: 'Requests refused with 400 for a missing or malformed Idempotency-Key.', labelNames: route },
+  [IdempotencyMetric.inFlight]: { type: 'gauge', help: 'Keys claimed whose handler is running in this process.', labelNames: route },
   [IdempotencyMetric.pruned]: { type: 'counter', help: 'Expired keys deleted by prune().', labelNames: [] },
 });

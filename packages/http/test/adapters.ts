@@ -1,6 +1,6 @@
 import express from 'express';
 import Fastify from 'fastify';
-import { idempotentExpress, idempotentFastify, type HandlerResponse, type HandleOptions, type HandlerContext, type Idempotency } from '../src';
+import { idempotentExpress, idempotentFastify, keepRawBody, keepRawBodyFastify, type HandlerResponse, type HandleOptions, type HandlerContext, type Idempotency } from '../src';
 import { listen } from './helpers';
 
 /** The handler under test: sees the parsed body and the idempotency context. */
@@ -22,11 +22,12 @@ export async function startApp(adapter: AdapterName, idempotency: Idempotency, h
   if (adapter === 'express') {
     const app = express();
     const route = idempotentExpress(idempotency, { ...options, scope: (req) => scopeOf(req.headers) }, (req, ctx) => handler(req.body, ctx));
-    app.post('/items', express.json(), route);
-    app.post('/items/:id', express.json(), route);
+    app.post('/items', express.json({ verify: keepRawBody }), route);
+    app.post('/items/:id', express.json({ verify: keepRawBody }), route);
     return listen((port, host, ready) => app.listen(port, host, ready));
   }
   const app = Fastify();
+  app.addHook('preParsing', keepRawBodyFastify);
   const route = idempotentFastify(idempotency, { ...options, scope: (req) => scopeOf(req.headers) }, (req, ctx) => handler(req.body, ctx));
   app.post('/items', route);
   app.post('/items/:id', route);

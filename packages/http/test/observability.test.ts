@@ -53,4 +53,32 @@ describe('metrics and logs (framework-neutral core)', () => {
     const takeoverLog = lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('took over'));
     expect(takeoverLog).toMatchObject({ idempotencyKey: key, scope: 'tenant-7', route: '/things', attempt: 2 });
   });
+
+  it('counts the keys whose handler is running (idempotency_keys_in_flight), back to 0 when they finish or fail', async () => {
+    const registry = new Registry();
+    const idempotency = createIdempotency({ db: ts.db, schema: ts.schema, metrics: new PrometheusMetrics(registry, IDEMPOTENCY_METRICS) });
+    const inFlight = async (): Promise<number | undefined> => (await registry.getSingleMetric('effectively_idempotency_keys_in_flight')?.get())?.values.find((v) => v.labels.route === '/slow')?.value;
+    const request = (): IdempotentRequest => ({ method: 'POST', route: '/slow', scope: 'tenant-8', idempotencyKey: randomUUID(), body: {} });
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const seen: Array<number | undefined> = [];
+    const running = [1, 2].map(() =>
+      idempotency.handle(request(), async () => {
+        await gate;
+        return { status: 201, json: {} };
+      }),
+    );
+    const failing = idempotency.handle(request(), async () => {
+      seen.push(await inFlight());
+      throw new Error('boom');
+    });
+    await expect(failing).rejects.toThrow('boom');
+    for (let i = 0; i < 200 && (await inFlight()) !== 2; i++) await new Promise((r) => setTimeout(r, 10));
+    seen.push(await inFlight());
+    release();
+    await Promise.all(running);
+    expect(seen[0]).toBeGreaterThanOrEqual(1);
+    expect(seen[1]).toBe(2);
+    expect(await inFlight()).toBe(0);
+  });
 });

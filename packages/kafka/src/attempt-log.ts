@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
@@ -55,26 +55,26 @@ export class AttemptLog {
   }
 
   /**
-   * First statement of a chunk transaction: bounds it (lock waits, statements, idling), and
-   * returns the backend pid and the attempt state of the chunk's offsets, in one round trip.
+   * Columns for the chunk transaction's first statement: the backend running it (pid and start
+   * time) and the attempt state of the chunk's offsets; read back with {@link parseState}.
    */
-  async start(trx: Db, topic: string, partition: number, offsets: { first: string; last: string }, bounds: { lockTimeoutMs: number; statementTimeoutMs: number }): Promise<ChunkStart> {
+  stateColumns(topic: string, partition: number, offsets: { first: string; last: string }): RawBuilder<unknown> {
     const where = sql`consumer_group = ${this.group} AND topic = ${topic} AND partition = ${partition}`;
-    const result = await sql<{ pid: number; started: string; run: { first: string; last: string } | null; events: Array<{ offset: string; id: string; attempts: number; error: string | null }> }>`
-      SELECT set_config('lock_timeout', ${`${bounds.lockTimeoutMs}ms`}, true) AS l,
-             set_config('statement_timeout', ${`${bounds.statementTimeoutMs}ms`}, true) AS s,
-             set_config('idle_in_transaction_session_timeout', ${`${bounds.statementTimeoutMs * 2}ms`}, true) AS i,
-             pg_backend_pid() AS pid, (SELECT backend_start::text FROM pg_stat_get_activity(pg_backend_pid())) AS started,
-             (SELECT json_build_object('first', first_offset::text, 'last', last_offset::text) FROM ${this.runs} WHERE ${where}) AS run,
+    return sql`, pg_backend_pid() AS attempt_pid, (SELECT backend_start::text FROM pg_stat_get_activity(pg_backend_pid())) AS attempt_backend_start,
+             (SELECT json_build_object('first', first_offset::text, 'last', last_offset::text) FROM ${this.runs} WHERE ${where}) AS attempt_run,
              (SELECT coalesce(json_agg(json_build_object('offset', event_offset::text, 'id', event_id, 'attempts', attempts, 'error', last_error)), '[]'::json)
-                FROM ${this.events} WHERE ${where} AND event_offset BETWEEN ${offsets.first}::bigint AND ${offsets.last}::bigint) AS events`.execute(trx);
-    const row = result.rows[0];
-    if (row === undefined) throw new Error('the chunk start statement returned no row');
+                FROM ${this.events} WHERE ${where} AND event_offset BETWEEN ${offsets.first}::bigint AND ${offsets.last}::bigint) AS attempt_events`;
+  }
+
+  /** Reads the values of {@link stateColumns}. */
+  parseState(row: Record<string, unknown>): ChunkStart {
+    const run = row.attempt_run as { first: string; last: string } | null;
+    const events = row.attempt_events as Array<{ offset: string; id: string; attempts: number; error: string | null }>;
     return {
-      backend: { pid: row.pid, started: row.started },
+      backend: { pid: row.attempt_pid as number, started: row.attempt_backend_start as string },
       state: {
-        run: row.run === null ? undefined : { first: BigInt(row.run.first), last: BigInt(row.run.last) },
-        events: new Map(row.events.map((e) => [BigInt(e.offset), { eventId: e.id, attempts: e.attempts, lastError: e.error }])),
+        run: run === null ? undefined : { first: BigInt(run.first), last: BigInt(run.last) },
+        events: new Map(events.map((e) => [BigInt(e.offset), { eventId: e.id, attempts: e.attempts, lastError: e.error }])),
       },
     };
   }

@@ -1,4 +1,4 @@
-import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, Transaction, UnknownRow } from 'kysely';
+import type { Kysely, KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, Transaction, UnknownRow } from 'kysely';
 import type { Outbox } from '@effectively/core';
 import { AttemptEndedError } from './errors';
 
@@ -24,9 +24,9 @@ export class Attempt {
   constructor(trx: Transaction<unknown>, outbox: Outbox) {
     const check = (): void => this.assertLive();
     this.trx = guardTransaction(trx.withPlugin(new AttemptGuardPlugin(check)), check);
-    this.outbox = Object.freeze({
+    const guarded: Outbox = {
       schema: outbox.schema,
-      publish: (t: Parameters<Outbox['publish']>[0], messages: Parameters<Outbox['publish']>[1]) => {
+      publish<DB>(t: Transaction<DB> | Kysely<DB>, messages: Parameters<Outbox['publish']>[1]) {
         try {
           check();
         } catch (error) {
@@ -34,7 +34,8 @@ export class Attempt {
         }
         return outbox.publish(t, messages);
       },
-    });
+    };
+    this.outbox = Object.freeze(guarded);
   }
 
   /** True until {@link end}. */

@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutboxBuffer, runWithTraceContext, type OutboxBuffer, type OutboxMessage, type TraceContext } from '@effectively/core';
+import { createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { Attempt } from './attempt';
 import { AttemptLog, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
@@ -8,7 +8,10 @@ import { deadLetterMessage } from './dead-letter';
 import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
-import { ProcessedEventStore, type ClaimRow } from './store';
+import { ProcessedEventStore, type ClaimRow, type EventKey } from './store';
+import { ChunkTrace } from './tracing';
+
+const tracing = openTelemetryTracing('@effectively/kafka');
 
 /** What one chunk transaction achieved. */
 export interface ChunkOutcome {
@@ -36,7 +39,8 @@ type EventItem<T> = Extract<Classified<T>, { kind: 'event' }>;
  */
 class AbortTransaction extends Error {
   constructor(
-    readonly kind: 'timeout' | 'transient' | 'stopped',
+    /** `failed`: a handler threw with no savepoint to roll back to (alone in its transaction, not its last attempt). */
+    readonly kind: 'timeout' | 'transient' | 'stopped' | 'failed',
     readonly inner: unknown,
     /** The event whose handler timed out; undefined for a batch handler or a hook. */
     readonly event?: { index: number; offset: string; id: string; attempt: number; alone: boolean },
@@ -60,19 +64,6 @@ type Recorded = { kind: 'event'; offset: string } | { kind: 'run'; first: string
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-}
-
-/** The W3C trace context an incoming record carries, so rows its handler publishes continue the trace. */
-function traceContextOf(message: RawMessage): TraceContext | undefined {
-  const text = (name: string): string | undefined => {
-    const raw = message.headers[name];
-    const first = Array.isArray(raw) ? raw[0] : raw;
-    return first === undefined ? undefined : first.toString();
-  };
-  const traceparent = text('traceparent');
-  if (traceparent === undefined) return undefined;
-  const tracestate = text('tracestate');
-  return tracestate === undefined ? { traceparent } : { traceparent, tracestate };
 }
 
 /**
@@ -111,17 +102,30 @@ export class ChunkProcessor<T> {
 
   /** @param epoch the partition epoch this member holds, when fencing */
   async run(messages: RawMessage[], epoch: string | undefined): Promise<ChunkOutcome> {
+    const trace = new ChunkTrace(tracing, this.options.groupId, messages);
+    try {
+      const outcome = await this.runTransaction(messages, epoch, trace);
+      trace.end('committed', { ...outcome, retry: outcome.failed !== undefined });
+      return outcome;
+    } catch (error) {
+      trace.end(error instanceof FencedError ? 'fenced' : 'rolled_back', { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, retry: true }, error);
+      throw error;
+    }
+  }
+
+  private async runTransaction(messages: RawMessage[], epoch: string | undefined, trace: ChunkTrace): Promise<ChunkOutcome> {
     const o = this.options;
     const first = messages[0] as RawMessage;
     const last = messages[messages.length - 1] as RawMessage;
     const { topic, partition } = first;
     const classified = messages.map((m) => classify(m, o));
+    trace.eventId((classified[0] as Classified<T>).id, messages.length);
     // Within the chunk, only the first copy of an id is a candidate; later copies are duplicates.
     const firstIndexOf = new Map<string, number>();
     classified.forEach((c, i) => {
-      if (!firstIndexOf.has(c.id)) firstIndexOf.set(c.id, i);
+      if (!firstIndexOf.has(c.key)) firstIndexOf.set(c.key, i);
     });
-    const candidates = classified.filter((c, i) => firstIndexOf.get(c.id) === i);
+    const candidates = classified.filter((c, i) => firstIndexOf.get(c.key) === i);
     const hook: HookContext = { topic, partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
     const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, hook };
     const empty = { ...outcome, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0 };
@@ -136,16 +140,11 @@ export class ChunkProcessor<T> {
       await o.db.transaction().execute(async (trx) => {
         try {
           // Handlers' outbox rows are queued and written in one statement just before COMMIT.
-          const outbox = createOutboxBuffer({ schema: o.schema });
+          const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
           Object.assign(chunk, { trx, outbox });
-          const start = await this.attemptLog.start(trx, topic, partition, { first: first.offset, last: last.offset }, o);
-          chunk.backend = start.backend;
-          if (chunk.aborted !== undefined) throw chunk.aborted;
-          if (epoch !== undefined && !(await this.store.holdsPartition(trx, topic, partition, epoch))) {
-            throw new FencedError(topic, partition);
-          }
           const rows: ClaimRow[] = candidates.map((c) => ({
             eventId: c.id,
+            origin: c.origin,
             payloadHash: c.hash,
             topic: c.message.topic,
             partition: c.message.partition,
@@ -153,40 +152,54 @@ export class ChunkProcessor<T> {
             status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
             error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
           }));
-          const claimed = await this.store.claim(trx, rows);
-          hook.claimed = [...claimed];
+          // One round trip: timeouts, fence check (a share lock on the fence row), claim, stored hashes, the backend and the attempt state.
+          const opened = await this.store.open(trx, {
+            lockTimeoutMs: o.lockTimeoutMs,
+            statementTimeoutMs: o.statementTimeoutMs,
+            ...(epoch === undefined ? {} : { fence: { topic, partition, epoch } }),
+            rows,
+            also: this.attemptLog.stateColumns(topic, partition, { first: first.offset, last: last.offset }),
+          });
+          const start = this.attemptLog.parseState(opened.also);
+          chunk.backend = start.backend;
+          if (chunk.aborted !== undefined) throw chunk.aborted;
+          if (!opened.held) throw new FencedError(topic, partition);
+          const claimed = opened.claimed;
+          hook.claimed = candidates.filter((c) => claimed.has(c.key)).map((c) => c.id);
 
           // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
-          const dupes = classified.filter((c, i) => firstIndexOf.get(c.id) !== i || !claimed.has(c.id));
-          const stored = await this.store.storedHashes(
-            trx,
-            candidates.filter((c) => !claimed.has(c.id)).map((c) => c.id),
-          );
-          const firstHash = new Map(candidates.map((c) => [c.id, c.hash]));
+          const dupes = classified.filter((c, i) => firstIndexOf.get(c.key) !== i || !claimed.has(c.key));
+          const stored = opened.stored;
+          // Ids committed by another transaction while this one waited on them: read their hashes now.
+          const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
+          if (unseen.length > 0) for (const [key, hash] of await this.store.storedHashes(trx, unseen)) stored.set(key, hash);
+          const firstHash = new Map(candidates.map((c) => [c.key, c.hash]));
           const dlq: OutboxMessage[] = [];
           for (const d of dupes) {
             outcome.duplicates++;
-            const reference = claimed.has(d.id) ? firstHash.get(d.id) : stored.get(d.id);
+            const reference = claimed.has(d.key) ? firstHash.get(d.key) : stored.get(d.key);
             log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+            trace.duplicate(d.message, d.id, reference !== undefined && reference !== d.hash);
             if (reference !== undefined && reference !== d.hash) {
               outcome.conflicts++;
               log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
               if (o.onConflict === 'dead-letter') {
-                dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
+                dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, origin: d.origin, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
               }
             }
           }
 
-          const fresh = candidates.filter((c) => claimed.has(c.id));
+          const fresh = candidates.filter((c) => claimed.has(c.key));
           for (const r of fresh) {
             if (r.kind !== 'rejected') continue;
             outcome.deadLettered++;
             log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
-            dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, reason: r.reason, error: r.error, attempts: 0 }));
+            trace.deadLettered(r.message, r.id, r.reason);
+            dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, origin: r.origin, ...(r.refusedId !== undefined ? { refusedId: r.refusedId } : {}), reason: r.reason, error: r.error, attempts: 0 }));
           }
 
           const events = fresh.filter((c): c is EventItem<T> => c.kind === 'event');
-          const unsettled = await this.handle(chunk as Required<Pick<OpenChunk, 'trx' | 'outbox'>> & OpenChunk, events, start.state, dlq, outcome, log, indexOf, (r) => (recorded = r));
+          const unsettled = await this.handle(chunk as Required<Pick<OpenChunk, 'trx' | 'outbox'>> & OpenChunk, events, start.state, dlq, outcome, log, indexOf, (r) => (recorded = r), trace);
           if (unsettled.length > 0) await this.store.release(trx, unsettled);
           if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
           await outbox.flush(trx);
@@ -199,7 +212,8 @@ export class ChunkProcessor<T> {
         } catch (error) {
           if (error instanceof AbortTransaction) {
             chunk.aborted ??= error;
-            await this.endConnection(chunk, error.kind);
+            if (error.kind === 'failed') await this.barrier(chunk);
+            else await this.endConnection(chunk, error.kind);
           }
           throw error;
         }
@@ -208,6 +222,7 @@ export class ChunkProcessor<T> {
       // When the connection was ended, Kysely's ROLLBACK fails too: what happened is in `chunk.aborted`.
       const aborted = chunk.aborted;
       if (aborted?.kind === 'timeout') return this.afterTimeout(aborted, recorded, empty, indexOf(first), topic, partition);
+      if (aborted?.kind === 'failed' && aborted.event !== undefined) return this.afterFailure(aborted, aborted.event, empty, topic, partition);
       if (recorded !== undefined) await this.takeBack(recorded, topic, partition, log);
       throw aborted?.inner ?? error;
     } finally {
@@ -230,12 +245,14 @@ export class ChunkProcessor<T> {
     log: ChunkProcessorLogger,
     indexOf: (message: RawMessage) => number,
     record: (r: Recorded) => void,
-  ): Promise<string[]> {
+    trace: ChunkTrace,
+  ): Promise<EventKey[]> {
     const o = this.options;
     if (events.length === 0) return [];
     const { topic, partition } = events[0]?.message as RawMessage;
     const handled = events.slice(0, handledPrefix(state, events.map((e) => BigInt(e.message.offset))));
-    const unsettled = events.slice(handled.length).map((e) => e.id);
+    const keyOf = (e: EventItem<T>): EventKey => ({ origin: e.origin, eventId: e.id });
+    const unsettled = events.slice(handled.length).map(keyOf);
     const next = events[handled.length];
     if (next !== undefined) outcome.settled = indexOf(next.message);
     const head = handled[0] as EventItem<T>;
@@ -247,9 +264,10 @@ export class ChunkProcessor<T> {
       const error = headPrior.lastError ?? 'the handler never finished: the consumer ended (exit, crash, kill) while running it';
       outcome.deadLettered++;
       log.error({ offset: head.message.offset, eventId: head.id, attempts: headPrior.total, err: error }, 'handler did not succeed on any attempt; dead-lettered');
-      await this.store.markDeadLettered(chunk.trx, head.id, error, headPrior.total);
+      trace.deadLettered(head.message, head.id, 'handler-failed');
+      await this.store.markDeadLettered(chunk.trx, keyOf(head), error, headPrior.total);
       await this.attemptLog.settled(chunk.trx, topic, partition, [head.message.offset]);
-      dlq.push(deadLetterMessage(head.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: head.id, reason: 'handler-failed', error, attempts: headPrior.total }));
+      dlq.push(deadLetterMessage(head.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: head.id, origin: head.origin, reason: 'handler-failed', error, attempts: headPrior.total }));
       return unsettled;
     }
 
@@ -264,12 +282,14 @@ export class ChunkProcessor<T> {
       record({ kind: 'run', first: head.message.offset, last: lastHandled.message.offset });
     }
 
-    if (o.batchHandler !== undefined && handled.every((e) => prior(e).total === 0)) {
+    // Per-event mode: a chunk is one message, so the transaction holds nothing but this event.
+    const single = o.mode === 'event';
+    if (o.batchHandler !== undefined && !single && handled.every((e) => prior(e).total === 0)) {
       const batchHandler = o.batchHandler;
       await sql`SAVEPOINT effectively_batch`.execute(chunk.trx);
       const mark = chunk.outbox.mark();
       try {
-        await this.runUser(chunk, (a) => batchHandler(handled.map((e) => e.event), { trx: a.trx, outbox: a.outbox, logger: log }));
+        await this.runUser(chunk, (a) => trace.run(() => batchHandler(handled.map((e) => e.event), { trx: a.trx, outbox: a.outbox, logger: log })));
         await sql`RELEASE SAVEPOINT effectively_batch`.execute(chunk.trx);
         outcome.processed += handled.length;
         if (alone) await this.attemptLog.settled(chunk.trx, topic, partition, [head.message.offset]);
@@ -290,12 +310,17 @@ export class ChunkProcessor<T> {
       const p = prior(e);
       const attempt = p.total + 1;
       const eventLog = log.child({ offset, eventId: e.id });
-      await sql`SAVEPOINT effectively_event`.execute(chunk.trx);
+      // A savepoint keeps the rest of the transaction when this handler fails. Alone in its
+      // transaction, an event needs one only when a failure is dead-lettered in the same
+      // transaction (its last attempt); otherwise a failure rolls the whole transaction back,
+      // which also releases the claim.
+      const savepoint = !single || (attempt >= o.maxAttempts && o.onFailure === 'dead-letter');
+      if (savepoint) await sql`SAVEPOINT effectively_event`.execute(chunk.trx);
       const mark = chunk.outbox.mark();
       try {
         const handler = o.handler;
-        await this.runUser(chunk, (a) => runWithTraceContext(traceContextOf(e.message), () => handler(e.event, { trx: a.trx, outbox: a.outbox, logger: eventLog, attempt })));
-        await sql`RELEASE SAVEPOINT effectively_event`.execute(chunk.trx);
+        await this.runUser(chunk, (a) => trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx: a.trx, outbox: a.outbox, logger: eventLog, attempt }))));
+        if (savepoint && !single) await sql`RELEASE SAVEPOINT effectively_event`.execute(chunk.trx);
         outcome.processed++;
         if (alone || p.recorded > 0) settledWithRecords.push(offset);
       } catch (error) {
@@ -304,14 +329,20 @@ export class ChunkProcessor<T> {
           throw new AbortTransaction('timeout', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone });
         }
         if (isTransientDatabaseError(error)) throw new AbortTransaction('transient', error);
+        trace.handlerFailed(e.message, e.id, attempt, error);
+        if (!savepoint) {
+          eventLog.warn({ err: error, attempt, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
+          throw new AbortTransaction('failed', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone }, failedAt);
+        }
         await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(chunk.trx);
         chunk.outbox.rollbackTo(mark);
         if (attempt >= o.maxAttempts && o.onFailure === 'dead-letter') {
           outcome.deadLettered++;
           settledWithRecords.push(offset);
           eventLog.error({ err: error, attempts: attempt }, 'handler failed on every attempt; dead-lettered');
-          await this.store.markDeadLettered(chunk.trx, e.id, errorText(error), attempt);
-          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: e.id, reason: 'handler-failed', error: errorText(error), attempts: attempt }));
+          trace.deadLettered(e.message, e.id, 'handler-failed');
+          await this.store.markDeadLettered(chunk.trx, keyOf(e), errorText(error), attempt);
+          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: e.id, origin: e.origin, reason: 'handler-failed', error: errorText(error), attempts: attempt }));
           continue;
         }
         // Recorded in this (committing) transaction; the events after it wait for its retry, in order.
@@ -322,7 +353,7 @@ export class ChunkProcessor<T> {
           await this.attemptLog.forgetRun(chunk.trx, topic, partition, head.message.offset, lastHandled.message.offset);
         }
         eventLog.warn({ err: error, attempt, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
-        unsettled.push(...handled.slice(i).map((x) => x.id));
+        unsettled.push(...handled.slice(i).map(keyOf));
         outcome.failed = { index: indexOf(e.message), error, attempt, exhausted: false, at: failedAt };
         outcome.settled = indexOf(e.message);
         break;
@@ -378,6 +409,27 @@ export class ChunkProcessor<T> {
     } catch (error) {
       this.options.logger.warn({ err: error, pid: backend.pid }, 'could not end the connection of a given-up transaction; it rolls back when its running statement ends');
     }
+  }
+
+  /**
+   * Before a transaction whose handler threw is rolled back: one statement through the same
+   * connection queue, so whatever the handler issued before it ended runs (and is rolled back)
+   * before the ROLLBACK, never after it.
+   */
+  private async barrier(chunk: OpenChunk): Promise<void> {
+    for (const a of chunk.attempts) a.end('its transaction is rolled back');
+    if (chunk.trx === undefined) return;
+    await sql`SELECT 1`.execute(chunk.trx).catch(() => undefined);
+  }
+
+  /** A handler alone in its transaction threw: the transaction was rolled back; its attempt was counted before it started. */
+  private async afterFailure(aborted: AbortTransaction, event: NonNullable<AbortTransaction['event']>, empty: ChunkOutcome, topic: string, partition: number): Promise<ChunkOutcome> {
+    try {
+      await this.attemptLog.setError(this.options.db, topic, partition, event.offset, errorText(aborted.inner));
+    } catch (error) {
+      this.options.logger.debug({ err: error, topic, partition, offset: event.offset }, 'could not record the error of a failed attempt');
+    }
+    return { ...empty, settled: event.index, failed: { index: event.index, error: aborted.inner, attempt: event.attempt, exhausted: false, at: aborted.at } };
   }
 
   /** A handler timed out: that counts as a failed attempt of its event, recorded outside the rolled-back transaction. */

@@ -1,4 +1,4 @@
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics, type Outbox } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, pgQuery, retyped, silentLogger, untyped, type Logger, type Metrics, type Outbox, type PgQuery, type TraceContextProvider } from '@effectively/core';
 import type { Kysely, Transaction } from 'kysely';
 import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
 import type { EventIdSource } from './event-id';
@@ -17,10 +17,16 @@ export interface ConsumedEvent<T> {
   timestamp: string;
 }
 
-/** What a handler gets besides the event. */
-export interface HandlerContext {
+/** What a handler gets besides the event; `DB` is the database type of the consumer's `db`. */
+export interface HandlerContext<DB = unknown> {
   /** The transaction the event is claimed in: write your effects through it. */
-  trx: Transaction<unknown>;
+  trx: Transaction<DB>;
+  /**
+   * node-postgres' `query(text, values)` on that same transaction, for code not written with
+   * Kysely: `await query('UPDATE accounts SET balance = balance + $1 WHERE id = $2', [amount, id])`.
+   * Its writes commit with the event's claim and roll back with it, like those through `trx`.
+   */
+  query: PgQuery;
   /**
    * Events to emit, committed with this transaction (and dropped if this event's work rolls
    * back). Rows are checked at once and written in one statement just before COMMIT, so lane
@@ -35,13 +41,13 @@ export interface HandlerContext {
 }
 
 /** Handles one event inside its transaction. Throwing rolls back this event's effects only. */
-export type EventHandler<T> = (event: ConsumedEvent<T>, ctx: HandlerContext) => Promise<void>;
+export type EventHandler<T, DB = unknown> = (event: ConsumedEvent<T>, ctx: HandlerContext<DB>) => Promise<void>;
 
 /**
  * Handles all newly claimed events of a chunk at once (e.g. one multi-row upsert). If it
  * throws, the chunk falls back to {@link EventHandler} one event at a time, each in a savepoint.
  */
-export type BatchHandler<T> = (events: Array<ConsumedEvent<T>>, ctx: Omit<HandlerContext, 'attempt' | 'logger'> & { logger: Logger }) => Promise<void>;
+export type BatchHandler<T, DB = unknown> = (events: Array<ConsumedEvent<T>>, ctx: Omit<HandlerContext<DB>, 'attempt' | 'logger'> & { logger: Logger }) => Promise<void>;
 
 /** What to do with an event whose handler keeps failing. */
 export type FailurePolicy =
@@ -50,22 +56,26 @@ export type FailurePolicy =
   /** Stop the partition at this event (strict ordering); keep retrying with capped backoff until it succeeds or an operator acts. */
   | 'halt';
 
-/** The idempotent consumer's options. */
-export interface IdempotentConsumerOptions<T = unknown> {
+/**
+ * The idempotent consumer's options. `T` is the decoded event value, `DB` the Kysely database type
+ * of `db`; handlers get a `Transaction<DB>`. Give both type arguments or neither (TypeScript
+ * infers none of them once one is given): `new IdempotentConsumer<OrderCreated, DB>({ db, … })`.
+ */
+export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   /** Kafka bootstrap addresses. */
   brokers: string[];
   /** Consumer group; also the deduplication scope. */
   groupId: string;
   topics: string[];
   /** Kysely over the Postgres that holds the effects and the `processed_events` table. */
-  db: Kysely<unknown>;
+  db: Kysely<DB>;
   /** Schema with effectively's tables; default `effectively`. */
   schema?: string;
   /** The per-event handler (required). */
-  handler: EventHandler<T>;
+  handler: EventHandler<T, DB>;
   /** Optional whole-chunk handler for throughput; see {@link BatchHandler}. */
-  batchHandler?: BatchHandler<T>;
-  /** `batch` (default): one transaction per chunk of up to `batchSize`; `event`: one per event. */
+  batchHandler?: BatchHandler<T, DB>;
+  /** `batch` (default): one transaction per chunk of up to `batchSize`; `event`: one per event, calling `handler` (never `batchHandler`) without a savepoint. */
   mode?: 'batch' | 'event';
   /** Most events per transaction in batch mode; default 500, at most 10,000. */
   batchSize?: number;
@@ -135,6 +145,11 @@ export interface IdempotentConsumerOptions<T = unknown> {
   clientId?: string;
   logger?: Logger;
   metrics?: Metrics;
+  /**
+   * Where `ctx.outbox` reads the trace context rows record; default: the consumer's `process`
+   * span when OpenTelemetry is tracing, else the incoming record's `traceparent`.
+   */
+  traceContext?: TraceContextProvider;
   /** Lifecycle hooks: observation and fault injection at the dangerous points. */
   hooks?: ConsumerHooks;
   /** Stop cleanly on SIGTERM/SIGINT; default false. */
@@ -147,10 +162,15 @@ export interface IdempotentConsumerOptions<T = unknown> {
   client?: (settings: KafkaClientSettings) => ConsumerClient;
 }
 
-/** Options after validation and defaults; frozen. */
+/** What the chunk processor passes; the handler's `query` is added around it. */
+type ProcessorContext = Omit<HandlerContext, 'query'>;
+
+/** Options after validation and defaults; frozen. The database type is set aside here (see `untyped`): the consumer's own SQL needs none. */
 export type ResolvedOptions<T> = Readonly<
-  Required<Omit<IdempotentConsumerOptions<T>, 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode'>> & {
-    batchHandler: BatchHandler<T> | undefined;
+  Required<Omit<IdempotentConsumerOptions<T, unknown>, 'handler' | 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode' | 'traceContext'>> & {
+    handler: (event: ConsumedEvent<T>, ctx: ProcessorContext) => Promise<void>;
+    batchHandler: ((events: Array<ConsumedEvent<T>>, ctx: Omit<ProcessorContext, 'attempt'>) => Promise<void>) | undefined;
+    traceContext: TraceContextProvider | undefined;
     kafka: KafkaClientSettings['kafka'];
     client: ((settings: KafkaClientSettings) => ConsumerClient) | undefined;
     hooks: ConsumerHooks;
@@ -176,7 +196,7 @@ const FORBIDDEN_KAFKAJS = ['autoCommit', 'autoCommitInterval', 'autoCommitThresh
  * Validates options once, up front, with messages that say what to fix, and returns a frozen
  * copy with defaults. The caller's object is not changed.
  */
-export function resolveOptions<T>(options: IdempotentConsumerOptions<T>): ResolvedOptions<T> {
+export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>): ResolvedOptions<T> {
   const raw = options as unknown as Record<string, unknown>;
   for (const key of FORBIDDEN_KAFKAJS) {
     if (key in raw || (options.kafka !== undefined && key in (options.kafka as Record<string, unknown>))) {
@@ -192,7 +212,7 @@ export function resolveOptions<T>(options: IdempotentConsumerOptions<T>): Resolv
   if (!Array.isArray(options.topics) || options.topics.length === 0 || !options.topics.every((t) => typeof t === 'string' && /^[a-zA-Z0-9._-]{1,249}$/.test(t))) {
     throw new InvalidConfigError('topics must list at least one valid Kafka topic name.');
   }
-  if (typeof options.handler !== 'function') throw new InvalidConfigError('handler is required: (event, { trx, outbox, logger, attempt }) => Promise<void>.');
+  if (typeof options.handler !== 'function') throw new InvalidConfigError('handler is required: (event, { trx, query, outbox, logger, attempt }) => Promise<void>.');
   if (options.db === undefined) throw new InvalidConfigError('db (a Kysely instance over Postgres) is required.');
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   const mode = options.mode ?? 'batch';
@@ -214,15 +234,18 @@ export function resolveOptions<T>(options: IdempotentConsumerOptions<T>): Resolv
   const tombstones = options.tombstones ?? 'dead-letter';
   if (tombstones !== 'dead-letter' && tombstones !== 'handle') throw new InvalidConfigError(`tombstones must be "dead-letter" or "handle".`);
   const eventId = options.eventId ?? { header: 'event-id' };
+  // Handlers get their transaction back as the caller's Transaction<DB>.
+  const handler = options.handler;
+  const batchHandler = options.batchHandler;
   if ('header' in eventId && (typeof eventId.header !== 'string' || eventId.header === '')) throw new InvalidConfigError('eventId.header must name a header.');
   return Object.freeze({
     brokers: [...options.brokers],
     groupId: options.groupId,
     topics: [...options.topics],
-    db: options.db,
+    db: untyped(options.db),
     schema,
-    handler: options.handler,
-    batchHandler: options.batchHandler,
+    handler: (event: ConsumedEvent<T>, ctx: ProcessorContext) => handler(event, { ...ctx, trx: retyped<DB>(ctx.trx), query: pgQuery(ctx.trx) }),
+    batchHandler: batchHandler && ((events: Array<ConsumedEvent<T>>, ctx: Omit<ProcessorContext, 'attempt'>) => batchHandler(events, { ...ctx, trx: retyped<DB>(ctx.trx), query: pgQuery(ctx.trx) })),
     mode,
     batchSize,
     decode: options.decode ?? ((value: Buffer) => JSON.parse(value.toString('utf8')) as T),
@@ -251,10 +274,16 @@ export function resolveOptions<T>(options: IdempotentConsumerOptions<T>): Resolv
     clientId: options.clientId ?? `effectively-${options.groupId}`,
     logger: options.logger ?? silentLogger(),
     metrics: options.metrics ?? new NoopMetrics(),
+    traceContext: traceContextProvider(options.traceContext),
     hooks: options.hooks ?? {},
     handleSignals: options.handleSignals ?? false,
     shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
     kafka: options.kafka,
     client: options.client,
   });
+}
+
+function traceContextProvider(provider: TraceContextProvider | undefined): TraceContextProvider | undefined {
+  if (provider !== undefined && typeof provider !== 'function') throw new InvalidConfigError('traceContext must be a function returning { traceparent, tracestate } or undefined.');
+  return provider;
 }

@@ -1,5 +1,8 @@
-import { EVENT_ID_HEADER, type OutboxMessage } from '@effectively/core';
+import { createHash } from 'node:crypto';
+import { EVENT_ID_HEADER, MAX_EVENT_ID_BYTES, type OutboxMessage } from '@effectively/core';
+import type { IdOrigin, RefusedIdValue } from './event-id';
 import type { RawMessage } from './kafka-adapter';
+import { isStorableText, storableText } from './storable-text';
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -12,7 +15,12 @@ function headerToString(value: RawMessage['headers'][string]): string | undefine
   if (value === undefined) return undefined;
   const first = Array.isArray(value) ? value[0] : value;
   if (first === undefined) return undefined;
-  const bytes = Buffer.isBuffer(first) ? first : Buffer.from(first, 'utf8');
+  return bytesToText(first);
+}
+
+/** Bytes as storable text: UTF-8 without NUL as it is, anything else as `base64:<bytes>`. */
+function bytesToText(value: string | Buffer): string {
+  const bytes = Buffer.isBuffer(value) ? value : Buffer.from(value, 'utf8');
   try {
     const text = decoder.decode(bytes);
     if (!text.includes('\u0000')) return text;
@@ -22,28 +30,46 @@ function headerToString(value: RawMessage['headers'][string]): string | undefine
   return `base64:${bytes.toString('base64')}`;
 }
 
+/** A refused event id as header text: each value escaped by {@link bytesToText}; a repeated header as a JSON array of them. */
+function refusedToText(value: RefusedIdValue): string {
+  return typeof value === 'string' || Buffer.isBuffer(value) ? bytesToText(value) : JSON.stringify(value.map(bytesToText));
+}
+
 /**
  * The dead-letter copy of `message`: original key and value, original headers, and `dlq-*`
  * headers saying why, from where, and which group gave up. Its event id is derived from the
  * group and the record, so re-running the transaction cannot publish it twice.
+ *
+ * The original `event-id` header is not copied as such (the copy has its own event id): a usable
+ * id is in `dlq-event-id` (with `dlq-event-id-origin`: `producer`, or `derived` for a key made
+ * from coordinates), and an id that was refused is kept in `dlq-refused-event-id`, escaped as
+ * `base64:<bytes>` when it is not clean UTF-8 (a repeated header: a JSON array of its values).
  */
-export function deadLetterMessage(message: RawMessage, options: { group: string; topic: string; eventId: string; reason: string; error: string; attempts: number }): OutboxMessage {
+export function deadLetterMessage(
+  message: RawMessage,
+  options: { group: string; topic: string; eventId: string; origin: IdOrigin; refusedId?: RefusedIdValue; reason: string; error: string; attempts: number },
+): OutboxMessage {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(message.headers)) {
-    if (name === EVENT_ID_HEADER) continue; // the copy gets its own event id; the original is in dlq-event-id
+    if (name === EVENT_ID_HEADER) continue; // the copy gets its own event id; the original is in dlq-event-id or dlq-refused-event-id
     const text = headerToString(value);
-    if (text !== undefined) headers[name] = text;
+    // A name that is not storable text (NUL) is kept as `base64:<its UTF-8 bytes>`, like values.
+    if (text !== undefined) headers[isStorableText(name) && name !== '' ? name : `base64:${Buffer.from(name, 'utf8').toString('base64')}`] = text;
   }
+  const derived = `dlq:${options.group}:${message.topic}/${message.partition}/${message.offset}:${options.reason}`;
   return {
-    eventId: `dlq:${options.group}:${message.topic}/${message.partition}/${message.offset}:${options.reason}`,
+    // A long group and topic can make the derived id too long for the outbox: then its hash, as deterministic.
+    eventId: Buffer.byteLength(derived) <= MAX_EVENT_ID_BYTES ? derived : `dlq:sha256:${createHash('sha256').update(derived).digest('hex')}`,
     topic: options.topic,
     key: message.key,
     value: message.value,
     headers: {
       ...headers,
       'dlq-reason': options.reason,
-      'dlq-error': options.error.slice(0, 2000),
+      'dlq-error': storableText(options.error.slice(0, 2000)),
       'dlq-event-id': headerToString(options.eventId) ?? '',
+      'dlq-event-id-origin': options.origin,
+      ...(options.refusedId === undefined ? {} : { 'dlq-refused-event-id': refusedToText(options.refusedId) }),
       'dlq-group': options.group,
       'dlq-original-topic': message.topic,
       'dlq-original-partition': String(message.partition),

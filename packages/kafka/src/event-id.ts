@@ -3,8 +3,19 @@ import type { RawMessage } from './kafka-adapter';
 /** Why a message has no usable event id. */
 export type InvalidIdReason = 'missing' | 'empty' | 'ambiguous' | 'not-utf8' | 'contains-nul' | 'too-long';
 
+/**
+ * Where an event id comes from: `producer` (a header or `fromMessage`: the sender chose it) or
+ * `derived` (made by the library from the record's coordinates). The two never share keys.
+ */
+export type IdOrigin = 'producer' | 'derived';
+
+/** The value that was refused as an event id: its bytes, or each value of a repeated header. */
+export type RefusedIdValue = string | Buffer | ReadonlyArray<string | Buffer>;
+
 /** The outcome of reading an event id: a value, never an exception. */
-export type EventIdResult = { ok: true; id: string } | { ok: false; reason: InvalidIdReason; detail: string };
+export type EventIdResult =
+  | { ok: true; id: string; origin: IdOrigin }
+  | { ok: false; reason: InvalidIdReason; detail: string; refused?: RefusedIdValue };
 
 /**
  * Where event ids come from:
@@ -21,25 +32,30 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 function decode(value: string | Buffer, maxBytes: number): EventIdResult {
   let id: string;
   if (Buffer.isBuffer(value)) {
-    if (value.length > maxBytes) return { ok: false, reason: 'too-long', detail: `event id is ${value.length} bytes; the limit is ${maxBytes}` };
+    if (value.length > maxBytes) return { ok: false, reason: 'too-long', detail: `event id is ${value.length} bytes; the limit is ${maxBytes}`, refused: value };
     try {
       id = decoder.decode(value);
     } catch {
-      return { ok: false, reason: 'not-utf8', detail: 'event id is not valid UTF-8' };
+      return { ok: false, reason: 'not-utf8', detail: 'event id is not valid UTF-8', refused: value };
     }
   } else {
     id = value;
   }
-  if (id.length === 0) return { ok: false, reason: 'empty', detail: 'event id is empty' };
-  if (id.includes('\u0000')) return { ok: false, reason: 'contains-nul', detail: 'event id contains a NUL character' };
+  if (id.length === 0) return { ok: false, reason: 'empty', detail: 'event id is empty', refused: value };
+  if (id.includes('\u0000')) return { ok: false, reason: 'contains-nul', detail: 'event id contains a NUL character', refused: value };
   const bytes = Buffer.byteLength(id, 'utf8');
-  if (bytes > maxBytes) return { ok: false, reason: 'too-long', detail: `event id is ${bytes} bytes; the limit is ${maxBytes}` };
-  return { ok: true, id };
+  if (bytes > maxBytes) return { ok: false, reason: 'too-long', detail: `event id is ${bytes} bytes; the limit is ${maxBytes}`, refused: value };
+  return { ok: true, id, origin: 'producer' };
 }
 
-/** Reads and validates the event id of `message`. Never invents one. */
+/** `topic/partition/offset`: the key the library derives for a record (origin `derived`). */
+export function coordinatesOf(message: RawMessage): string {
+  return `${message.topic}/${message.partition}/${message.offset}`;
+}
+
+/** Reads and validates the event id of `message`. Never invents one; coordinates are `derived`, never a producer id. */
 export function readEventId(message: RawMessage, source: EventIdSource, maxBytes: number): EventIdResult {
-  if ('coordinates' in source) return { ok: true, id: `${message.topic}/${message.partition}/${message.offset}` };
+  if ('coordinates' in source) return { ok: true, id: coordinatesOf(message), origin: 'derived' };
   if ('fromMessage' in source) {
     let value: string | Buffer | null | undefined;
     try {
@@ -56,7 +72,7 @@ export function readEventId(message: RawMessage, source: EventIdSource, maxBytes
     const values = raw.map((v) => (Buffer.isBuffer(v) ? v : Buffer.from(v, 'utf8')));
     const first = values[0];
     if (first === undefined) return { ok: false, reason: 'missing', detail: `header "${source.header}" is missing` };
-    if (!values.every((v) => v.equals(first))) return { ok: false, reason: 'ambiguous', detail: `header "${source.header}" is repeated with different values` };
+    if (!values.every((v) => v.equals(first))) return { ok: false, reason: 'ambiguous', detail: `header "${source.header}" is repeated with different values`, refused: raw };
     return decode(first, maxBytes);
   }
   return decode(raw, maxBytes);

@@ -1,9 +1,11 @@
-import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
 import { PartitionTakeover } from './partition-takeover';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
+import { reportLag } from './lag';
+import { startRetentionProbe } from './retention-probe';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
 /** Counters since start, also reported through `metrics`. */
@@ -18,12 +20,18 @@ export interface ConsumerStats {
   batches: number;
 }
 
+/** How the consumer came to stop: by `stop()`, or by a signal it handled (`handleSignals`). */
+export interface StopInfo {
+  /** `SIGTERM`/`SIGINT` when a signal stopped it; `undefined` after a call to `stop()`. */
+  signal: 'SIGTERM' | 'SIGINT' | undefined;
+}
+
 /**
  * Wraps a kafkajs consumer so every event's database effects happen exactly once per consumer
  * group. Per chunk of a partition: one Postgres transaction that claims the event ids in
  * `processed_events` and runs the handler; then, only after COMMIT, the Kafka offset commit.
  */
-export class IdempotentConsumer<T = unknown> {
+export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly options: ResolvedOptions<T>;
   private readonly client: ConsumerClient;
   private readonly processor: ChunkProcessor<T>;
@@ -39,13 +47,28 @@ export class IdempotentConsumer<T = unknown> {
   private readonly fences = new Map<string, { ready: boolean; promise: Promise<void> }>();
   private generation = 0;
   private readonly takeover: PartitionTakeover;
+  private retentionProbe: { stop(): void } | undefined;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
-  private readonly signalHandler = (): void => void this.stop();
+  private stopSignal: StopInfo['signal'];
+  private resolveStopped!: (info: StopInfo) => void;
+  private readonly signalHandler = (signal: NodeJS.Signals): void => {
+    this.stopSignal ??= signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM';
+    void this.stop();
+  };
+  /**
+   * Resolves once the consumer has stopped (open transaction finished, offsets committed,
+   * disconnected), however that came about: `stop()`, or SIGTERM/SIGINT with `handleSignals`.
+   * Never rejects. The consumer does not exit the process: chain your own shutdown here, e.g.
+   * `consumer.stopped.then(() => server.close())`.
+   */
+  readonly stopped: Promise<StopInfo> = new Promise((resolve) => {
+    this.resolveStopped = resolve;
+  });
   readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
-  constructor(options: IdempotentConsumerOptions<T>) {
+  constructor(options: IdempotentConsumerOptions<T, DB>) {
     this.options = resolveOptions(options);
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });
@@ -65,10 +88,20 @@ export class IdempotentConsumer<T = unknown> {
     });
   }
 
-  /** Connects, subscribes and starts consuming. Resolves once fetching has started. */
+  /**
+   * Checks the schema, connects, subscribes and starts consuming. Resolves once fetching has started.
+   *
+   * @throws SchemaNotMigratedError when `schema` lacks any migration of this version (nothing is consumed).
+   */
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, 'An IdempotentConsumer can be started once; create a new one to start again.');
     this.state = 'running';
+    try {
+      await assertSchemaMigrated(this.options.db, this.options.schema);
+    } catch (error) {
+      this.state = 'stopped';
+      throw error;
+    }
     this.client.onAssignment((assignment) => this.takePartitions(assignment));
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
     if (this.options.handleSignals) {
@@ -78,6 +111,8 @@ export class IdempotentConsumer<T = unknown> {
     await this.client.connect();
     await this.client.subscribe(this.options.topics, this.options.fromBeginning);
     await this.client.run((batch) => this.onBatch(batch), this.options.partitionsConsumedConcurrently);
+    const o = this.options;
+    this.retentionProbe = startRetentionProbe({ db: o.db, schema: o.schema, groupId: o.groupId, topics: o.topics, client: this.client, metrics: o.metrics, logger: this.log, intervalMs: 60_000 });
     this.log.info({ topics: this.options.topics, mode: this.options.mode, batchSize: this.options.batchSize }, 'idempotent consumer started');
   }
 
@@ -95,6 +130,7 @@ export class IdempotentConsumer<T = unknown> {
     process.removeListener('SIGTERM', this.signalHandler);
     process.removeListener('SIGINT', this.signalHandler);
     for (const t of this.retryTimers) clearTimeout(t);
+    this.retentionProbe?.stop();
     const bounded = <R>(p: Promise<R>): Promise<R | undefined> =>
       Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), this.options.shutdownTimeoutMs).unref())]);
     let drained = false;
@@ -108,7 +144,8 @@ export class IdempotentConsumer<T = unknown> {
     if (!drained) await this.processor.abandonAll('the consumer stopped');
     await bounded(this.client.disconnect()).catch((error: unknown) => this.log.warn({ err: error }, 'error while disconnecting'));
     this.state = 'stopped';
-    this.log.info({ stats: this.stats }, 'idempotent consumer stopped');
+    this.log.info({ stats: this.stats, signal: this.stopSignal }, 'idempotent consumer stopped');
+    this.resolveStopped({ signal: this.stopSignal });
   }
 
   /**
@@ -185,6 +222,8 @@ export class IdempotentConsumer<T = unknown> {
     const o = this.options;
     const key = `${batch.topic}:${batch.partition}`;
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
+    const lagLabels = { group: o.groupId, topic: batch.topic, partition: batch.partition };
+    reportLag(o.metrics, lagLabels, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
       if (!(await this.waitForRetry(key, batch, live))) return;
@@ -192,7 +231,10 @@ export class IdempotentConsumer<T = unknown> {
       const outcome = await this.runWithTransientRetry(chunk, key, batch, live);
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
-      if (outcome.settled > 0) await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      if (outcome.settled > 0) {
+        reportLag(o.metrics, lagLabels, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
+        await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
+      }
       remaining = remaining.slice(outcome.settled);
       if (!(await this.heartbeat(batch))) return;
       if (outcome.failed !== undefined) {

@@ -1,4 +1,4 @@
-export { IdempotentConsumer, type ConsumerStats } from './idempotent-consumer';
+export { IdempotentConsumer, type ConsumerStats, type StopInfo } from './idempotent-consumer';
 export type { IdempotentConsumerOptions, ConsumedEvent, HandlerContext, EventHandler, BatchHandler, FailurePolicy } from './config';
 export type { EventIdSource, InvalidIdReason } from './event-id';
 export type { ConsumerHooks, HookContext } from './hooks';

@@ -2,7 +2,7 @@
  * The one place that talks to kafkajs. kafkajs is in maintenance mode; everything else in this
  * package sees only these small interfaces, so a KafkaJS-compatible client can replace it here.
  */
-import { Kafka, logLevel as KafkaLogLevel, type Consumer, type KafkaConfig } from 'kafkajs';
+import { ConfigResourceTypes, Kafka, logLevel as KafkaLogLevel, type Consumer, type KafkaConfig } from 'kafkajs';
 import { kafkajsLogCreator, type Logger } from '@effectively/core';
 
 /** A record as fetched from Kafka. */
@@ -22,6 +22,8 @@ export interface FetchedBatch {
   topic: string;
   partition: number;
   messages: RawMessage[];
+  /** The partition's high watermark at fetch time (offset of the next record to be written), if the client reports it. */
+  highWatermark?: string;
   /** Marks an offset as consumed locally (so it is not fetched again); not a commit. */
   resolveOffset(offset: string): void;
   heartbeat(): Promise<void>;
@@ -50,6 +52,11 @@ export interface ConsumerClient {
   onCrash(listener: (error: Error, willRestart: boolean) => void): void;
   stop(): Promise<void>;
   disconnect(): Promise<void>;
+  /**
+   * Optional: each topic's `retention.ms` (`-1`, unlimited, as `Infinity`), for the
+   * `consumer_topic_retention_seconds` metric; a client without it reports nothing.
+   */
+  topicRetentionMs?(topics: string[]): Promise<Map<string, number>>;
 }
 
 /** The kafkajs settings the consumer passes on. Auto-commit and auto-resolve are not among them: they are always off. */
@@ -102,6 +109,7 @@ export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerCl
               headers: (m.headers ?? {}) as RawMessage['headers'],
               timestamp: m.timestamp,
             })),
+            highWatermark: batch.highWatermark,
             resolveOffset,
             heartbeat,
             isRunning,
@@ -126,5 +134,23 @@ export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerCl
     },
     stop: () => consumer.stop(),
     disconnect: () => consumer.disconnect(),
+    topicRetentionMs: async (topics) => {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const described = await admin.describeConfigs({
+          includeSynonyms: false,
+          resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['retention.ms'] })),
+        });
+        const out = new Map<string, number>();
+        for (const r of described.resources) {
+          const value = r.configEntries.find((e) => e.configName === 'retention.ms')?.configValue;
+          if (value !== undefined && /^-?\d+$/.test(value)) out.set(r.resourceName, Number(value) < 0 ? Number.POSITIVE_INFINITY : Number(value));
+        }
+        return out;
+      } finally {
+        await admin.disconnect();
+      }
+    },
   };
 }

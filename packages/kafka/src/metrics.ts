@@ -13,6 +13,9 @@ export const CONSUMER_METRICS = {
   fenced_total: { type: 'counter', help: 'Transactions rolled back because the member lost its partition.', labelNames: partitionLabels },
   batch_size: { type: 'histogram', help: 'Messages per transaction.', labelNames: ['group'], buckets: [1, 10, 50, 100, 250, 500, 1000, 5000] },
   batch_duration_seconds: { type: 'histogram', help: 'Duration of one chunk transaction.', labelNames: ['group'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] },
+  consumer_lag_messages: { type: 'gauge', help: "Records behind the partition's high watermark as this member sees it (high watermark at the last fetch minus the next offset to process).", labelNames: partitionLabels },
+  consumer_topic_retention_seconds: { type: 'gauge', help: "A subscribed topic's retention.ms in seconds, read at start (+Inf: unlimited).", labelNames: ['group', 'topic'] },
+  dedup_oldest_record_age_seconds: { type: 'gauge', help: "Age of the oldest record in the consumer schema's processed_events (it drops when records are pruned); read every minute.", labelNames: ['group'] },
   dedup_hit_ratio: { type: 'gauge', help: 'Share of messages seen so far that were duplicates.', labelNames: ['group'] },
 } as const satisfies Record<string, MetricDefinition>;
 

@@ -1,9 +1,20 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
-import { assertIdentifier } from '@effectively/core';
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
+import { assertIdentifier, untyped } from '@effectively/core';
+import { storableText } from './storable-text';
+import { idKey } from './classify';
+import type { IdOrigin } from './event-id';
+
+/** An event's key in `processed_events` (besides the group). */
+export interface EventKey {
+  origin: IdOrigin;
+  eventId: string;
+}
 
 /** A row to claim in `processed_events`. */
 export interface ClaimRow {
   eventId: string;
+  /** `producer` or `derived`: part of the key, so the two never collide. */
+  origin: IdOrigin;
   payloadHash: string;
   topic: string;
   partition: number;
@@ -14,6 +25,29 @@ export interface ClaimRow {
 }
 
 type Db = Kysely<unknown> | Transaction<unknown>;
+
+/** What {@link ProcessedEventStore.open} needs. */
+export interface OpenOptions {
+  lockTimeoutMs: number;
+  statementTimeoutMs: number;
+  /** The partition epoch this member holds; omitted when fencing is off. */
+  fence?: { topic: string; partition: number; epoch: string };
+  rows: ClaimRow[];
+  /** More columns for the same round trip (`, expr AS name, …`); their values come back in `also`. */
+  also?: RawBuilder<unknown>;
+}
+
+/** What {@link ProcessedEventStore.open} found. */
+export interface OpenResult {
+  /** False when the fence did not match: the partition has a newer owner; nothing was claimed. */
+  held: boolean;
+  /** {@link idKey}s newly claimed by this transaction. */
+  claimed: Set<string>;
+  /** Payload hashes of keys already recorded before this statement, by {@link idKey}. */
+  stored: Map<string, string>;
+  /** The row's values of the `also` columns. */
+  also: Record<string, unknown>;
+}
 
 /**
  * The SQL of the idempotent consumer, one method per statement. Every statement is one round
@@ -32,47 +66,83 @@ export class ProcessedEventStore {
     this.fences = sql.id(schema, 'partition_fences');
   }
 
-  /** Bounds the transaction: lock waits, statements, and idling (e.g. a frozen process). */
-  async configure(trx: Db, lockTimeoutMs: number, statementTimeoutMs: number): Promise<void> {
-    await sql`SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true),
-                     set_config('statement_timeout', ${`${statementTimeoutMs}ms`}, true),
-                     set_config('idle_in_transaction_session_timeout', ${`${statementTimeoutMs * 2}ms`}, true)`.execute(trx);
+  /**
+   * Opens a chunk's transaction in ONE round trip: bounds it (lock waits, statements, idling),
+   * checks the partition fence, claims `rows` and reads the stored payload hashes of the ids that
+   * were already there. The fence row is locked `FOR SHARE` until commit: that conflicts with the
+   * epoch bump of {@link takePartition} (an UPDATE), so a member whose epoch was replaced cannot
+   * commit, and no row version is written per transaction. When the fence does not match
+   * (`held: false`) nothing is claimed.
+   *
+   * Ids that another transaction committed while this one waited on them are not claimed and
+   * may have no stored hash here (the statement's snapshot predates them); {@link storedHashes}
+   * reads them.
+   */
+  async open(trx: Db, options: OpenOptions): Promise<OpenResult> {
+    const { rows, fence } = options;
+    const settings = sql`SELECT set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true) AS a,
+                                set_config('statement_timeout', ${`${options.statementTimeoutMs}ms`}, true) AS b,
+                                set_config('idle_in_transaction_session_timeout', ${`${options.statementTimeoutMs * 2}ms`}, true) AS c`;
+    const held =
+      fence === undefined
+        ? sql`SELECT 1 AS held FROM settings`
+        : sql`SELECT 1 AS held FROM ${this.fences} f, settings
+              WHERE f.consumer_group = ${this.group} AND f.topic = ${fence.topic} AND f.partition = ${fence.partition} AND f.epoch = ${fence.epoch}
+              FOR SHARE OF f`;
+    const ids = rows.map((r) => r.eventId);
+    const origins = rows.map((r) => r.origin);
+    const result = await sql<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string]> | null }>`
+      WITH settings AS MATERIALIZED (${settings}),
+      fence AS MATERIALIZED (${held}),
+      claimed AS (
+        INSERT INTO ${this.events} (consumer_group, id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
+        SELECT ${this.group}, u.id_origin, u.event_id, u.payload_hash, u.topic, u.partition, u.kafka_offset, u.status, u.error
+        FROM unnest(${origins}::text[], ${ids}::text[], ${rows.map((r) => r.payloadHash)}::text[], ${rows.map((r) => r.topic)}::text[],
+                    ${rows.map((r) => r.partition)}::int[], ${rows.map((r) => r.offset)}::bigint[], ${rows.map((r) => r.status)}::text[],
+                    ${rows.map((r) => (r.error === null ? null : storableText(r.error)))}::text[])
+             AS u(id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
+        WHERE EXISTS (SELECT 1 FROM fence)
+        ON CONFLICT (consumer_group, id_origin, event_id) DO NOTHING
+        RETURNING id_origin, event_id),
+      stored AS (
+        SELECT e.id_origin, e.event_id, e.payload_hash FROM ${this.events} e
+        JOIN unnest(${origins}::text[], ${ids}::text[]) AS k(id_origin, event_id) ON e.id_origin = k.id_origin AND e.event_id = k.event_id
+        WHERE e.consumer_group = ${this.group} AND EXISTS (SELECT 1 FROM fence))
+      SELECT EXISTS (SELECT 1 FROM fence) AS held,
+             (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
+             (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash)) FROM stored) AS stored
+             ${options.also ?? sql``}`.execute(trx);
+    const row = result.rows[0];
+    return {
+      held: row?.held === true,
+      claimed: new Set((row?.claimed ?? []).map(([origin, id]) => idKey(origin, id))),
+      stored: new Map((row?.stored ?? []).map(([origin, id, hash]) => [idKey(origin, id), hash])),
+      also: (row ?? {}) as Record<string, unknown>,
+    };
   }
 
-  /** Claims `rows` in one statement; returns the ids that were new (the rest were already there). */
-  async claim(trx: Db, rows: ClaimRow[]): Promise<Set<string>> {
-    if (rows.length === 0) return new Set();
-    const result = await sql<{ event_id: string }>`
-      INSERT INTO ${this.events} (consumer_group, event_id, payload_hash, topic, partition, kafka_offset, status, error)
-      SELECT ${this.group}, u.event_id, u.payload_hash, u.topic, u.partition, u.kafka_offset, u.status, u.error
-      FROM unnest(${rows.map((r) => r.eventId)}::text[], ${rows.map((r) => r.payloadHash)}::text[], ${rows.map((r) => r.topic)}::text[],
-                  ${rows.map((r) => r.partition)}::int[], ${rows.map((r) => r.offset)}::bigint[], ${rows.map((r) => r.status)}::text[],
-                  ${rows.map((r) => r.error)}::text[])
-           AS u(event_id, payload_hash, topic, partition, kafka_offset, status, error)
-      ON CONFLICT (consumer_group, event_id) DO NOTHING
-      RETURNING event_id`.execute(trx);
-    return new Set(result.rows.map((r) => r.event_id));
-  }
-
-  /** Payload hashes stored for already-processed ids (to spot conflicting duplicates). */
-  async storedHashes(trx: Db, ids: string[]): Promise<Map<string, string>> {
-    if (ids.length === 0) return new Map();
-    const result = await sql<{ event_id: string; payload_hash: string }>`
-      SELECT event_id, payload_hash FROM ${this.events}
-      WHERE consumer_group = ${this.group} AND event_id = ANY(${ids}::text[])`.execute(trx);
-    return new Map(result.rows.map((r) => [r.event_id, r.payload_hash]));
+  /** Payload hashes stored for already-processed keys (to spot conflicting duplicates), by {@link idKey}. */
+  async storedHashes(trx: Db, keys: EventKey[]): Promise<Map<string, string>> {
+    if (keys.length === 0) return new Map();
+    const result = await sql<{ id_origin: IdOrigin; event_id: string; payload_hash: string }>`
+      SELECT p.id_origin, p.event_id, p.payload_hash FROM ${this.events} p
+      JOIN unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
+        ON p.id_origin = k.id_origin AND p.event_id = k.event_id
+      WHERE p.consumer_group = ${this.group}`.execute(trx);
+    return new Map(result.rows.map((r) => [idKey(r.id_origin, r.event_id), r.payload_hash]));
   }
 
   /** Removes claims of events whose handling did not settle in this transaction. */
-  async release(trx: Db, ids: string[]): Promise<void> {
-    if (ids.length === 0) return;
-    await sql`DELETE FROM ${this.events} WHERE consumer_group = ${this.group} AND event_id = ANY(${ids}::text[])`.execute(trx);
+  async release(trx: Db, keys: EventKey[]): Promise<void> {
+    if (keys.length === 0) return;
+    await sql`DELETE FROM ${this.events} p USING unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
+              WHERE p.consumer_group = ${this.group} AND p.id_origin = k.id_origin AND p.event_id = k.event_id`.execute(trx);
   }
 
   /** Marks a claimed event as dead-lettered, with the error and the attempts spent. */
-  async markDeadLettered(trx: Db, id: string, error: string, attempts: number): Promise<void> {
-    await sql`UPDATE ${this.events} SET status = 'dead_lettered', error = ${error}, attempts = ${attempts}
-              WHERE consumer_group = ${this.group} AND event_id = ${id}`.execute(trx);
+  async markDeadLettered(trx: Db, key: EventKey, error: string, attempts: number): Promise<void> {
+    await sql`UPDATE ${this.events} SET status = 'dead_lettered', error = ${storableText(error)}, attempts = ${attempts}
+              WHERE consumer_group = ${this.group} AND id_origin = ${key.origin} AND event_id = ${key.eventId}`.execute(trx);
   }
 
   /** Takes the partition for `memberId`: a new, higher epoch that older owners no longer match. */
@@ -85,15 +155,6 @@ export class ProcessedEventStore {
       RETURNING epoch`.execute(db);
     return (result.rows[0] as { epoch: string }).epoch;
   }
-
-  /** Inside the transaction: true when this member's epoch is still the partition's (locks the row until commit). */
-  async holdsPartition(trx: Db, topic: string, partition: number, epoch: string): Promise<boolean> {
-    const result = await sql`
-      UPDATE ${this.fences} SET updated_at = now()
-      WHERE consumer_group = ${this.group} AND topic = ${topic} AND partition = ${partition} AND epoch = ${epoch}
-      RETURNING 1`.execute(trx);
-    return result.rows.length === 1;
-  }
 }
 
 /**
@@ -104,7 +165,8 @@ export class ProcessedEventStore {
  * topic retention, a consumer group whose offsets expired): an event redelivered after its
  * record was pruned is applied again.
  */
-export async function pruneProcessedEvents(db: Kysely<unknown>, options: { schema?: string; olderThanMs: number; batchSize?: number; maxBatches?: number }): Promise<number> {
+export async function pruneProcessedEvents<DB>(database: Kysely<DB>, options: { schema?: string; olderThanMs: number; batchSize?: number; maxBatches?: number }): Promise<number> {
+  const db = untyped(database);
   const table = sql.id(assertIdentifier(options.schema ?? 'effectively', 'schema'), 'processed_events');
   const batchSize = options.batchSize ?? 1000;
   let total = 0;

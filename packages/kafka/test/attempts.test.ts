@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer, type ConsumedEvent } from '../src';
 import { startConsumerChild } from './support/child';
-import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
+import { apply, type count, createLedger, totals, waitFor, type Entry } from './support/ledger';
 
 // Every failure reaches a terminal state: time-outs count, counts survive restarts and
 // process exits, and retries come at the documented delays.

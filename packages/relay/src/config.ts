@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, untyped, type Logger, type Metrics } from '@effectively/core';
 import type { Kysely } from 'kysely';
 import type { KafkaSettings, ProducerClient, ProducerClientSettings, ProducerSettings } from './kafka-adapter';
 
@@ -13,8 +13,8 @@ export interface RelayHooks {
   afterKafkaAck?(info: { eventIds: readonly string[]; lanes: readonly number[] }): void | Promise<void>;
 }
 
-/** The outbox relay's options. */
-export interface OutboxRelayOptions {
+/** The outbox relay's options; `DB` is the Kysely database type of `db` (any: the relay touches only its own tables). */
+export interface OutboxRelayOptions<DB = unknown> {
   /** Kafka bootstrap addresses. */
   brokers: string[];
   /**
@@ -23,7 +23,7 @@ export interface OutboxRelayOptions {
    * claim left open longer than `claimTimeoutMs`, and node-postgres reports that as an `error`
    * event on the checked-out client, which crashes a process that does not listen for it.
    */
-  db: Kysely<unknown>;
+  db: Kysely<DB>;
   /**
    * Postgres URL for the relay's `LISTEN` connection (a connection of its own, not from the
    * pool; it must not go through a transaction-mode pooler). Required unless `listen` is false.
@@ -53,6 +53,12 @@ export interface OutboxRelayOptions {
    * cannot keep its lanes locked; its rows are then published again by another relay.
    */
   claimTimeoutMs?: number;
+  /**
+   * Longest one Kafka send (or connection) may take before the relay gives it up as
+   * `unavailable` and retries on its own; default min(5 s, leaseMs / 2), below `leaseMs` and
+   * `claimTimeoutMs`. The relay owns retrying: kafkajs retries once, briefly, inside this bound.
+   */
+  sendTimeoutMs?: number;
   /** Attempts before a row Kafka keeps refusing is parked; default 5. */
   maxAttempts?: number;
   /** Delay before the first retry of a failed row; doubles per attempt up to `maxRetryDelayMs`. Default 1 s. */
@@ -68,11 +74,15 @@ export interface OutboxRelayOptions {
   logger?: Logger;
   metrics?: Metrics;
   hooks?: RelayHooks;
-  /** Extra kafkajs client settings (ssl, sasl, …). */
+  /**
+   * Extra kafkajs client settings (ssl, sasl, …). Defaults keep a send short: `connectionTimeout`
+   * 1 s, `requestTimeout` = `sendTimeoutMs`, `retry` { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 }.
+   */
   kafka?: KafkaSettings;
   /**
    * Extra kafkajs producer settings (retry, timeouts). `idempotent` is always true and
-   * `maxInFlightRequests` always 1; other values are refused.
+   * `maxInFlightRequests` always 1; other values are refused. Default `retry`
+   * { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 }: the relay, not kafkajs, retries.
    */
   producer?: ProducerSettings;
   /** Replaces the kafkajs producer (a KafkaJS-compatible client, or a wrapper). */
@@ -91,6 +101,7 @@ export type ResolvedRelayOptions = Readonly<{
   pollIntervalMs: number;
   leaseMs: number;
   claimTimeoutMs: number;
+  sendTimeoutMs: number;
   maxAttempts: number;
   retryDelayMs: number;
   maxRetryDelayMs: number;
@@ -100,10 +111,13 @@ export type ResolvedRelayOptions = Readonly<{
   logger: Logger;
   metrics: Metrics;
   hooks: Readonly<RelayHooks>;
-  kafka: KafkaSettings | undefined;
+  kafka: KafkaSettings;
   producer: Readonly<ProducerSettings>;
   producerClient: ((settings: ProducerClientSettings) => ProducerClient) | undefined;
 }>;
+
+/** kafkajs retries once, briefly: the relay's own backoff does the rest, outside the claim. */
+const SHORT_RETRY = Object.freeze({ retries: 1, initialRetryTime: 100, maxRetryTime: 1_000 });
 
 function positiveInt(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
@@ -129,14 +143,14 @@ function resolveProducer(producer: ProducerSettings | undefined): Readonly<Produ
   if (p.retry?.retries !== undefined && p.retry.retries < 1) {
     throw new InvalidConfigError('producer.retry.retries must be at least 1: an idempotent producer must be allowed to retry transient errors.');
   }
-  return Object.freeze({ retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 5_000 }, ...p, idempotent: true, maxInFlightRequests: 1 });
+  return Object.freeze({ retry: { ...SHORT_RETRY }, ...p, idempotent: true, maxInFlightRequests: 1 });
 }
 
 /**
  * Validates options once, up front, with messages that say what to fix, and returns a frozen
  * copy with defaults. The caller's object is not changed.
  */
-export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayOptions {
+export function resolveRelayOptions<DB>(options: OutboxRelayOptions<DB>): ResolvedRelayOptions {
   if (typeof options !== 'object' || options === null) throw new InvalidConfigError('OutboxRelay needs an options object: { brokers, db, databaseUrl }.');
   if (!Array.isArray(options.brokers) || options.brokers.length === 0 || !options.brokers.every((b) => typeof b === 'string' && b !== '')) {
     throw new InvalidConfigError('brokers must list at least one host:port.');
@@ -153,6 +167,10 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
   if (leaseMs < 300) throw new InvalidConfigError(`leaseMs must be at least 300 (a relay renews every third of it), got ${leaseMs}.`);
   const claimTimeoutMs = positiveInt(options.claimTimeoutMs ?? 60_000, 'claimTimeoutMs', 3_600_000);
   if (claimTimeoutMs < 1_000) throw new InvalidConfigError(`claimTimeoutMs must be at least 1000 (it bounds a Kafka send), got ${claimTimeoutMs}.`);
+  const sendTimeoutMs = positiveInt(options.sendTimeoutMs ?? Math.min(5_000, Math.floor(leaseMs / 2)), 'sendTimeoutMs', 600_000);
+  if (sendTimeoutMs < 100 || sendTimeoutMs >= leaseMs || sendTimeoutMs >= claimTimeoutMs) {
+    throw new InvalidConfigError(`sendTimeoutMs must be at least 100 and below leaseMs (${leaseMs}) and claimTimeoutMs (${claimTimeoutMs}): a send must end well before the lanes' lease runs out; got ${sendTimeoutMs}.`);
+  }
   const hooks = options.hooks ?? {};
   if (typeof hooks !== 'object' || hooks === null || (hooks.afterKafkaAck !== undefined && typeof hooks.afterKafkaAck !== 'function')) {
     throw new InvalidConfigError('hooks must be an object whose members are functions.');
@@ -163,7 +181,7 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
   if (maxRetryDelayMs < retryDelayMs) throw new InvalidConfigError(`maxRetryDelayMs (${maxRetryDelayMs}) must not be below retryDelayMs (${retryDelayMs}).`);
   return Object.freeze({
     brokers: Object.freeze([...options.brokers]),
-    db: options.db,
+    db: untyped(options.db),
     databaseUrl: options.databaseUrl,
     listen,
     schema,
@@ -172,6 +190,7 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
     pollIntervalMs: positiveInt(options.pollIntervalMs ?? 500, 'pollIntervalMs', 60_000),
     leaseMs,
     claimTimeoutMs,
+    sendTimeoutMs,
     maxAttempts: positiveInt(options.maxAttempts ?? 5, 'maxAttempts', 1_000),
     retryDelayMs,
     maxRetryDelayMs,
@@ -181,7 +200,7 @@ export function resolveRelayOptions(options: OutboxRelayOptions): ResolvedRelayO
     hooks: Object.freeze({ ...hooks }),
     logger: options.logger ?? silentLogger(),
     metrics: options.metrics ?? new NoopMetrics(),
-    kafka: options.kafka,
+    kafka: Object.freeze({ connectionTimeout: 1_000, requestTimeout: sendTimeoutMs, retry: { ...SHORT_RETRY }, ...options.kafka }),
     producer: resolveProducer(options.producer),
     producerClient: options.producerClient,
   });

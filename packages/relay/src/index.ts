@@ -19,6 +19,6 @@ import { OutboxRelay } from './outbox-relay';
 import type { OutboxRelayOptions } from './config';
 
 /** Creates an {@link OutboxRelay} (not started): `const relay = createRelay({ ... }); await relay.start();`. */
-export function createRelay(options: OutboxRelayOptions): OutboxRelay {
+export function createRelay<DB>(options: OutboxRelayOptions<DB>): OutboxRelay<DB> {
   return new OutboxRelay(options);
 }

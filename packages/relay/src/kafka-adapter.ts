@@ -2,7 +2,7 @@
  * The one place that talks to kafkajs. Everything else in this package sees only the small
  * {@link ProducerClient} interface, so a KafkaJS-compatible client can replace it here.
  */
-import { Kafka, Partitioners, logLevel as KafkaLogLevel, type KafkaConfig, type ProducerConfig } from 'kafkajs';
+import { Kafka, Partitioners, logLevel as KafkaLogLevel, type Admin, type KafkaConfig, type ProducerConfig } from 'kafkajs';
 import { kafkajsLogCreator, type Logger } from '@effectively/core';
 
 /** One record to publish. */
@@ -20,13 +20,21 @@ export interface TopicBatch {
 
 /**
  * What a failed send means for the rows in it:
+ * - `unknown-topic`: the topic does not exist or its name is invalid; every row of that topic fails alike.
+ * - `not-authorized`: the relay may not write the topic (ACL); every row of that topic fails alike.
  * - `message-too-large`: the broker refuses the record for its size; retrying cannot help.
- * - `unknown-topic`: the topic does not exist (or may not be written); every row of that topic fails alike.
- * - `unavailable`: the cluster, not the record, is the problem (connection lost, time-out, leader moving,
- *   producer state out of sync); retry the whole batch later without counting it against the rows.
+ * - `invalid-record`: the broker refuses the record itself (corrupt, bad timestamp, failed validation).
+ * - `unavailable`: the cluster or a partition, not the record, is the problem (connection lost, time-out,
+ *   no leader, producer state out of sync); never counted towards parking a row.
  * - `retriable`: anything else; counted as a failed attempt of the row, retried with backoff.
  */
-export type ProduceFailureKind = 'message-too-large' | 'unknown-topic' | 'unavailable' | 'retriable';
+export type ProduceFailureKind = 'unknown-topic' | 'not-authorized' | 'message-too-large' | 'invalid-record' | 'unavailable' | 'retriable';
+
+/** Kinds that fail every row of a topic alike (found before any record is appended). */
+export const TOPIC_FAILURES: ReadonlySet<ProduceFailureKind> = new Set<ProduceFailureKind>(['unknown-topic', 'not-authorized']);
+
+/** Kinds Kafka reports as permanent for the record or topic: retrying soon cannot help. */
+export const PERMANENT_FAILURES: ReadonlySet<ProduceFailureKind> = new Set<ProduceFailureKind>(['unknown-topic', 'not-authorized', 'message-too-large', 'invalid-record']);
 
 /** The producer-side seam. */
 export interface ProducerClient {
@@ -35,6 +43,12 @@ export interface ProducerClient {
   sendBatch(batches: TopicBatch[]): Promise<void>;
   /** Says what an error thrown by {@link ProducerClient.sendBatch} means. */
   classify(error: unknown): ProduceFailureKind;
+  /**
+   * One cheap round trip to the cluster (a metadata request); resolves when Kafka answered. The
+   * relay calls it when idle to keep its health honest; without it an idle relay's health rests
+   * on its last send or connection.
+   */
+  ping?(): Promise<void>;
   disconnect(): Promise<void>;
 }
 
@@ -53,15 +67,18 @@ export interface ProducerClientSettings {
   producer: ProducerSettings;
 }
 
-const TOPIC_TYPES = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'TOPIC_AUTHORIZATION_FAILED', 'INVALID_TOPIC_EXCEPTION']);
+const UNKNOWN_TOPIC_TYPES = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'INVALID_TOPIC_EXCEPTION']);
+const TOO_LARGE_TYPES = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE']);
+const INVALID_RECORD_TYPES = new Set(['CORRUPT_MESSAGE', 'INVALID_TIMESTAMP', 'INVALID_RECORD', 'UNSUPPORTED_COMPRESSION_TYPE', 'UNSUPPORTED_FOR_MESSAGE_FORMAT']);
 const UNAVAILABLE_TYPES = new Set([
   'OUT_OF_ORDER_SEQUENCE_NUMBER', 'INVALID_PRODUCER_EPOCH', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_ID_MAPPING', 'DUPLICATE_SEQUENCE_NUMBER',
   'LEADER_NOT_AVAILABLE', 'NOT_LEADER_FOR_PARTITION', 'NOT_LEADER_OR_FOLLOWER', 'REQUEST_TIMED_OUT', 'NETWORK_EXCEPTION', 'BROKER_NOT_AVAILABLE',
   'NOT_ENOUGH_REPLICAS', 'NOT_ENOUGH_REPLICAS_AFTER_APPEND', 'KAFKA_STORAGE_ERROR', 'COORDINATOR_NOT_AVAILABLE', 'CLUSTER_AUTHORIZATION_FAILED',
+  'FENCED_LEADER_EPOCH', 'UNKNOWN_LEADER_EPOCH', 'THROTTLING_QUOTA_EXCEEDED',
 ]);
 const UNAVAILABLE_NAMES = new Set([
   'KafkaJSConnectionError', 'KafkaJSConnectionClosedError', 'KafkaJSRequestTimeoutError', 'KafkaJSBrokerNotFound', 'KafkaJSMetadataNotLoaded',
-  'KafkaJSLockTimeout', 'KafkaJSTimeout', 'KafkaJSNotImplemented',
+  'KafkaJSLockTimeout', 'KafkaJSTimeout', 'KafkaJSNotImplemented', 'KafkaJSNoBrokerAvailableError', 'KafkaSendTimeout',
 ]);
 
 /** The kafkajs error `type`s and `name`s in an error and what it wraps (retries, aggregates). */
@@ -81,12 +98,18 @@ function errorTraits(error: unknown): { types: Set<string>; names: Set<string> }
   return { types, names };
 }
 
-/** Classifies a kafkajs produce error. */
+/**
+ * Classifies a kafkajs produce error by the Kafka error types (and kafkajs error names) it
+ * carries, unwrapping retries and aggregates. Permanent kinds win over transient ones.
+ */
 export function classifyKafkajsError(error: unknown): ProduceFailureKind {
   const { types, names } = errorTraits(error);
-  if (types.has('MESSAGE_TOO_LARGE') || types.has('RECORD_LIST_TOO_LARGE')) return 'message-too-large';
-  if ([...types].some((t) => TOPIC_TYPES.has(t))) return 'unknown-topic';
-  if ([...types].some((t) => UNAVAILABLE_TYPES.has(t)) || [...names].some((n) => UNAVAILABLE_NAMES.has(n))) return 'unavailable';
+  const any = (set: ReadonlySet<string>): boolean => [...types].some((t) => set.has(t));
+  if (types.has('TOPIC_AUTHORIZATION_FAILED')) return 'not-authorized';
+  if (any(UNKNOWN_TOPIC_TYPES)) return 'unknown-topic';
+  if (any(TOO_LARGE_TYPES)) return 'message-too-large';
+  if (any(INVALID_RECORD_TYPES)) return 'invalid-record';
+  if (any(UNAVAILABLE_TYPES) || [...names].some((n) => UNAVAILABLE_NAMES.has(n))) return 'unavailable';
   return 'retriable';
 }
 
@@ -100,12 +123,28 @@ export function createKafkajsProducer(settings: ProducerClientSettings): Produce
     maxInFlightRequests: 1,
     createPartitioner: Partitioners.DefaultPartitioner,
   });
+  let admin: Admin | undefined;
   return {
     connect: () => producer.connect(),
     sendBatch: async (batches) => {
       await producer.sendBatch({ acks: -1, topicMessages: batches.map((b) => ({ topic: b.topic, messages: b.messages })) });
     },
     classify: classifyKafkajsError,
-    disconnect: () => producer.disconnect(),
+    ping: async () => {
+      const client = (admin ??= kafka.admin());
+      try {
+        await client.connect();
+        await client.describeCluster();
+      } catch (err) {
+        admin = undefined;
+        await client.disconnect().catch(() => undefined);
+        throw err;
+      }
+    },
+    disconnect: async () => {
+      const client = admin;
+      admin = undefined;
+      await Promise.all([producer.disconnect(), client?.disconnect()]);
+    },
   };
 }

@@ -6,6 +6,7 @@ export const RELAY_METRICS = {
   relay_published_total: { type: 'counter', help: 'Outbox rows acknowledged by Kafka (then deleted from the outbox).', labelNames: ['schema', 'topic'] },
   relay_failed_attempts_total: { type: 'counter', help: 'Failed attempts to publish an outbox row (each one backs the row off or parks it).', labelNames: ['schema', 'topic', 'reason'] },
   relay_parked_total: { type: 'counter', help: 'Outbox rows parked after maxAttempts refusals; see `effectively outbox parked`.', labelNames: ['schema', 'topic', 'reason'] },
+  relay_send_errors_total: { type: 'counter', help: 'Kafka sends that failed, by kind (unknown-topic, not-authorized, message-too-large, invalid-record, unavailable, retriable); a topic refused as a whole backs off, another failed batch is then sent row by row.', labelNames: ['schema', 'kind'] },
   relay_cycle_errors_total: { type: 'counter', help: 'Claim cycles that failed as a whole (database or Kafka unavailable); nothing unacknowledged was deleted.', labelNames: ['schema'] },
   relay_backlog_rows: { type: 'gauge', help: 'Outbox rows waiting to be published (all lanes, backing-off rows included).', labelNames: ['schema'] },
   relay_parked_rows: { type: 'gauge', help: 'Outbox rows parked, waiting for an operator.', labelNames: ['schema'] },

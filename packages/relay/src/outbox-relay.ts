@@ -2,9 +2,10 @@ import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { sql, type Transaction } from 'kysely';
 import { backoffMs } from './backoff';
 import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions } from './config';
-import { createKafkajsProducer, type OutgoingMessage, type ProduceFailureKind, type ProducerClient, type TopicBatch } from './kafka-adapter';
+import { createKafkajsProducer, TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
 import { LaneLeases } from './lane-leases';
 import { NotifyListener } from './listener';
+import { RowSends } from './tracing';
 import { anyDue, deletePublished, fetchPending, lockOwnedLanes, markFailed, outboxBacklog, type OutboxRow } from './outbox-store';
 
 /** What one claim cycle ({@link OutboxRelay.drainOnce}) did. */
@@ -40,46 +41,79 @@ export interface RelayStats {
   notifiedWakeups: number;
 }
 
-/** What `/healthz` reports. */
+/** What `/healthz` (= `/readyz`) and `/livez` report. */
 export interface RelayHealth {
-  /**
-   * `ok`: running, and a cycle succeeded recently; `failing`: not running, its cycles have failed
-   * for longer than a lease, or none has finished for longer than `claimTimeoutMs + leaseMs` (stuck).
-   */
+  /** `ok` when {@link RelayHealth.ready}, else `failing`. */
   status: 'ok' | 'failing';
+  /**
+   * Can deliver now: running, Kafka answered this relay (a send acknowledged, its connection, or
+   * when idle a metadata round trip at least every `leaseMs / 3`) and has not failed it since,
+   * and its last cycle succeeded. False from the first cycle that could not reach Kafka (the
+   * relay then hands its lanes back and takes none until Kafka answers again) or failed on the
+   * database, and while stuck.
+   */
+  ready: boolean;
+  /** The publish loop runs: a cycle (successful or not) ended within `claimTimeoutMs + leaseMs`. */
+  live: boolean;
   state: 'new' | 'running' | 'stopping' | 'stopped';
   relayId: string;
   lanes: number;
   listening: boolean;
-  /** When the last cycle (or rebalance) succeeded. */
+  /** When the last cycle succeeded (it reached Kafka or found nothing to send while Kafka answered). */
   lastSuccessAt: string | null;
+  /** When Kafka last answered this relay (acknowledged a send, accepted its connection, answered a ping). */
+  kafkaAnsweredAt: string | null;
   lastError: string | null;
 }
 
-/** The whole cycle must be retried later (Kafka unavailable); thrown after committing what was acknowledged. */
+/**
+ * Kafka did not answer this relay (connection, send or ping failed as a whole); thrown after
+ * committing what was acknowledged. The relay hands its lanes back until Kafka answers again.
+ */
 class KafkaUnavailable extends Error {}
+
+/** A send, connection or ping outlived `sendTimeoutMs`; classified `unavailable`. */
+class KafkaSendTimeout extends Error {
+  override name = 'KafkaSendTimeout';
+}
+
+/** One topic's share of a claim, sent as one request, and how it went. */
+interface TopicSend {
+  topic: string;
+  rows: OutboxRow[];
+  error?: unknown;
+  kind?: ProduceFailureKind;
+}
+
+/** What the one-row-at-a-time fallback did. */
+interface FallbackResult {
+  acked: OutboxRow[];
+  /** Rows were left untried (time budget spent, or an unclassified error): claim again soon. */
+  left: boolean;
+  deferred?: KafkaUnavailable;
+}
 
 function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return String(error);
 }
 
-function toMessage(row: OutboxRow): OutgoingMessage {
+function toMessage(row: OutboxRow, sends: RowSends): OutgoingMessage {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(row.headers ?? {})) headers[name] = typeof value === 'string' ? value : JSON.stringify(value);
   headers['event-id'] = row.event_id;
-  return { key: row.message_key, value: row.payload, headers };
+  return { key: row.message_key, value: row.payload, headers: sends.headers(row, headers) };
 }
 
 /** Groups rows by topic, keeping id order inside each topic (and so inside each key). */
-function byTopic(rows: readonly OutboxRow[]): TopicBatch[] {
-  const groups = new Map<string, OutgoingMessage[]>();
+function byTopic(rows: readonly OutboxRow[]): Map<string, OutboxRow[]> {
+  const groups = new Map<string, OutboxRow[]>();
   for (const row of rows) {
     let list = groups.get(row.topic);
     if (list === undefined) groups.set(row.topic, (list = []));
-    list.push(toMessage(row));
+    list.push(row);
   }
-  return [...groups].map(([topic, messages]) => ({ topic, messages }));
+  return groups;
 }
 
 /** Bytes a row adds to a produce request, roughly (key, value, headers). */
@@ -123,13 +157,16 @@ interface ClaimOutcome {
  * - **At least once to Kafka.** Rows are deleted only after Kafka acknowledged them, in the same
  *   claim transaction; a relay that dies in between publishes them again. Consumers deduplicate
  *   by `event-id` (the idempotent consumer does).
- * - **Failures.** When Kafka is unavailable nothing is counted against the rows; the cycle is
- *   retried with backoff. A row Kafka refuses (too large, unknown topic, not authorised) backs
- *   off and after `maxAttempts` is parked; later rows of its topic and key wait behind it,
- *   other keys flow. See `listParked` / `requeueParked` / `discardParked`.
+ * - **Failures.** The relay owns retrying: a send (kafkajs retrying once, briefly) is bounded by
+ *   `sendTimeoutMs`. Each topic of a claim is sent as its own request and settles on its own. A
+ *   row Kafka refuses (unknown topic, not authorised, too large, invalid record) backs off at
+ *   once and after `maxAttempts` is parked; a row whose partition is unavailable backs off and
+ *   is never parked; later rows of its topic and key wait behind it, other keys flow. When Kafka
+ *   does not answer at all nothing is counted against the rows: the relay hands its lanes back,
+ *   reports not ready and retries with backoff. See `listParked` / `requeueParked` / `discardParked`.
  * - **Wake-up.** `LISTEN` for writers' notifications, polling every `pollIntervalMs` as the fallback.
  */
-export class OutboxRelay {
+export class OutboxRelay<DB = unknown> {
   private readonly options: ResolvedRelayOptions;
   private readonly log: Logger;
   private readonly leases: LaneLeases;
@@ -149,13 +186,18 @@ export class OutboxRelay {
   private backlogInFlight = false;
   private moreDue = false;
   private lastSuccessAt: number | undefined;
+  private lastCycleEndedAt: number | undefined;
+  private startedAt = Date.now();
   private lastError: string | undefined;
   private failingSince: number | undefined;
+  /** Kafka answered and has not failed since; lanes are leased only while true. */
+  private kafkaReady = false;
+  private kafkaAnsweredAt: number | undefined;
   private readonly counters = { published: 0, failedAttempts: 0, parked: 0, batches: 0, cycleErrors: 0, notifiedWakeups: 0 };
   private readonly labels: { schema: string };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
-  constructor(options: OutboxRelayOptions) {
+  constructor(options: OutboxRelayOptions<DB>) {
     this.options = resolveRelayOptions(options);
     const o = this.options;
     this.labels = { schema: o.schema };
@@ -188,20 +230,24 @@ export class OutboxRelay {
     });
   }
 
-  /** Liveness for `/healthz`. */
+  /** Readiness (`/healthz`, `/readyz`) and liveness (`/livez`); see {@link RelayHealth}. */
   health(): RelayHealth {
     const o = this.options;
     const now = Date.now();
-    const failingTooLong = this.failingSince !== undefined && now - this.failingSince > o.leaseMs;
-    // A cycle may legitimately take up to claimTimeoutMs (a slow send); longer, it is stuck.
-    const stale = this.lastSuccessAt === undefined || now - this.lastSuccessAt > o.claimTimeoutMs + o.leaseMs;
+    // A cycle may legitimately take up to claimTimeoutMs (a slow claim); longer, the loop is stuck.
+    const live = this.state === 'running' && now - (this.lastCycleEndedAt ?? this.startedAt) <= o.claimTimeoutMs + o.leaseMs;
+    const ready = live && this.kafkaReady && this.failingSince === undefined && this.lastSuccessAt !== undefined;
+    const iso = (t: number | undefined): string | null => (t === undefined ? null : new Date(t).toISOString());
     return {
-      status: this.state === 'running' && !stale && !failingTooLong ? 'ok' : 'failing',
+      status: ready ? 'ok' : 'failing',
+      ready,
+      live,
       state: this.state,
       relayId: this.options.relayId,
       lanes: this.leases.owned.length,
       listening: this.listener?.listening ?? false,
-      lastSuccessAt: this.lastSuccessAt === undefined ? null : new Date(this.lastSuccessAt).toISOString(),
+      lastSuccessAt: iso(this.lastSuccessAt),
+      kafkaAnsweredAt: iso(this.kafkaAnsweredAt),
       lastError: this.lastError ?? null,
     };
   }
@@ -210,6 +256,7 @@ export class OutboxRelay {
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, `This relay is ${this.state}; create a new OutboxRelay to start again.`);
     this.state = 'running';
+    this.startedAt = Date.now();
     await this.listener?.start();
     this.loop = this.run();
     this.log.info({ batchSize: this.options.batchSize, pollIntervalMs: this.options.pollIntervalMs, leaseMs: this.options.leaseMs, listen: this.options.listen }, 'relay started');
@@ -265,6 +312,7 @@ export class OutboxRelay {
         if (pause > 0) pause = Math.min(pause, Math.max(1, this.nextRebalanceAt - Date.now()));
       } catch (err) {
         errors++;
+        this.lastCycleEndedAt = Date.now();
         this.counters.cycleErrors++;
         this.options.metrics.increment('relay_cycle_errors_total', this.labels);
         this.lastError = describe(err);
@@ -278,8 +326,37 @@ export class OutboxRelay {
   }
 
   private succeeded(): void {
-    this.lastSuccessAt = Date.now();
+    this.lastSuccessAt = this.lastCycleEndedAt = Date.now();
     this.failingSince = undefined;
+  }
+
+  private kafkaAnswered(): void {
+    this.kafkaReady = true;
+    this.kafkaAnsweredAt = Date.now();
+  }
+
+  /** `promise`, or a {@link KafkaSendTimeout} after `sendTimeoutMs` (the abandoned promise's outcome is ignored). */
+  private bounded<T>(promise: Promise<T>, what: string): Promise<T> {
+    const ms = this.options.sendTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    promise.catch(() => undefined);
+    return Promise.race([
+      promise,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new KafkaSendTimeout(`Kafka ${what} took longer than sendTimeoutMs (${ms} ms)`)), ms))),
+    ]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Kafka did not answer: drop the producer, hand every lane back and leave the relays' roll
+   * (another relay takes the lanes at once), and take none until Kafka answers again.
+   */
+  private async kafkaLost(): Promise<void> {
+    this.kafkaReady = false;
+    await this.closeProducer();
+    if (this.state === 'stopped') return;
+    await this.leases.releaseAll().catch((err: unknown) => this.log.warn({ err }, 'handing back lanes failed; they return to the pool when their lease runs out'));
+    this.nextRebalanceAt = 0;
+    this.options.metrics.set('relay_lanes_owned', 0, this.labels);
   }
 
   /** Sleeps `ms`; `stop()` always ends it early, a notification only when `wakeOnNotify` (not during an error backoff). */
@@ -321,6 +398,10 @@ export class OutboxRelay {
     this.log.info(this.stats, 'relay stopped');
   }
 
+  /**
+   * The connected producer, connecting (bounded by `sendTimeoutMs`) when there is none.
+   * @throws KafkaUnavailable when Kafka does not answer.
+   */
   private async ensureProducer(): Promise<ProducerClient> {
     // A cycle outliving stop()'s bound must not open a producer nothing would close.
     if (this.state === 'stopped') throw new EffectivelyError(ErrorCodes.STOPPED, 'The relay was stopped during this cycle; its rows stay in the outbox.');
@@ -328,16 +409,41 @@ export class OutboxRelay {
       const o = this.options;
       const producer = (o.producerClient ?? createKafkajsProducer)({ brokers: [...o.brokers], clientId: o.clientId, logger: this.log, kafka: o.kafka, producer: { ...o.producer } });
       this.producer = producer;
-      this.producerReady = producer.connect();
+      this.producerReady = this.bounded(producer.connect(), 'connection').then(() => this.kafkaAnswered());
     }
     const producer = this.producer;
     try {
       await this.producerReady;
     } catch (err) {
       await this.closeProducer();
-      throw err;
+      throw new KafkaUnavailable(`Kafka did not answer (brokers ${this.options.brokers.join(',')}): ${describe(err)}`, { cause: err });
     }
     return producer;
+  }
+
+  /** Whether Kafka answers at all: a fresh connection (after a send failed as unavailable). */
+  private async kafkaAnswers(): Promise<boolean> {
+    await this.closeProducer();
+    try {
+      await this.ensureProducer();
+      return true;
+    } catch (err) {
+      if (err instanceof KafkaUnavailable) return false;
+      throw err;
+    }
+  }
+
+  /** When idle: a metadata round trip if Kafka has not answered for `leaseMs / 3`, so an idle relay's health stays true. */
+  private async pingIfIdle(): Promise<void> {
+    if (Date.now() - (this.kafkaAnsweredAt ?? 0) < this.options.leaseMs / 3) return;
+    const producer = await this.ensureProducer();
+    if (producer.ping === undefined) return;
+    try {
+      await this.bounded(producer.ping(), 'ping');
+      this.kafkaAnswered();
+    } catch (err) {
+      throw new KafkaUnavailable(`Kafka did not answer a ping: ${describe(err)}`, { cause: err });
+    }
   }
 
   /**
@@ -353,7 +459,18 @@ export class OutboxRelay {
   }
 
   private async cycle(): Promise<DrainResult> {
+    try {
+      return await this.tryCycle();
+    } catch (err) {
+      if (err instanceof KafkaUnavailable) await this.kafkaLost();
+      throw err;
+    }
+  }
+
+  private async tryCycle(): Promise<DrainResult> {
     const o = this.options;
+    // Lanes only for a relay Kafka answers (a connection is a round trip: metadata, producer id).
+    if (!this.kafkaReady) await this.ensureProducer();
     if (Date.now() >= this.nextRebalanceAt || this.leases.owned.length === 0) {
       await this.leases.rebalance();
       this.nextRebalanceAt = Date.now() + Math.ceil(o.leaseMs / 3);
@@ -363,16 +480,38 @@ export class OutboxRelay {
     const lanes = [...this.leases.owned];
     const result: DrainResult = { published: 0, failed: 0, parked: 0, fetched: 0, lanes: lanes.length };
     // After a full claim more rows are likely due: claim again without the probe.
-    if (lanes.length === 0 || (!this.moreDue && !(await anyDue(o.db, o.schema, lanes)))) return result;
+    if (lanes.length === 0 || (!this.moreDue && !(await anyDue(o.db, o.schema, lanes)))) {
+      await this.pingIfIdle();
+      return result;
+    }
 
     const outcome = await o.db.transaction().execute((trx) => this.claim(trx, lanes, result));
     this.moreDue = outcome.full;
     if (outcome.lost.length > 0) this.leases.lost(outcome.lost);
     if (outcome.deferred !== undefined) throw outcome.deferred;
+    if (outcome.result.fetched === 0) await this.pingIfIdle();
     return outcome.result;
   }
 
-  /** The claim transaction: lock lanes, read rows, send, delete what was acknowledged. */
+  /** Sends one topic's rows as one request, bounded by `sendTimeoutMs`; never throws. */
+  private async sendTopic(producer: ProducerClient, topic: string, rows: OutboxRow[]): Promise<TopicSend> {
+    const sends = new RowSends(rows, this.options.schema);
+    try {
+      await this.bounded(producer.sendBatch([{ topic, messages: rows.map((row) => toMessage(row, sends)) }]), 'send');
+      sends.end();
+      return { topic, rows };
+    } catch (error) {
+      const kind: ProduceFailureKind = error instanceof KafkaSendTimeout ? 'unavailable' : producer.classify(error);
+      sends.end(error, kind);
+      this.options.metrics.increment('relay_send_errors_total', { ...this.labels, kind });
+      return { topic, rows, error, kind };
+    }
+  }
+
+  /**
+   * The claim transaction: lock lanes, read rows, send each topic's rows as its own request (at
+   * the same time; they share no partition), delete what was acknowledged, record failures.
+   */
   private async claim(trx: Transaction<unknown>, lanes: number[], result: DrainResult): Promise<ClaimOutcome> {
     const o = this.options;
     await sql`SELECT set_config('idle_in_transaction_session_timeout', ${`${o.claimTimeoutMs}ms`}, true), set_config('lock_timeout', '5s', true)`.execute(trx);
@@ -391,26 +530,58 @@ export class OutboxRelay {
 
     const producer = await this.ensureProducer();
     const started = process.hrtime.bigint();
-    let failure: unknown;
-    try {
-      await producer.sendBatch(byTopic(rows));
-    } catch (err) {
-      failure = err;
-    }
+    const sends = await Promise.all([...byTopic(rows)].map(([topic, topicRows]) => this.sendTopic(producer, topic, topicRows)));
     o.metrics.observe('relay_send_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, this.labels);
-    if (failure === undefined) {
-      await this.acknowledged(trx, rows, locked, result);
+    const acked = sends.filter((t) => t.error === undefined).flatMap((t) => t.rows);
+    const failed = sends.filter((t) => t.error !== undefined);
+    try {
+      if (failed.length === 0) {
+        this.kafkaAnswered();
+        return outcome;
+      }
+      if (acked.length > 0 || failed.some((t) => t.kind !== 'unavailable')) this.kafkaAnswered();
+      // A refused topic is found before any record is appended; after any other failure the
+      // idempotent producer's sequence numbers may be out of step with the broker (a later
+      // batch could be taken for a duplicate and dropped): a new producer gets a new producer id.
+      if (failed.some((t) => !TOPIC_FAILURES.has(t.kind as ProduceFailureKind))) await this.closeProducer();
+      if (acked.length === 0 && failed.every((t) => t.kind === 'unavailable') && !(await this.kafkaAnswers())) {
+        const first = failed[0] as TopicSend;
+        outcome.deferred = new KafkaUnavailable(`Kafka is unavailable; ${rows.length} rows stay in the outbox: ${describe(first.error)}`, { cause: first.error });
+        return outcome;
+      }
+      const deadline = Date.now() + o.sendTimeoutMs;
+      for (const t of failed) {
+        const kind = t.kind as ProduceFailureKind;
+        this.log.warn({ err: t.error, topic: t.topic, kind, rows: t.rows.length }, TOPIC_FAILURES.has(kind) ? 'Kafka refused a topic; its rows back off' : "a topic's batch failed; sending its rows one at a time");
+        if (TOPIC_FAILURES.has(kind)) {
+          await this.failTopic(trx, t.rows, describe(t.error), kind, result);
+          continue;
+        }
+        const fallback = await this.oneByOne(trx, t.rows, result, deadline);
+        acked.push(...fallback.acked);
+        if (fallback.left) outcome.full = true;
+        if (fallback.deferred !== undefined) {
+          outcome.deferred = fallback.deferred;
+          break;
+        }
+      }
       return outcome;
+    } finally {
+      await this.acknowledged(trx, acked, locked, result);
     }
-    const kind = producer.classify(failure);
-    await this.closeProducer();
-    if (kind === 'unavailable') {
-      outcome.deferred = new KafkaUnavailable(`Kafka is unavailable; ${rows.length} rows stay in the outbox: ${describe(failure)}`, { cause: failure });
-      return outcome;
+  }
+
+  /** A topic refused as a whole: the first row of each key (and every keyless row) records the failure; the rest of each key waits behind it. */
+  private async failTopic(trx: Transaction<unknown>, rows: readonly OutboxRow[], error: string, kind: ProduceFailureKind, result: DrainResult): Promise<void> {
+    const blocked = new Set<string>();
+    for (const row of rows) {
+      const key = keyOf(row);
+      if (key !== undefined) {
+        if (blocked.has(key)) continue;
+        blocked.add(key);
+      }
+      await this.recordFailure(trx, row, error, kind, result);
     }
-    this.log.warn({ err: failure, kind, rows: rows.length }, 'batch send failed; sending its rows one at a time');
-    outcome.deferred = await this.oneByOne(trx, rows, locked, result);
-    return outcome;
   }
 
   /** Kafka acknowledged `rows`: run the hook, delete them in the claim transaction, count them. */
@@ -432,59 +603,53 @@ export class OutboxRelay {
   }
 
   /**
-   * The fallback after a failed batch: rows in id order, one request each. Acknowledged rows are
-   * deleted; a failing row is backed off or parked and later rows of its key are not sent in
-   * this claim, so a key's order holds. Returns the error to raise when the cluster, not the
-   * row, seems to be the problem.
+   * The fallback after a topic's batch failed: its rows in id order, one request each, until
+   * `deadline`. Acknowledged rows are returned (deleted by the caller); a failing row backs off
+   * or is parked and later rows of its key are not sent in this claim, so a key's order holds.
    */
-  private async oneByOne(trx: Transaction<unknown>, rows: readonly OutboxRow[], lanes: readonly number[], result: DrainResult): Promise<unknown> {
+  private async oneByOne(trx: Transaction<unknown>, rows: readonly OutboxRow[], result: DrainResult, deadline: number): Promise<FallbackResult> {
     const blockedKeys = new Set<string>();
-    const topicErrors = new Map<string, { error: string; kind: 'unknown-topic' }>();
+    let topicError: { error: string; kind: ProduceFailureKind } | undefined;
     const acked: OutboxRow[] = [];
-    let deferred: unknown;
-    try {
-      for (const row of rows) {
-        const key = keyOf(row);
-        if (key !== undefined && blockedKeys.has(key)) continue;
-        const topicError = topicErrors.get(row.topic);
-        if (topicError !== undefined) {
-          await this.recordFailure(trx, row, topicError.error, topicError.kind, result);
-          if (key !== undefined) blockedKeys.add(key);
-          continue;
-        }
-        const producer = await this.ensureProducer();
-        try {
-          await producer.sendBatch([{ topic: row.topic, messages: [toMessage(row)] }]);
-          acked.push(row);
-          continue;
-        } catch (err) {
-          const kind = producer.classify(err);
-          await this.closeProducer();
-          if (kind === 'unavailable') {
-            deferred = new KafkaUnavailable(`Kafka is unavailable: ${describe(err)}`, { cause: err });
-            break;
-          }
-          if (key !== undefined) blockedKeys.add(key);
-          if (kind === 'unknown-topic') topicErrors.set(row.topic, { error: describe(err), kind });
-          await this.recordFailure(trx, row, describe(err), kind, result);
-          if (kind === 'retriable') {
-            // An unclassified failure may be the cluster's, not the row's: leave the rest for a
-            // later claim and back off, so a cluster-wide error charges one row per claim, not all.
-            deferred = new KafkaUnavailable(`Kafka refused a row with an unclassified error; backing off: ${describe(err)}`, { cause: err });
-            break;
-          }
-        }
+    for (const row of rows) {
+      const key = keyOf(row);
+      if (key !== undefined && blockedKeys.has(key)) continue;
+      if (topicError !== undefined) {
+        await this.recordFailure(trx, row, topicError.error, topicError.kind, result);
+        if (key !== undefined) blockedKeys.add(key);
+        continue;
       }
-    } finally {
-      await this.acknowledged(trx, acked, lanes, result);
+      if (Date.now() > deadline) return { acked, left: true };
+      let producer: ProducerClient;
+      try {
+        producer = await this.ensureProducer();
+      } catch (err) {
+        if (err instanceof KafkaUnavailable) return { acked, left: true, deferred: err };
+        throw err;
+      }
+      const sent = await this.sendTopic(producer, row.topic, [row]);
+      if (sent.error === undefined) {
+        acked.push(row);
+        continue;
+      }
+      const kind = sent.kind as ProduceFailureKind;
+      // A one-record request refused outright appended nothing; a time-out or a lost connection may have.
+      if (kind === 'unavailable' || kind === 'retriable') await this.closeProducer();
+      if (key !== undefined) blockedKeys.add(key);
+      if (TOPIC_FAILURES.has(kind)) topicError = { error: describe(sent.error), kind };
+      await this.recordFailure(trx, row, describe(sent.error), kind, result);
+      // An unclassified failure may be the cluster's, not the row's: leave the rest for a later
+      // claim, so a cluster-wide error charges one row per claim, not all of them.
+      if (kind === 'retriable') return { acked, left: true };
     }
-    return deferred;
+    return { acked, left: false };
   }
 
-  private async recordFailure(trx: Transaction<unknown>, row: OutboxRow, error: string, kind: Exclude<ProduceFailureKind, 'unavailable'>, result: DrainResult): Promise<void> {
+  /** Backs the row off (later rows of its key wait), or parks it after `maxAttempts`; a row whose partition was unavailable is never parked. */
+  private async recordFailure(trx: Transaction<unknown>, row: OutboxRow, error: string, kind: ProduceFailureKind, result: DrainResult): Promise<void> {
     const o = this.options;
     const attempts = row.attempts + 1;
-    const park = attempts >= o.maxAttempts;
+    const park = kind !== 'unavailable' && attempts >= o.maxAttempts;
     const log = { topic: row.topic, eventId: row.event_id, outboxId: row.id, lane: row.lane, attempts, maxAttempts: o.maxAttempts, reason: kind, error };
     if (park) {
       await markFailed(trx, o.schema, row.id, error, { park: true });

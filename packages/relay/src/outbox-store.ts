@@ -110,7 +110,7 @@ export interface OutboxBacklog {
 }
 
 /** Counts the backlog (up to `cap` rows per status, so a huge backlog stays cheap to measure). */
-export async function outboxBacklog(db: Db, schema: string, cap = 1_000_000): Promise<OutboxBacklog> {
+export async function outboxBacklog<DB>(db: Kysely<DB>, schema: string, cap = 1_000_000): Promise<OutboxBacklog> {
   const outbox = sql.id(schema, 'outbox');
   const { rows } = await sql<{ pending: string; parked: string; oldest: number | string | null }>`
     SELECT
@@ -137,7 +137,7 @@ export interface PruneOutboxOptions {
  * deletes what it publishes, so only rows marked published by other tools (or by effectively
  * before 0.2) are left for this; pending and parked rows are never touched.
  */
-export async function pruneOutbox(db: Kysely<unknown>, options: PruneOutboxOptions): Promise<{ deleted: number }> {
+export async function pruneOutbox<DB>(db: Kysely<DB>, options: PruneOutboxOptions): Promise<{ deleted: number }> {
   const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
   if (typeof options.olderThanMs !== 'number' || !Number.isFinite(options.olderThanMs) || options.olderThanMs < 0) {
     throw new InvalidConfigError(`olderThanMs must be a non-negative number of milliseconds, got ${JSON.stringify(options.olderThanMs)}.`);

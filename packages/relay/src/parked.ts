@@ -46,7 +46,7 @@ function selection(select: ParkedSelection): ReturnType<typeof sql> {
 }
 
 /** Lists parked rows, oldest first. */
-export async function listParked(db: Kysely<unknown>, options: { schema?: string; limit?: number } = {}): Promise<ParkedRow[]> {
+export async function listParked<DB>(db: Kysely<DB>, options: { schema?: string; limit?: number } = {}): Promise<ParkedRow[]> {
   const outbox = sql.id(schemaOf(options), 'outbox');
   const limit = options.limit ?? 100;
   if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new InvalidConfigError(`limit must be an integer between 1 and 100000, got ${JSON.stringify(limit)}.`);
@@ -72,7 +72,7 @@ export async function listParked(db: Kysely<unknown>, options: { schema?: string
  * ahead of the rows of their key that waited. Fix the cause first (raise the topic's
  * `max.message.bytes`, create the topic, grant the ACL). Returns the ids re-queued.
  */
-export async function requeueParked(db: Kysely<unknown>, select: ParkedSelection, options: { schema?: string } = {}): Promise<string[]> {
+export async function requeueParked<DB>(db: Kysely<DB>, select: ParkedSelection, options: { schema?: string } = {}): Promise<string[]> {
   const { rows } = await sql<{ id: string }>`
     UPDATE ${sql.id(schemaOf(options), 'outbox')}
     SET status = 'pending', attempts = 0, available_at = now()
@@ -85,7 +85,7 @@ export async function requeueParked(db: Kysely<unknown>, select: ParkedSelection
  * Deletes parked rows for good: they will never be published, and the rows that waited behind
  * them flow on. Returns the ids discarded.
  */
-export async function discardParked(db: Kysely<unknown>, select: ParkedSelection, options: { schema?: string } = {}): Promise<string[]> {
+export async function discardParked<DB>(db: Kysely<DB>, select: ParkedSelection, options: { schema?: string } = {}): Promise<string[]> {
   const { rows } = await sql<{ id: string }>`
     DELETE FROM ${sql.id(schemaOf(options), 'outbox')}
     WHERE status = 'parked' AND ${selection(select)}

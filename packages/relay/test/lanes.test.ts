@@ -30,20 +30,22 @@ const LANES = 64;
 describe('outbox lanes shared by several relays', () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
-  let s: TestSchema;
   const children: ChildRelay[] = [];
+  const schemas: TestSchema[] = [];
 
-  beforeAll(async () => {
-    s = await createTestSchema(databaseUrl, 'relay_lanes', { max: 20 });
-    await sql`CREATE TABLE ${sql.id(s.schema, 'counters')} (key text PRIMARY KEY, n bigint NOT NULL DEFAULT 0)`.execute(s.db);
-    await sql`CREATE TABLE ${sql.id(s.schema, 'commits')} (tag text PRIMARY KEY, key text NOT NULL, n bigint NOT NULL)`.execute(s.db);
-  });
+  // Each test has its own schema: relays of one test (a SIGKILLed one stays registered in
+  // `outbox_relays` until its heartbeat is old enough to be cleaned up) never meet another's.
+  const newSchema = async (prefix: string): Promise<TestSchema> => {
+    const created = await createTestSchema(databaseUrl, prefix, { max: 20 });
+    schemas.push(created);
+    return created;
+  };
   afterAll(async () => {
     await killAll(children);
-    await s?.drop();
+    await Promise.all(schemas.map((x) => x.drop()));
   });
 
-  const env = (relayId: string, leaseMs: number): Record<string, string> => ({
+  const env = (s: TestSchema, relayId: string, leaseMs: number): Record<string, string> => ({
     DATABASE_URL: databaseUrl,
     KAFKA_BROKERS: brokers.join(','),
     SCHEMA: s.schema,
@@ -53,19 +55,22 @@ describe('outbox lanes shared by several relays', () => {
     POLL_INTERVAL_MS: '50',
   });
 
-  const start = async (relayId: string, leaseMs: number): Promise<ChildRelay> => {
-    const child = await startChildRelay(env(relayId, leaseMs));
+  const start = async (s: TestSchema, relayId: string, leaseMs: number): Promise<ChildRelay> => {
+    const child = await startChildRelay(env(s, relayId, leaseMs));
     children.push(child);
     return child;
   };
 
   it('three relays, 2,400 rows over 40 keys from 12 concurrent writers, one relay SIGKILLed mid-run: its lanes are taken over after its lease, every row arrives, per-key commit order holds', async () => {
     const [topic] = (await createTopics(kafka, [{ prefix: 'relay_lanes', partitions: 4 }])) as [string];
+    const s = await newSchema('relay_lanes');
+    await sql`CREATE TABLE ${sql.id(s.schema, 'counters')} (key text PRIMARY KEY, n bigint NOT NULL DEFAULT 0)`.execute(s.db);
+    await sql`CREATE TABLE ${sql.id(s.schema, 'commits')} (tag text PRIMARY KEY, key text NOT NULL, n bigint NOT NULL)`.execute(s.db);
     const keys = Array.from({ length: 40 }, (_, i) => `key-${i}`);
     await sql`INSERT INTO ${sql.id(s.schema, 'counters')} (key) SELECT unnest(${keys}::text[])`.execute(s.db);
 
     const ids = ['lanes-a', 'lanes-b', 'lanes-c'].map((x) => `${x}-${randomInt(1e9)}`) as [string, string, string];
-    const [a, b, c] = (await Promise.all(ids.map((id) => start(id, 1_500)))) as [ChildRelay, ChildRelay, ChildRelay];
+    const [a, b, c] = (await Promise.all(ids.map((id) => start(s, id, 1_500)))) as [ChildRelay, ChildRelay, ChildRelay];
     expect([a.relayId, b.relayId, c.relayId]).toEqual(ids);
 
     // Who owned lanes, sampled through the run.
@@ -156,9 +161,10 @@ describe('outbox lanes shared by several relays', () => {
 
   it('a relay stopped with SIGTERM hands its lanes back at once, long before its lease would run out', async () => {
     const [topic] = (await createTopics(kafka, [{ prefix: 'relay_handback', partitions: 2 }])) as [string];
+    const s = await newSchema('relay_handback');
     const leaseMs = 20_000;
-    const a = await start(`handback-a-${randomInt(1e9)}`, leaseMs);
-    const b = await start(`handback-b-${randomInt(1e9)}`, leaseMs);
+    const a = await start(s, `handback-a-${randomInt(1e9)}`, leaseMs);
+    const b = await start(s, `handback-b-${randomInt(1e9)}`, leaseMs);
     await waitFor(() => laneRows(s.db, s.schema), (ls) => ls.some((l) => l.owner === a.relayId) && ls.some((l) => l.owner === b.relayId), 30_000, 'both own lanes');
     // Some traffic through both.
     await publishCommitted(s.db, s.schema, Array.from({ length: 200 }, (_, i) => ({ topic, key: `before-${i % 50}`, value: { i } })));

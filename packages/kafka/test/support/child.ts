@@ -13,8 +13,8 @@ export interface ConsumerChild {
   stop(): Promise<string>;
 }
 
-export function startConsumerChild(env: Record<string, string>): ConsumerChild {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', 'consumer-process.ts')], {
+export function startConsumerChild(env: Record<string, string>, fixture = 'consumer-process.ts'): ConsumerChild {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'fixtures', fixture)], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

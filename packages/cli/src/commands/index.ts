@@ -1,0 +1,9 @@
+import type { Command } from '../command';
+import { migrateCommand } from './migrate';
+import { outboxCommand } from './outbox';
+import { pruneCommand } from './prune';
+import { relayCommand } from './relay';
+import { smokeCommand } from './smoke';
+
+/** Every `effectively` command, in the order `--help` lists them. A new command: one module, one line here. */
+export const COMMANDS: readonly Command[] = [migrateCommand, relayCommand, outboxCommand, pruneCommand, smokeCommand];

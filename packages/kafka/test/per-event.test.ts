@@ -1,0 +1,160 @@
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Pool } from 'pg';
+import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { IdempotentConsumer } from '../src';
+import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
+
+// Per-event mode runs each event alone in its transaction, without a savepoint except on the
+// attempt whose failure is dead-lettered; the fence is a share lock on the partition's fence row.
+describe('per-event mode: failures and the fence lock', () => {
+  const { brokers, databaseUrl } = testServices();
+  const kafka = testKafka(brokers);
+  const entry = (id: string, amount: number) => ({ key: 'k', value: JSON.stringify({ account: 'a', amount }), headers: { 'event-id': id } });
+
+  it('a new event costs 4 statements (BEGIN, the claim, the handler\'s, COMMIT), a duplicate 3', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_trips');
+    const statements: string[] = [];
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: databaseUrl, max: 2 }) }), log: (e) => void statements.push(e.query.sql.trim().split(/\s+/)[0]?.toUpperCase() ?? '') });
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_trips', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('t1', 1), entry('t2', 2), entry('t1', 1)]);
+      const consumer = new IdempotentConsumer<Entry>({
+        brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, mode: 'event',
+        handler: async (event, { trx }) => apply(trx, s.schema, event.value),
+      });
+      await consumer.start();
+      try {
+        await waitFor(async () => consumer.stats.processed + consumer.stats.duplicates, (n) => n === 3, 30_000);
+      } finally {
+        await consumer.stop();
+      }
+      // Transactions as the statements between BEGIN and COMMIT, both included.
+      const transactions: string[][] = [];
+      for (const st of statements) {
+        if (st === 'BEGIN') transactions.push([]);
+        transactions[transactions.length - 1]?.push(st);
+      }
+      expect(transactions.map((t) => t.length)).toEqual([4, 4, 3]);
+      expect(await totals(s.db, s.schema)).toEqual({ a: { total: 3, applied: 2 } });
+    } finally {
+      await db.destroy();
+      await s.drop();
+    }
+  });
+
+  it('a handler that fails after writing is retried with its writes undone, and applied once when it succeeds', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_retry');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_retry', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('r1', 1), entry('r2', 2), entry('r2', 2), entry('r3', 3)]);
+      const calls = new Map<number, number>();
+      const consumer = new IdempotentConsumer<Entry>({
+        brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema,
+        mode: 'event', maxAttempts: 5, retryDelayMs: 20, maxRetryDelayMs: 100,
+        handler: async (event, { trx, attempt }) => {
+          calls.set(event.value.amount, (calls.get(event.value.amount) ?? 0) + 1);
+          await apply(trx, s.schema, event.value);
+          if (event.value.amount === 2 && attempt < 3) throw new Error('not yet');
+        },
+      });
+      await consumer.start();
+      try {
+        await waitFor(() => totals(s.db, s.schema), (t) => t.a?.applied === 3, 30_000);
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: 6, applied: 3 } });
+        expect(calls.get(2)).toBe(3);
+        expect(consumer.stats.handlerRetries).toBe(2);
+        expect(await count(s.db, s.schema, 'processed_events')).toBe(3);
+        expect(await count(s.db, s.schema, 'outbox')).toBe(0);
+        await waitFor(async () => consumer.stats.duplicates, (n) => n === 1, 30_000);
+      } finally {
+        await consumer.stop();
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('a handler that always fails is dead-lettered on its last attempt with its writes undone; later events flow', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_dlq');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_dlq', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('d1', 1), entry('d2', 2), entry('d3', 3)]);
+      let attemptsOfPoison = 0;
+      const consumer = new IdempotentConsumer<Entry>({
+        brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema,
+        mode: 'event', maxAttempts: 3, retryDelayMs: 20, maxRetryDelayMs: 100,
+        handler: async (event, { trx }) => {
+          await apply(trx, s.schema, event.value);
+          if (event.value.amount === 2) {
+            attemptsOfPoison++;
+            throw new Error('poison');
+          }
+        },
+      });
+      await consumer.start();
+      try {
+        await waitFor(() => totals(s.db, s.schema), (t) => t.a?.applied === 2, 30_000);
+        await waitFor(async () => consumer.stats.deadLettered, (n) => n === 1, 30_000);
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: 4, applied: 2 } });
+        expect(attemptsOfPoison).toBe(3);
+        const { rows } = await sql<{ status: string; attempts: number; error: string }>`
+          SELECT status, attempts, error FROM ${sql.id(s.schema, 'processed_events')} WHERE event_id = 'd2'`.execute(s.db);
+        expect(rows).toEqual([{ status: 'dead_lettered', attempts: 3, error: 'Error: poison' }]);
+        expect(await count(s.db, s.schema, 'outbox', sql`topic = ${`${topic as string}.dlq`}`)).toBe(1);
+      } finally {
+        await consumer.stop();
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('an epoch bump waits for the open transaction that checked the fence; that transaction commits, the next one is fenced', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_fence');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_fence', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('f1', 1), entry('f2', 2)]);
+      let release: () => void = () => undefined;
+      const gate = new Promise<void>((r) => (release = r));
+      let entered = false;
+      const consumer = new IdempotentConsumer<Entry>({
+        brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event',
+        handler: async (event, { trx }) => {
+          if (event.value.amount === 1) {
+            entered = true;
+            await gate;
+          }
+          await apply(trx, s.schema, event.value);
+        },
+      });
+      await consumer.start();
+      try {
+        await waitFor(async () => entered, (e) => e, 30_000);
+        const fences = sql.id(s.schema, 'partition_fences');
+        // The takeover's UPDATE conflicts with the share lock the open transaction holds on the fence row.
+        const bump = s.db.transaction().execute(async (trx) => {
+          await sql`SET LOCAL lock_timeout = '300ms'`.execute(trx);
+          await sql`UPDATE ${fences} SET epoch = epoch + 1, member_id = 'newer-owner'`.execute(trx);
+        });
+        await expect(bump).rejects.toMatchObject({ code: '55P03' });
+        // Now take over for real (waiting for the lock), then let the open transaction finish.
+        const takeover = sql`UPDATE ${fences} SET epoch = epoch + 1, member_id = 'newer-owner'`.execute(s.db);
+        release();
+        await takeover;
+        await waitFor(async () => consumer.stats.fenced, (n) => n > 0, 30_000);
+        // f1's transaction checked the fence before the takeover and committed; f2 was fenced.
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: 1, applied: 1 } });
+        expect(await count(s.db, s.schema, 'processed_events')).toBe(1);
+      } finally {
+        release();
+        await consumer.stop();
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+});
