@@ -158,7 +158,7 @@ export class ChunkProcessor<T> {
             statementTimeoutMs: o.statementTimeoutMs,
             ...(epoch === undefined ? {} : { fence: { topic, partition, epoch } }),
             rows,
-            also: this.attemptLog.stateColumns(topic, partition, { first: first.offset, last: last.offset }),
+            also: this.attemptLog.stateColumns(topic, partition),
           });
           const start = this.attemptLog.parseState(opened.also);
           chunk.backend = start.backend;
@@ -266,7 +266,6 @@ export class ChunkProcessor<T> {
       log.error({ offset: head.message.offset, eventId: head.id, attempts: headPrior.total, err: error }, 'handler did not succeed on any attempt; dead-lettered');
       trace.deadLettered(head.message, head.id, 'handler-failed');
       await this.store.markDeadLettered(chunk.trx, keyOf(head), error, headPrior.total);
-      await this.attemptLog.settled(chunk.trx, topic, partition, [head.message.offset]);
       dlq.push(deadLetterMessage(head.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: head.id, origin: head.origin, reason: 'handler-failed', error, attempts: headPrior.total }));
       return unsettled;
     }
@@ -275,7 +274,7 @@ export class ChunkProcessor<T> {
     const lastHandled = handled[handled.length - 1] as EventItem<T>;
     const alone = handled.length === 1;
     if (alone) {
-      await this.attemptLog.addAttempt(o.db, topic, partition, head.message.offset, head.id, null, false);
+      await this.attemptLog.addAttempt(o.db, topic, partition, { offset: head.message.offset, eventId: head.id }, { error: null, durable: false });
       record({ kind: 'event', offset: head.message.offset });
     } else {
       await this.attemptLog.startRun(o.db, topic, partition, head.message.offset, lastHandled.message.offset);
@@ -292,7 +291,6 @@ export class ChunkProcessor<T> {
         await this.runUser(chunk, (a) => trace.run(() => batchHandler(handled.map((e) => e.event), { trx: a.trx, outbox: a.outbox, logger: log })));
         await sql`RELEASE SAVEPOINT effectively_batch`.execute(chunk.trx);
         outcome.processed += handled.length;
-        if (alone) await this.attemptLog.settled(chunk.trx, topic, partition, [head.message.offset]);
         return unsettled;
       } catch (error) {
         // A batch handler that timed out is not retried as a batch: its events run one per transaction next.
@@ -304,7 +302,6 @@ export class ChunkProcessor<T> {
       }
     }
 
-    const settledWithRecords: string[] = [];
     for (const [i, e] of handled.entries()) {
       const offset = e.message.offset;
       const p = prior(e);
@@ -322,7 +319,6 @@ export class ChunkProcessor<T> {
         await this.runUser(chunk, (a) => trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx: a.trx, outbox: a.outbox, logger: eventLog, attempt }))));
         if (savepoint && !single) await sql`RELEASE SAVEPOINT effectively_event`.execute(chunk.trx);
         outcome.processed++;
-        if (alone || p.recorded > 0) settledWithRecords.push(offset);
       } catch (error) {
         const failedAt = Date.now();
         if (error instanceof HandlerTimeoutError) {
@@ -338,7 +334,6 @@ export class ChunkProcessor<T> {
         chunk.outbox.rollbackTo(mark);
         if (attempt >= o.maxAttempts && o.onFailure === 'dead-letter') {
           outcome.deadLettered++;
-          settledWithRecords.push(offset);
           eventLog.error({ err: error, attempts: attempt }, 'handler failed on every attempt; dead-lettered');
           trace.deadLettered(e.message, e.id, 'handler-failed');
           await this.store.markDeadLettered(chunk.trx, keyOf(e), errorText(error), attempt);
@@ -349,8 +344,7 @@ export class ChunkProcessor<T> {
         if (alone) {
           await this.attemptLog.setError(chunk.trx, topic, partition, offset, errorText(error));
         } else {
-          await this.attemptLog.addAttempt(chunk.trx, topic, partition, offset, e.id, errorText(error), true);
-          await this.attemptLog.forgetRun(chunk.trx, topic, partition, head.message.offset, lastHandled.message.offset);
+          await this.attemptLog.addAttempt(chunk.trx, topic, partition, { offset, eventId: e.id }, { error: errorText(error), durable: true, forgetRun: { first: head.message.offset, last: lastHandled.message.offset } });
         }
         eventLog.warn({ err: error, attempt, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
         unsettled.push(...handled.slice(i).map(keyOf));
@@ -359,7 +353,6 @@ export class ChunkProcessor<T> {
         break;
       }
     }
-    await this.attemptLog.settled(chunk.trx, topic, partition, settledWithRecords);
     return unsettled;
   }
 
@@ -446,8 +439,7 @@ export class ChunkProcessor<T> {
       if (event.alone) {
         await this.attemptLog.setError(o.db, topic, partition, event.offset, text);
       } else {
-        await this.attemptLog.addAttempt(o.db, topic, partition, event.offset, event.id, text, false);
-        if (recorded?.kind === 'run') await this.attemptLog.forgetRun(o.db, topic, partition, recorded.first, recorded.last);
+        await this.attemptLog.addAttempt(o.db, topic, partition, { offset: event.offset, eventId: event.id }, { error: text, durable: false, ...(recorded?.kind === 'run' ? { forgetRun: recorded } : {}) });
       }
     } catch (error) {
       o.logger.warn({ err: error, topic, partition, offset: event?.offset }, 'could not record the time-out; it counts when the next run starts');

@@ -28,10 +28,7 @@ export class PartitionTakeover {
   /** Takes the partition if no transaction holds it; undefined when one does (not waiting). */
   async tryTake(topic: string, partition: number, memberId: string): Promise<string | undefined> {
     try {
-      return await this.db.transaction().execute(async (trx) => {
-        await sql`SELECT set_config('lock_timeout', '50ms', true)`.execute(trx);
-        return this.store.takePartition(trx, topic, partition, memberId);
-      });
+      return await this.store.takePartition(this.db, topic, partition, memberId, 50);
     } catch (error) {
       if (isLockTimeout(error)) return undefined;
       throw error;

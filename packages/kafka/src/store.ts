@@ -146,10 +146,15 @@ export class ProcessedEventStore {
   }
 
   /** Takes the partition for `memberId`: a new, higher epoch that older owners no longer match. */
-  async takePartition(db: Db, topic: string, partition: number, memberId: string): Promise<string> {
+  async takePartition(db: Db, topic: string, partition: number, memberId: string, lockTimeoutMs?: number): Promise<string> {
+    // With `lockTimeoutMs`, one statement that gives up (55P03) when a transaction holds the fence row longer.
+    const values =
+      lockTimeoutMs === undefined
+        ? sql`VALUES (${this.group}, ${topic}, ${partition}, 1, ${memberId})`
+        : sql`SELECT ${this.group}, ${topic}, ${partition}, 1, ${memberId} FROM (SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true)) AS settings`;
     const result = await sql<{ epoch: string }>`
       INSERT INTO ${this.fences} (consumer_group, topic, partition, epoch, member_id)
-      VALUES (${this.group}, ${topic}, ${partition}, 1, ${memberId})
+      ${values}
       ON CONFLICT (consumer_group, topic, partition)
       DO UPDATE SET epoch = ${this.fences}.epoch + 1, member_id = EXCLUDED.member_id, updated_at = now()
       RETURNING epoch`.execute(db);
