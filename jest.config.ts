@@ -9,7 +9,7 @@ const tsJest: [string, Record<string, unknown>] = ['ts-jest', { isolatedModules:
  */
 const config: Config = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/packages', '<rootDir>/migrations', '<rootDir>/examples'],
+  roots: ['<rootDir>/packages', '<rootDir>/migrations', '<rootDir>/examples', '<rootDir>/ops'],
   testMatch: ['**/test/**/*.test.ts'],
   transform: { '^.+\\.ts$': tsJest },
   globalSetup: '<rootDir>/packages/testkit/src/jest/global-setup.ts',

@@ -17,22 +17,25 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql } from 'kysely';
 import { createTestSchema, createTopics, seededRandom, startKafka, startPostgres, testKafka, type RunningKafka, type RunningPostgres, type TestSchema } from '@effectively/testkit';
-import { generateScenario, toMessage } from '../examples/ad-spend/src/generator';
+import { dayOf, type SpendEvent } from '../examples/ad-spend/src/events';
+import { generateScenario, toMessage, type GroundTruth } from '../examples/ad-spend/src/generator';
 import { createAdSpendTables, saveGroundTruth } from '../examples/ad-spend/src/store';
 import { runLatencyBench } from './latency';
 import { DEFAULT_TABLE_MODES, runTableBench, TABLE_MODES, type TableMode } from './outbox-table';
 import { markdown, summarise, svg, withRatios, type BenchReport, type VariantResult } from './report';
-import { direct, effectively, naive, rawBatched, relay, type BenchContext, type Measurement, type Variant } from './variants';
+import { direct, effectively, effectivelyProcesses, naive, rawBatched, relay, type BenchContext, type Measurement, type Variant } from './variants';
 import { runWriterBench } from './writers';
 
 const { values: args } = parseArgs({
   options: {
-    events: { type: 'string', default: '10000' },
+    events: { type: 'string', default: '300000' },
+    'min-seconds': { type: 'string', default: '2' },
+    scaling: { type: 'string', default: '1,2,4,8' },
+    processes: { type: 'string', default: '2' },
     'duplicate-rate': { type: 'string', default: '0.2' },
-    partitions: { type: 'string', default: '6' },
+    partitions: { type: 'string', default: '8' },
     campaigns: { type: 'string', default: '50' },
     runs: { type: 'string', default: '3' },
-    'slow-runs': { type: 'string', default: '1' },
     concurrency: { type: 'string', default: '1' },
     'relay-rows': { type: 'string', default: '10000' },
     only: { type: 'string' },
@@ -55,13 +58,26 @@ for (const m of tableModes) if (!TABLE_MODES.includes(m)) throw new Error(`unkno
 
 async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema }): Promise<void> {
   const relayRows = Number(args['relay-rows']);
-  const variants: Variant[] = [rawBatched, naive, effectively('event'), effectively('batch', 100), effectively('batch', 500), effectively('batch', 2000), direct(relayRows), relay(relayRows)].filter((v) => selected(v.name));
+  const scaling = (args.scaling ?? '').split(',').filter((x) => x !== '').map(Number);
+  const processes = Number(args.processes);
+  const variants: Variant[] = [
+    rawBatched,
+    naive,
+    effectively('event'),
+    effectively('batch', 100),
+    effectively('batch', 500),
+    effectively('batch', 2000),
+    ...scaling.flatMap((c) => [effectively('batch', 500, c), effectively('event', 500, c)]),
+    ...(processes > 1 ? [effectivelyProcesses('batch', 500, processes, Math.max(1, Math.floor(Math.max(...scaling, 2) / processes))), effectivelyProcesses('event', 500, processes, Math.max(1, Math.floor(Math.max(...scaling, 2) / processes)))] : []),
+    direct(relayRows),
+    relay(relayRows),
+  ].filter((v) => selected(v.name));
   const needKafka = variants.length > 0 || selected('latency');
   say(needKafka ? 'starting Kafka and Postgres …' : 'starting Postgres …');
   [state.kafka, state.postgres] = await Promise.all([needKafka ? startKafka() : undefined, startPostgres()]);
   const databaseUrl = state.postgres.url;
   const started = Date.now();
-  const { results, messages } = variants.length > 0 ? await runVariants(state, variants) : { results: [], messages: 0 };
+  const { results, messages } = variants.length > 0 ? await runVariants(state, variants, relayRows) : { results: [], messages: 0 };
   if (variants.length > 0) say(`consumer and producer variants took ${((Date.now() - started) / 1_000).toFixed(0)} s`);
   const report: BenchReport = {
     date: new Date().toISOString(),
@@ -80,7 +96,7 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
       duplicateRate: Number(args['duplicate-rate']),
       partitions: Number(args.partitions),
       runs: Number(args.runs),
-      slowRuns: Number(args['slow-runs']),
+      minSeconds: Number(args['min-seconds']),
       partitionsConsumedConcurrently: Number(args.concurrency),
       relayRows,
     },
@@ -115,55 +131,108 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
 }
 
 /** The consumer and producer variants over one generated stream. */
-async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema }, variants: Variant[]): Promise<{ results: VariantResult[]; messages: number }> {
+async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema }, variants: Variant[], relayRows: number): Promise<{ results: VariantResult[]; messages: number }> {
   if (state.kafka === undefined || state.postgres === undefined) throw new Error('Kafka and Postgres must be running');
-  const schema = (state.schema = await createTestSchema(state.postgres.url, 'bench', { max: 10 }));
+  const schema = (state.schema = await createTestSchema(state.postgres.url, 'bench', { max: 24 }));
   await createAdSpendTables(schema.db, schema.schema);
   await sql`CREATE TABLE ${sql.id(schema.schema, 'bench_seen')} (event_id text PRIMARY KEY)`.execute(schema.db);
   const scenario = generateScenario({ events: Number(args.events), campaigns: Number(args.campaigns), duplicateRate: Number(args['duplicate-rate']), random: seededRandom(2026) });
   await saveGroundTruth(schema.db, schema.schema, scenario.truth);
   const kafka = testKafka(state.kafka.brokers);
-  const [topic, alertsTopic] = await createTopics(kafka, [{ prefix: 'bench_spend', partitions: Number(args.partitions) }, { prefix: 'bench_alerts', partitions: 3 }]);
-  const producer = kafka.producer();
-  await producer.connect();
-  for (let i = 0; i < scenario.stream.length; i += 1_000) {
-    await producer.send({ topic: topic as string, acks: -1, messages: scenario.stream.slice(i, i + 1_000).map((s) => toMessage(s.event)) });
-  }
-  await producer.disconnect();
-  say(`topic ${topic}: ${scenario.truth.messages} messages (${scenario.truth.uniqueEvents} unique, ${scenario.truth.duplicates} retried copies)`);
+  const [alertsTopic] = await createTopics(kafka, [{ prefix: 'bench_alerts', partitions: 3 }]);
+  const stream = scenario.stream.map((s) => s.event);
+  say(`stream: ${scenario.truth.messages} messages (${scenario.truth.uniqueEvents} unique, ${scenario.truth.duplicates} retried copies); topics hold prefixes of it`);
 
-  const ctx: BenchContext = {
+  // Topics holding the first `size` messages of the stream, made when a variant first needs one.
+  const tiers = new Map<number, Promise<Tier>>();
+  const tier = (size: number): Promise<Tier> => {
+    const n = Math.min(size, stream.length);
+    let t = tiers.get(n);
+    if (t === undefined) {
+      t = (async () => {
+        const [topic] = await createTopics(kafka, [{ prefix: `bench_spend_${n}`, partitions: Number(args.partitions) }]);
+        const producer = kafka.producer();
+        await producer.connect();
+        for (let i = 0; i < n; i += 1_000) await producer.send({ topic: topic as string, acks: -1, messages: stream.slice(i, Math.min(n, i + 1_000)).map(toMessage) });
+        await producer.disconnect();
+        say(`topic ${topic}: the first ${n} messages`);
+        return { topic: topic as string, messages: n, truth: { ...scenario.truth, messages: n, totals: prefixTotals(stream.slice(0, n)) } };
+      })();
+      tiers.set(n, t);
+    }
+    return t;
+  };
+  const ladder = (wanted: number): number => {
+    let size = 1_000;
+    while (size < wanted && size < stream.length) size *= 2;
+    return Math.min(size, stream.length);
+  };
+
+  const base: Omit<BenchContext, 'topic' | 'messages' | 'truth'> = {
     brokers: state.kafka.brokers,
     databaseUrl: state.postgres.url,
     database: schema.database,
     schema: schema.schema,
-    topic: topic as string,
     alertsTopic: alertsTopic as string,
-    messages: scenario.truth.messages,
-    truth: scenario.truth,
     concurrency: Number(args.concurrency),
     timeoutMs: Number(args.timeout) * 1_000,
   };
-  const results: VariantResult[] = [];
-  const measure = async (variant: Variant, i: number): Promise<Measurement> => {
-    const m = await variant.run(ctx);
-    say(`${variant.name} run ${i}: ${Math.round(m.items / m.seconds)} events/s (${m.seconds.toFixed(2)} s)${m.correct === false ? `, totals off by ${((m.error ?? 0) * 100).toFixed(1)} %` : ''}`);
+  const minSeconds = Number(args['min-seconds']);
+  const measure = async (variant: Variant, t: Tier, label: string): Promise<Measurement> => {
+    const m = await variant.run({ ...base, ...t });
+    say(`${variant.name} ${label}: ${Math.round(m.items / m.seconds)} events/s (${m.items} in ${m.seconds.toFixed(2)} s)${m.correct === false ? `, totals off by ${((m.error ?? 0) * 100).toFixed(1)} %` : ''}`);
     return m;
   };
-  for (const variant of variants.filter((v) => v.group === 'consume')) {
-    const runs = [];
-    const n = Number(variant.slow === true ? args['slow-runs'] : args.runs);
-    for (let i = 1; i <= n; i++) runs.push(await measure(variant, i));
-    results.push(summarise(variant.name, variant.group, runs));
+
+  // Warm-up and sizing: one discarded run per variant; a variant that finished in under
+  // `--min-seconds` gets a topic big enough for 1.5× that (up to the whole stream).
+  const consumers = variants.filter((v) => v.group === 'consume');
+  const sized = new Map<Variant, Tier>();
+  for (const variant of consumers) {
+    let t = await tier(variant.slow === true ? 1_000 : 32_000);
+    let m = await measure(variant, t, 'warm-up');
+    while (m.seconds < minSeconds && t.messages < stream.length) {
+      t = await tier(ladder(Math.ceil((m.items / m.seconds) * minSeconds * 1.5)));
+      m = await measure(variant, t, `warm-up at ${t.messages}`);
+    }
+    sized.set(variant, t);
   }
+  // Rounds: every variant once per round, in the same order, so ratios compare neighbours in time.
+  const runs = new Map<Variant, Measurement[]>(consumers.map((v) => [v, []]));
+  for (let i = 1; i <= Number(args.runs); i++) {
+    for (const variant of consumers) runs.get(variant)?.push(await measure(variant, sized.get(variant) as Tier, `run ${i}`));
+  }
+  const results: VariantResult[] = consumers.map((v) => summarise(v.name, v.group, runs.get(v) ?? [], { messages: (sized.get(v) as Tier).messages, ...(v.scaling === undefined ? {} : { scaling: v.scaling }) }));
+
   // Producers side by side: direct, relay, direct, relay, …
   const producers = variants.filter((v) => v.group === 'produce');
   const produced = new Map<Variant, Measurement[]>(producers.map((v) => [v, []]));
+  const relayTier = { topic: '', messages: relayRows, truth: scenario.truth };
   for (let i = 1; i <= Number(args.runs); i++) {
-    for (const variant of producers) produced.get(variant)?.push(await measure(variant, i));
+    for (const variant of producers) produced.get(variant)?.push(await measure(variant, relayTier, `run ${i}`));
   }
-  for (const variant of producers) results.push(summarise(variant.name, variant.group, produced.get(variant) ?? []));
+  for (const variant of producers) results.push(summarise(variant.name, variant.group, produced.get(variant) ?? [], { messages: relayRows }));
   return { results, messages: scenario.truth.messages };
+}
+
+interface Tier {
+  topic: string;
+  messages: number;
+  truth: GroundTruth;
+}
+
+/** Campaign → day → micros over the unique events among `events` (the truth of a prefix of the stream). */
+function prefixTotals(events: SpendEvent[]): Record<string, Record<string, number>> {
+  const seen = new Set<string>();
+  const totals: Record<string, Record<string, number>> = {};
+  for (const e of events) {
+    if (seen.has(e.event_id)) continue;
+    seen.add(e.event_id);
+    const byDay = (totals[e.campaign_id] ??= {});
+    const day = dayOf(e.timestamp);
+    byDay[day] = (byDay[day] ?? 0) + e.spend_amount;
+  }
+  return totals;
 }
 
 const state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema } = {};

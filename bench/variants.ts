@@ -1,3 +1,6 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { createOutbox, silentLogger, type Database } from '@effectively/core';
 import { OutboxRelay } from '@effectively/relay';
 import { testKafka, uniqueName } from '@effectively/testkit';
@@ -35,8 +38,10 @@ export interface Measurement {
 export interface Variant {
   name: string;
   group: 'consume' | 'produce';
-  /** One transaction per message: run `--slow-runs` times instead of `--runs`. */
+  /** One transaction per message: its warm-up run starts on a small topic. */
   slow?: boolean;
+  /** Points of the scaling curve: mode, partitions consumed concurrently per process, processes. */
+  scaling?: { mode: 'event' | 'batch'; concurrency: number; processes: number };
   run(ctx: BenchContext): Promise<Measurement>;
 }
 
@@ -141,11 +146,13 @@ export const naive: Variant = {
 };
 
 /** effectively's IdempotentConsumer (the ad-spend aggregator) in event or batch mode. */
-export function effectively(mode: 'event' | 'batch', batchSize = 500): Variant {
+export function effectively(mode: 'event' | 'batch', batchSize = 500, concurrency?: number): Variant {
+  const base = mode === 'event' ? 'effectively, per-event mode' : `effectively, batch mode (${batchSize})`;
   return {
-    name: mode === 'event' ? 'effectively, per-event mode' : `effectively, batch mode (${batchSize})`,
+    name: concurrency === undefined ? base : `${base}, ${concurrency} partition${concurrency === 1 ? '' : 's'} at once`,
     group: 'consume',
     slow: mode === 'event',
+    ...(concurrency === undefined ? {} : { scaling: { mode, concurrency, processes: 1 } }),
     run: (ctx) =>
       timeConsumer(ctx, async (mark) => {
         const consumer = createAggregator({
@@ -157,7 +164,7 @@ export function effectively(mode: 'event' | 'batch', batchSize = 500): Variant {
           groupId: uniqueName(`eff_${mode}`),
           mode,
           batchSize,
-          partitionsConsumedConcurrently: ctx.concurrency,
+          partitionsConsumedConcurrently: concurrency ?? ctx.concurrency,
           onReceived: mark,
           logger: silentLogger(),
         });
@@ -165,6 +172,61 @@ export function effectively(mode: 'event' | 'batch', batchSize = 500): Variant {
         const s = consumer.stats;
         return { done: () => s.processed + s.duplicates + s.conflicts + s.deadLettered >= ctx.messages, stop: () => consumer.stop() };
       }),
+  };
+}
+
+interface ChildReport {
+  t: number;
+  n: number;
+  first: number;
+}
+
+/**
+ * `processes` aggregators, each in a process of its own (bench/consumer-child.ts), in one group.
+ * Timed from the moment every process has handled a message (the group has settled) until all
+ * messages are handled; the messages handled before that moment are not counted.
+ */
+export function effectivelyProcesses(mode: 'event' | 'batch', batchSize: number, processes: number, concurrency: number): Variant {
+  return {
+    name: `${mode === 'event' ? 'effectively, per-event mode' : `effectively, batch mode (${batchSize})`}, ${processes} processes × ${concurrency} partition${concurrency === 1 ? '' : 's'} at once`,
+    group: 'consume',
+    slow: mode === 'event',
+    scaling: { mode, concurrency, processes },
+    run: async (ctx) => {
+      await resetState(ctx);
+      const group = uniqueName(`eff_proc_${mode}`);
+      const histories: ChildReport[][] = [];
+      const children = Array.from({ length: processes }, (_, i) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'consumer-child.ts')], {
+          env: { ...process.env, BROKERS: ctx.brokers.join(','), DATABASE_URL: ctx.databaseUrl, SCHEMA: ctx.schema, TOPIC: ctx.topic, ALERTS_TOPIC: ctx.alertsTopic, GROUP: group, MODE: mode, BATCH_SIZE: String(batchSize), CONCURRENCY: String(concurrency) },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        const history: ChildReport[] = (histories[i] = []);
+        createInterface({ input: child.stdout }).on('line', (line) => {
+          if (line.startsWith('{')) history.push(JSON.parse(line) as ChildReport);
+        });
+        return child;
+      });
+      const latest = (h: ChildReport[]): ChildReport => h[h.length - 1] ?? { t: 0, n: 0, first: 0 };
+      const total = (): number => histories.reduce((a, h) => a + latest(h).n, 0);
+      try {
+        const deadline = Date.now() + ctx.timeoutMs;
+        while (total() < ctx.messages && Date.now() < deadline) await sleep(50);
+        if (total() < ctx.messages) throw new Error(`${processes} processes handled ${total()}/${ctx.messages} in time`);
+      } finally {
+        await Promise.all(children.map((c) => new Promise<void>((resolve) => {
+          if (c.exitCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGTERM');
+          setTimeout(() => c.kill('SIGKILL'), 30_000).unref();
+        })));
+      }
+      // Every process busy from `start`; each one's count at `start` is its last report before it.
+      const start = Math.max(...histories.map((h) => latest(h).first));
+      const before = histories.reduce((a, h) => a + ([...h].reverse().find((r) => r.t <= start)?.n ?? 0), 0);
+      const end = Math.max(...histories.map((h) => h.find((r) => r.n === latest(h).n)?.t ?? 0));
+      return { items: ctx.messages - before, seconds: (end - start) / 1_000, ...(await check(ctx)) };
+    },
   };
 }
 

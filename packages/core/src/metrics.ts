@@ -32,8 +32,12 @@ export interface MetricDefinition {
 }
 
 /**
- * prom-client implementation. Metrics are created on first use from `definitions` (names are
- * prefixed with `prefix`, default `effectively_`) in the given registry.
+ * prom-client implementation. Every metric in `definitions` is registered in `registry` at
+ * construction (names prefixed with `prefix`, default `effectively_`), so each family is listed
+ * from the first scrape and a counter without labels reads 0 from the start; the components set
+ * their counters' known label sets to 0 as soon as they know them (e.g. a partition when it is
+ * assigned), so `rate()` and `increase()` see the first event. A metric of the same name and type
+ * already in `registry` (another component or instance sharing it) is reused.
  */
 export class PrometheusMetrics implements Metrics {
   private readonly counters = new Map<string, Counter>();
@@ -42,43 +46,43 @@ export class PrometheusMetrics implements Metrics {
 
   constructor(
     private readonly registry: Registry,
-    private readonly definitions: Readonly<Record<string, MetricDefinition>>,
+    definitions: Readonly<Record<string, MetricDefinition>>,
     private readonly prefix = 'effectively_',
-  ) {}
+  ) {
+    for (const [name, d] of Object.entries(definitions)) {
+      if (d.type === 'counter') this.counters.set(name, this.register(name, d, Counter, (c) => new Counter(c)));
+      else if (d.type === 'histogram') this.histograms.set(name, this.register(name, d, Histogram, (c) => new Histogram({ ...c, ...(d.buckets ? { buckets: d.buckets } : {}) })));
+      else this.gauges.set(name, this.register(name, d, Gauge, (c) => new Gauge(c)));
+    }
+  }
 
-  private definition(name: string, type: MetricDefinition['type']): MetricDefinition {
-    const d = this.definitions[name];
-    if (d === undefined || d.type !== type) throw new Error(`metric ${name} is not defined as a ${type}`);
-    return d;
+  private register<M extends Counter | Histogram | Gauge>(
+    name: string,
+    d: MetricDefinition,
+    kind: abstract new (...args: never[]) => M,
+    create: (config: { name: string; help: string; labelNames: readonly string[]; registers: Registry[] }) => M,
+  ): M {
+    const existing = this.registry.getSingleMetric(this.prefix + name);
+    if (existing instanceof kind) return existing;
+    if (existing !== undefined) throw new Error(`metric ${this.prefix + name} is already registered with another type`);
+    return create({ name: this.prefix + name, help: d.help, labelNames: d.labelNames, registers: [this.registry] });
+  }
+
+  private get<M>(map: Map<string, M>, name: string, type: MetricDefinition['type']): M {
+    const m = map.get(name);
+    if (m === undefined) throw new Error(`metric ${name} is not defined as a ${type}`);
+    return m;
   }
 
   increment(name: string, labels: MetricLabels = {}, value = 1): void {
-    let c = this.counters.get(name);
-    if (c === undefined) {
-      const d = this.definition(name, 'counter');
-      c = new Counter({ name: this.prefix + name, help: d.help, labelNames: d.labelNames, registers: [this.registry] });
-      this.counters.set(name, c);
-    }
-    c.inc(labels, value);
+    this.get(this.counters, name, 'counter').inc(labels, value);
   }
 
   observe(name: string, value: number, labels: MetricLabels = {}): void {
-    let h = this.histograms.get(name);
-    if (h === undefined) {
-      const d = this.definition(name, 'histogram');
-      h = new Histogram({ name: this.prefix + name, help: d.help, labelNames: d.labelNames, registers: [this.registry], ...(d.buckets ? { buckets: d.buckets } : {}) });
-      this.histograms.set(name, h);
-    }
-    h.observe(labels, value);
+    this.get(this.histograms, name, 'histogram').observe(labels, value);
   }
 
   set(name: string, value: number, labels: MetricLabels = {}): void {
-    let g = this.gauges.get(name);
-    if (g === undefined) {
-      const d = this.definition(name, 'gauge');
-      g = new Gauge({ name: this.prefix + name, help: d.help, labelNames: d.labelNames, registers: [this.registry] });
-      this.gauges.set(name, g);
-    }
-    g.set(labels, value);
+    this.get(this.gauges, name, 'gauge').set(labels, value);
   }
 }

@@ -4,6 +4,8 @@
  * registered tracer provider) every span here is a no-op that costs one check and changes
  * nothing: no headers are added or rewritten.
  */
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import type * as OtelApi from '@opentelemetry/api';
 import { isTraceparent, type TraceContext } from './trace-context';
 
@@ -41,6 +43,8 @@ export interface SpanScope {
 
 /** The tracing seam the packages report through; {@link openTelemetryTracing} or {@link noopTracing}. */
 export interface Tracing {
+  /** Whether spans are made now (a provider is registered); callers skip building attributes otherwise. */
+  enabled(): boolean;
   startSpan(name: string, options: StartSpanOptions): SpanScope;
   /** The W3C context of the active span, if any (what an outbox row written now should carry). */
   activeTraceContext(): TraceContext | undefined;
@@ -60,6 +64,7 @@ const NOOP_SPAN: SpanScope = Object.freeze({
 
 /** Tracing that does nothing. */
 export const noopTracing: Tracing = Object.freeze({
+  enabled: () => false,
   startSpan: () => NOOP_SPAN,
   activeTraceContext: () => undefined,
   annotateActiveSpan: () => {},
@@ -72,8 +77,9 @@ let loaded: Api | null | undefined;
 function api(): Api | null {
   if (loaded === undefined) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      loaded = typeof require === 'function' ? (require('@opentelemetry/api') as Api) : null;
+      // CommonJS: this package's own resolution; an ES module build has no `require`: resolve from the application's directory.
+      const load = typeof require === 'function' ? require : createRequire(path.join(process.cwd(), 'package.json'));
+      loaded = load('@opentelemetry/api') as Api;
     } catch {
       loaded = null;
     }
@@ -164,6 +170,7 @@ export function openTelemetryTracing(name: string, version?: string): Tracing {
     return delegate === undefined ? undefined : { otel, tracer: delegate };
   };
   return Object.freeze({
+    enabled: (): boolean => tracer() !== undefined,
     startSpan(spanName: string, options: StartSpanOptions): SpanScope {
       const t = tracer();
       if (t === undefined) return NOOP_SPAN;

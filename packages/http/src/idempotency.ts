@@ -4,7 +4,7 @@ import { InvalidConfigError, untyped, type Logger } from '@effectively/core';
 import { fingerprintRequest } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef, type KeyRecord } from './key-store';
-import { IdempotencyMetric } from './metrics';
+import { IdempotencyMetric, ZeroedCounters } from './metrics';
 import { annotateKeyOutcome, KeysInFlight } from './observe';
 import { resolveIdempotencyOptions, type IdempotencyOptions, type ResolvedIdempotencyOptions } from './options';
 import { problemResponse } from './problem';
@@ -126,6 +126,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   const store = new KeyStore(db, o.schema, o.leaseMs, o.ttlMs);
   const { metrics } = o;
   const inFlight = new KeysInFlight(metrics);
+  const zeroed = new ZeroedCounters(metrics);
 
   const shouldStore = (status: number): boolean => (status >= 500 ? o.storeServerErrors : status >= 400 ? o.storeClientErrors : true);
 
@@ -246,6 +247,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
       throw new InvalidConfigError('scope must be a non-empty string: derive it from the authenticated tenant, user or API client.');
     }
     if (typeof route !== 'string' || route === '') throw new InvalidConfigError('route must be a non-empty string, the route template such as "/payments".');
+    zeroed.route(route);
     const transactional = perRoute.transactional ?? o.transactional;
     const parsed = parseIdempotencyKey(request.idempotencyKey, o.maxKeyLength, o.keyPattern);
     if (!parsed.ok) {

@@ -1,4 +1,4 @@
-import type { MetricDefinition } from '@effectively/core';
+import type { MetricDefinition, Metrics } from '@effectively/core';
 
 /** Names of the counters this package reports through the `Metrics` seam. */
 export const IdempotencyMetric = {
@@ -32,3 +32,34 @@ export const IDEMPOTENCY_METRICS: Readonly<Record<string, MetricDefinition>> = O
   [IdempotencyMetric.inFlight]: { type: 'gauge', help: 'Keys claimed whose handler is running in this process.', labelNames: route },
   [IdempotencyMetric.pruned]: { type: 'counter', help: 'Expired keys deleted by prune().', labelNames: [] },
 });
+
+const ROUTE_COUNTERS = [
+  IdempotencyMetric.claims,
+  IdempotencyMetric.replays,
+  IdempotencyMetric.conflicts,
+  IdempotencyMetric.mismatches,
+  IdempotencyMetric.takeovers,
+  IdempotencyMetric.released,
+  IdempotencyMetric.leaseLost,
+  IdempotencyMetric.rejectedKeys,
+] as const;
+
+/**
+ * Puts counters at 0 as soon as their labels are known (an increment by 0), so `rate()` and
+ * `increase()` see their first event: `idempotency_pruned_total` at creation, and every
+ * per-route counter the first time a route is handled (a route's first replay, conflict or
+ * mismatch is then counted from 0).
+ */
+export class ZeroedCounters {
+  private readonly routes = new Set<string>();
+
+  constructor(private readonly metrics: Metrics) {
+    metrics.increment(IdempotencyMetric.pruned, {}, 0);
+  }
+
+  route(route: string): void {
+    if (this.routes.has(route)) return;
+    this.routes.add(route);
+    for (const name of ROUTE_COUNTERS) this.metrics.increment(name, { route }, 0);
+  }
+}

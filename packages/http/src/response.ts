@@ -1,4 +1,15 @@
+import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { HandlerResponse, HttpResponse, StoredResponse } from './types';
+
+/** Refuses a header Node could not send: it must not be stored, or every replay of it would fail too. */
+function checkHeader(name: string, value: string): void {
+  try {
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+  } catch (error) {
+    throw new TypeError(`A handler returned the header ${JSON.stringify(name)}: ${error instanceof Error ? error.message : String(error)}; return a valid HTTP header name and value (no CR, LF or NUL).`);
+  }
+}
 
 /** A handler's response split into what is stored (and replayed) and what is sent once. */
 export interface NormalizedResponse {
@@ -20,7 +31,10 @@ export function normalizeResponse(response: HandlerResponse, storedHeaders: Read
     throw new TypeError('A handler returned both json and body; return one of them.');
   }
   const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(response.headers ?? {})) headers[name.toLowerCase()] = String(value);
+  for (const [name, value] of Object.entries(response.headers ?? {})) {
+    checkHeader(name, String(value));
+    headers[name.toLowerCase()] = String(value);
+  }
   let body: Buffer;
   if (response.json !== undefined) {
     body = Buffer.from(JSON.stringify(response.json), 'utf8');

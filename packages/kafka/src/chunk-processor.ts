@@ -289,7 +289,7 @@ export class ChunkProcessor<T> {
       const mark = chunk.outbox.mark();
       try {
         await this.runUser(chunk, (a) => trace.run(() => batchHandler(handled.map((e) => e.event), { trx: a.trx, outbox: a.outbox, logger: log })));
-        await sql`RELEASE SAVEPOINT effectively_batch`.execute(chunk.trx);
+        // No RELEASE: nothing else can fail back to this savepoint, and COMMIT releases it (one round trip less).
         outcome.processed += handled.length;
         return unsettled;
       } catch (error) {

@@ -4,7 +4,8 @@ import { PartitionTakeover } from './partition-takeover';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
-import { reportLag } from './lag';
+import { LagReporter } from './lag';
+import { zeroPartitionCounters } from './metrics';
 import { startRetentionProbe } from './retention-probe';
 import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
 
@@ -48,6 +49,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private generation = 0;
   private readonly takeover: PartitionTakeover;
   private retentionProbe: { stop(): void } | undefined;
+  private readonly lag: LagReporter;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
   private stopSignal: StopInfo['signal'];
@@ -74,6 +76,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.log = o.logger.child({ group: o.groupId });
     this.processor = new ChunkProcessor(o);
     this.takeover = new PartitionTakeover(o.db, this.processor.processedEvents, this.log);
+    this.lag = new LagReporter(o.metrics, o.groupId);
     this.client = (o.client ?? createKafkajsConsumer)({
       brokers: o.brokers,
       clientId: o.clientId,
@@ -102,7 +105,11 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       this.state = 'stopped';
       throw error;
     }
-    this.client.onAssignment((assignment) => this.takePartitions(assignment));
+    this.client.onAssignment((assignment) => {
+      for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
+      this.lag.assigned(assignment.partitions);
+      this.takePartitions(assignment);
+    });
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
     if (this.options.handleSignals) {
       process.once('SIGTERM', this.signalHandler);
@@ -222,8 +229,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     const key = `${batch.topic}:${batch.partition}`;
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
-    const lagLabels = { group: o.groupId, topic: batch.topic, partition: batch.partition };
-    reportLag(o.metrics, lagLabels, batch.highWatermark, batch.messages[0]?.offset);
+    this.lag.report(batch.topic, batch.partition, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
       if (!(await this.waitForRetry(key, batch, live))) return;
@@ -232,7 +238,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) {
-        reportLag(o.metrics, lagLabels, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
+        this.lag.report(batch.topic, batch.partition, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
         await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
       }
       remaining = remaining.slice(outcome.settled);

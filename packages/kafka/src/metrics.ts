@@ -1,4 +1,4 @@
-import { PrometheusMetrics, type MetricDefinition } from '@effectively/core';
+import { PrometheusMetrics, type MetricDefinition, type Metrics } from '@effectively/core';
 import type { Registry } from 'prom-client';
 
 const partitionLabels = ['group', 'topic', 'partition'] as const;
@@ -22,4 +22,14 @@ export const CONSUMER_METRICS = {
 /** A prom-client `Metrics` with the consumer's metrics registered on use in `registry`. */
 export function consumerPrometheusMetrics(registry: Registry): PrometheusMetrics {
   return new PrometheusMetrics(registry, CONSUMER_METRICS);
+}
+
+/**
+ * Sets every per-partition counter of `partition` to 0 (an increment by 0), so the series exist
+ * before the first event and `rate()`/`increase()` count it. Called when a partition is assigned.
+ */
+export function zeroPartitionCounters(metrics: Metrics, labels: { group: string; topic: string; partition: number }): void {
+  for (const name of ['events_processed_total', 'events_duplicate_total', 'events_conflict_total', 'fenced_total'] as const) metrics.increment(name, labels, 0);
+  metrics.increment('events_dead_lettered_total', { ...labels, reason: 'any' }, 0);
+  for (const kind of ['handler', 'transient']) metrics.increment('retries_total', { ...labels, kind }, 0);
 }

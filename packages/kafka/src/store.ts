@@ -69,7 +69,7 @@ export class ProcessedEventStore {
   /**
    * Opens a chunk's transaction in ONE round trip: bounds it (lock waits, statements, idling),
    * checks the partition fence, claims `rows` and reads the stored payload hashes of the ids that
-   * were already there. The fence row is locked `FOR SHARE` until commit: that conflicts with the
+   * were already there (probing the index only for those, not for every id). The fence row is locked `FOR SHARE` until commit: that conflicts with the
    * epoch bump of {@link takePartition} (an UPDATE), so a member whose epoch was replaced cannot
    * commit, and no row version is written per transaction. When the fence does not match
    * (`held: false`) nothing is claimed.
@@ -104,10 +104,13 @@ export class ProcessedEventStore {
         WHERE EXISTS (SELECT 1 FROM fence)
         ON CONFLICT (consumer_group, id_origin, event_id) DO NOTHING
         RETURNING id_origin, event_id),
+      unclaimed AS (
+        SELECT id_origin, event_id FROM unnest(${origins}::text[], ${ids}::text[]) AS k(id_origin, event_id) WHERE EXISTS (SELECT 1 FROM fence)
+        EXCEPT SELECT id_origin, event_id FROM claimed),
       stored AS (
-        SELECT e.id_origin, e.event_id, e.payload_hash FROM ${this.events} e
-        JOIN unnest(${origins}::text[], ${ids}::text[]) AS k(id_origin, event_id) ON e.id_origin = k.id_origin AND e.event_id = k.event_id
-        WHERE e.consumer_group = ${this.group} AND EXISTS (SELECT 1 FROM fence))
+        SELECT x.id_origin, x.event_id, e.payload_hash FROM unclaimed x,
+        LATERAL (SELECT payload_hash FROM ${this.events}
+                 WHERE consumer_group = ${this.group} AND id_origin = x.id_origin AND event_id = x.event_id) e)
       SELECT EXISTS (SELECT 1 FROM fence) AS held,
              (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
              (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash)) FROM stored) AS stored

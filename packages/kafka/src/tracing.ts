@@ -1,4 +1,4 @@
-import { MessagingAttributes as A, type SpanScope, type TraceContext, type Tracing } from '@effectively/core';
+import { MessagingAttributes as A, noopTracing, type SpanScope, type TraceContext, type Tracing } from '@effectively/core';
 import type { RawMessage } from './kafka-adapter';
 
 /** How a chunk's transaction ended, recorded on its span as `effectively.outcome`. */
@@ -35,6 +35,10 @@ export class ChunkTrace {
   constructor(tracing: Tracing, group: string, messages: readonly RawMessage[]) {
     const first = messages[0] as RawMessage;
     const single = messages.length === 1;
+    if (!tracing.enabled()) {
+      this.span = noopTracing.startSpan('', { kind: 'consumer' });
+      return;
+    }
     this.span = tracing.startSpan(`process ${first.topic}`, {
       kind: 'consumer',
       ...(single ? { parent: traceContextOf(first) } : { links: messages.map(traceContextOf) }),

@@ -1,4 +1,5 @@
-import { PrometheusMetrics, type MetricDefinition } from '@effectively/core';
+import { PrometheusMetrics, type MetricDefinition, type Metrics } from '@effectively/core';
+import type { ProduceFailureKind } from './kafka-adapter';
 import type { Registry } from 'prom-client';
 
 /** The relay's metrics, for {@link PrometheusMetrics} or your own `Metrics`. */
@@ -26,4 +27,45 @@ export const RELAY_METRICS = {
 /** A prom-client `Metrics` with the relay's metrics registered on use in `registry`. */
 export function relayPrometheusMetrics(registry: Registry): PrometheusMetrics {
   return new PrometheusMetrics(registry, RELAY_METRICS);
+}
+
+const FAILURE_KINDS = Object.keys({
+  'unknown-topic': true,
+  'not-authorized': true,
+  'message-too-large': true,
+  'invalid-record': true,
+  unavailable: true,
+  retriable: true,
+} satisfies Record<ProduceFailureKind, true>) as ProduceFailureKind[];
+
+/**
+ * Puts the relay's counters at 0 as soon as their labels are known (an increment by 0), so
+ * `rate()`/`increase()` see the first event: the per-schema ones at construction, the per-topic
+ * ones the first time a claim holds rows of that topic (before they are sent).
+ */
+export class ZeroedCounters {
+  private readonly topicsSeen = new Set<string>();
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly labels: { schema: string },
+  ) {
+    metrics.increment('relay_cycle_errors_total', labels, 0);
+    for (const kind of FAILURE_KINDS) metrics.increment('relay_send_errors_total', { ...labels, kind }, 0);
+  }
+
+  /** Zeroes the per-topic counters of topics not seen before. */
+  topicsOf(rows: ReadonlyArray<{ topic: string }>): void {
+    for (const { topic } of rows) {
+      if (this.topicsSeen.has(topic)) continue;
+      this.topicsSeen.add(topic);
+      const labels = { ...this.labels, topic };
+      this.metrics.increment('relay_published_total', labels, 0);
+      for (const reason of FAILURE_KINDS) {
+        if (reason === 'unavailable') continue; // never counted against rows
+        this.metrics.increment('relay_failed_attempts_total', { ...labels, reason }, 0);
+        this.metrics.increment('relay_parked_total', { ...labels, reason }, 0);
+      }
+    }
+  }
 }

@@ -5,6 +5,7 @@ import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions
 import { createKafkajsProducer, TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
 import { LaneLeases } from './lane-leases';
 import { NotifyListener } from './listener';
+import { ZeroedCounters } from './metrics';
 import { RowSends } from './tracing';
 import { anyDue, deletePublished, fetchPending, lockOwnedLanes, markFailed, outboxBacklog, type OutboxRow } from './outbox-store';
 
@@ -195,12 +196,14 @@ export class OutboxRelay<DB = unknown> {
   private kafkaAnsweredAt: number | undefined;
   private readonly counters = { published: 0, failedAttempts: 0, parked: 0, batches: 0, cycleErrors: 0, notifiedWakeups: 0 };
   private readonly labels: { schema: string };
+  private readonly zeroed: ZeroedCounters;
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
   constructor(options: OutboxRelayOptions<DB>) {
     this.options = resolveRelayOptions(options);
     const o = this.options;
     this.labels = { schema: o.schema };
+    this.zeroed = new ZeroedCounters(o.metrics, this.labels);
     this.log = o.logger.child({ component: 'outbox-relay', schema: o.schema, relayId: o.relayId });
     this.leases = new LaneLeases(o.db, o.schema, o.relayId, o.leaseMs, this.log);
     if (o.listen) {
@@ -527,6 +530,7 @@ export class OutboxRelay<DB = unknown> {
     if (rows.length === 0) return outcome;
     this.counters.batches++;
     o.metrics.observe('relay_batch_size', rows.length, this.labels);
+    this.zeroed.topicsOf(rows);
 
     const producer = await this.ensureProducer();
     const started = process.hrtime.bigint();

@@ -27,6 +27,7 @@ export class RowSends {
   private readonly spans = new Map<string, SpanScope>();
 
   constructor(rows: readonly OutboxRow[], schema: string) {
+    if (!tracing.enabled()) return;
     for (const row of rows) {
       const span = tracing.startSpan(`send ${row.topic}`, {
         kind: 'producer',

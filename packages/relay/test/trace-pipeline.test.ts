@@ -8,7 +8,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { createOutbox } from '@effectively/core';
-import { createIdempotency, idempotentExpress } from '@effectively/http';
+import { createIdempotency, idempotentExpress, keepRawBody } from '@effectively/http';
 import { IdempotentConsumer } from '@effectively/kafka';
 import { createTestSchema, produceMessages, readTopic, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import type { Server } from 'node:http';
@@ -61,7 +61,7 @@ describe('OpenTelemetry: one trace from an HTTP POST through the outbox, the rel
     });
     app.post(
       '/orders',
-      express.json(),
+      express.json({ verify: keepRawBody }),
       idempotentExpress(idempotency, { scope: () => 'tenant-7' }, async (req, { db, key }) => {
         const body = req.body as { item: string };
         await outbox.publish(db, { topic: orders, key: `order-${key}`, eventId: `order:${key}`, value: { item: body.item } });
@@ -76,7 +76,8 @@ describe('OpenTelemetry: one trace from an HTTP POST through the outbox, the rel
     const post = (key: string): Promise<globalThis.Response> =>
       fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': key }, body: JSON.stringify({ item: 'book' }) });
 
-    expect((await post('k1')).status).toBe(201);
+    const created = await post('k1');
+    expect({ status: created.status, body: await created.text() }).toEqual({ status: 201, body: '{"ok":true}' });
     const replay = await post('k1');
     expect(replay.status).toBe(201);
     expect(replay.headers.get('idempotent-replayed')).toBe('true');

@@ -1,0 +1,254 @@
+// npm run bench:growth -- [--sizes 0,1e6,1e7,5e7] [--ids v4,v7] [--modes batch,event] [--runs 3]
+//                         [--min-seconds 2] [--batch-size 500] [--duplicate-rate 0.2] [--keep]
+// Claim throughput as processed_events grows. For each id kind (random UUIDv4, time-ordered
+// UUIDv7) one schema; processed_events is pre-filled in SQL (generate_series) to each size in
+// turn, then the idempotent consumer (batch mode and per-event mode, a no-op handler, fed from
+// memory through its `client` seam: no Kafka) claims fresh ids of the same kind, 20 % of the
+// messages being copies. Each mode gets a warm-up run that sizes its runs to last at least
+// --min-seconds; then the modes alternate, --runs rounds per table size. Reports events/s, the
+// ratio to the empty table (median of per-round ratios) and table + index size per million ids.
+// Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/growth.{json,md,svg}.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { sql, type Kysely } from 'kysely';
+import { silentLogger } from '@effectively/core';
+import { IdempotentConsumer, type RawMessage } from '@effectively/kafka';
+import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
+import { memoryFeed, rawMessage } from './memory-client';
+import { lineChart } from './report';
+import { fmtBytes, fmtInt, median } from './stats';
+
+const { values: args } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '0,1e6,1e7,5e7' },
+    ids: { type: 'string', default: 'v4,v7' },
+    modes: { type: 'string', default: 'batch,event' },
+    runs: { type: 'string', default: '3' },
+    'min-seconds': { type: 'string', default: '2' },
+    'batch-size': { type: 'string', default: '500' },
+    'duplicate-rate': { type: 'string', default: '0.2' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const say = (line: string): void => void process.stderr.write(`[growth] ${line}\n`);
+const sizes = (args.sizes ?? '').split(',').map((x) => Number(x.trim()));
+if (!sizes.every((n) => Number.isInteger(n) && n >= 0)) throw new Error(`--sizes takes row counts like 0,1e6,1e7; got ${args.sizes}`);
+sizes.sort((a, b) => a - b);
+type IdKind = 'v4' | 'v7';
+const kinds = (args.ids ?? '').split(',').map((x) => x.trim()) as IdKind[];
+if (!kinds.every((k) => k === 'v4' || k === 'v7')) throw new Error(`--ids takes v4,v7; got ${args.ids}`);
+type Mode = 'batch' | 'event';
+const modes = (args.modes ?? '').split(',').map((x) => x.trim()) as Mode[];
+if (!modes.every((m) => m === 'batch' || m === 'event')) throw new Error(`--modes takes batch,event; got ${args.modes}`);
+const batchSize = Number(args['batch-size']);
+const minSeconds = Number(args['min-seconds']);
+const group = 'growth';
+const topic = 'growth_topic';
+
+/** A UUIDv7 string for `ms` (48-bit ms timestamp, version 7, variant 10, random rest). */
+function uuidv7(ms: number): string {
+  const h = ms.toString(16).padStart(12, '0');
+  const r = randomBytes(10).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-7${r.slice(0, 3)}-${(8 + (parseInt(r.slice(3, 4), 16) & 3)).toString(16)}${r.slice(4, 7)}-${r.slice(7, 19)}`;
+}
+
+/** `n` messages on one partition: fresh ids of `kind`, a share of them sent again a little later. */
+function makeMessages(kind: IdKind, n: number): RawMessage[] {
+  const dup = Number(args['duplicate-rate']);
+  const ids: string[] = [];
+  const out: RawMessage[] = [];
+  for (let i = 0; out.length < n; i++) {
+    const useCopy = ids.length > 10 && Math.random() < dup;
+    const id = useCopy ? (ids[ids.length - 1 - Math.floor(Math.random() * Math.min(ids.length, 1_000))] as string) : kind === 'v4' ? randomUUID() : uuidv7(Date.now());
+    if (!useCopy) ids.push(id);
+    out.push(rawMessage(topic, 0, out.length, id, `{"n":${i}}`));
+  }
+  return out;
+}
+
+/** Appends rows to `size` in SQL, 1M per statement: ids of `kind`, v7 ids older than any the runs make. */
+async function prefill(db: Kysely<unknown>, schema: string, kind: IdKind, from: number, to: number): Promise<void> {
+  const table = sql.id(schema, 'processed_events');
+  const base = Date.now() - 10 * 365 * 86_400_000;
+  for (let start = from; start < to; start += 1_000_000) {
+    const end = Math.min(to, start + 1_000_000) - 1;
+    const id =
+      kind === 'v4'
+        ? sql`gen_random_uuid()::text`
+        : sql`(SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7' || substr(r, 1, 3) || '-8' || substr(r, 4, 3) || '-' || substr(r, 7, 12)
+                FROM (SELECT lpad(to_hex(${base}::bigint + i / 40), 12, '0') AS h, md5(i::text || random()::text) AS r) x)`;
+    await sql`INSERT INTO ${table} (consumer_group, event_id, payload_hash, topic, partition, kafka_offset, status)
+              SELECT ${group}, ${id}, md5(i::text) || md5((i + 1)::text), ${topic}, 0, i, 'processed'
+              FROM generate_series(${start}::bigint, ${end}::bigint) AS i`.execute(db);
+    say(`${kind}: ${fmtInt(end + 1)} rows`);
+  }
+}
+
+/** One timed run: the consumer claims `messages` from memory; events/s over the whole feed. */
+async function runOnce(db: Kysely<unknown>, schema: string, mode: Mode, messages: RawMessage[]): Promise<{ items: number; seconds: number }> {
+  const feed = memoryFeed(topic, [messages]);
+  const consumer = new IdempotentConsumer<unknown>({
+    brokers: ['unused:9092'],
+    groupId: group,
+    topics: [topic],
+    db,
+    schema,
+    mode,
+    batchSize,
+    handler: async () => undefined,
+    batchHandler: async () => undefined,
+    logger: silentLogger(),
+    client: feed.client,
+  });
+  await consumer.start();
+  await feed.finished;
+  const seconds = (Date.now() - feed.startedAt()) / 1_000;
+  await consumer.stop();
+  const s = consumer.stats;
+  if (s.processed + s.duplicates !== messages.length) throw new Error(`${mode}: handled ${s.processed + s.duplicates} of ${messages.length}`);
+  return { items: messages.length, seconds };
+}
+
+interface SizeResult {
+  kind: IdKind;
+  /** The size pre-filled (the --sizes entry). */
+  size: number;
+  rows: number;
+  tableBytes: number;
+  indexBytes: number;
+  pkeyBytes: number;
+  perMillion: { tableBytes: number; indexBytes: number } | null;
+  modes: Record<string, { messages: number; rates: number[]; median: number; ratios: number[]; ratio: number | null }>;
+}
+
+async function sizesOf(db: Kysely<unknown>, schema: string): Promise<{ tableBytes: number; indexBytes: number; pkeyBytes: number; rows: number }> {
+  const rel = `${schema}.processed_events`;
+  const { rows } = await sql<{ t: string; i: string; p: string; n: string }>`
+    SELECT pg_table_size(${rel}::regclass)::text AS t, pg_indexes_size(${rel}::regclass)::text AS i,
+           pg_relation_size(${`${schema}.processed_events_pkey`}::regclass)::text AS p, (SELECT count(*) FROM ${sql.id(schema, 'processed_events')})::text AS n`.execute(db);
+  const r = rows[0] as { t: string; i: string; p: string; n: string };
+  return { tableBytes: Number(r.t), indexBytes: Number(r.i), pkeyBytes: Number(r.p), rows: Number(r.n) };
+}
+
+async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }): Promise<void> {
+  state.postgres = await startPostgres();
+  say(`Postgres: ${state.postgres.source}`);
+  const results: SizeResult[] = [];
+  for (const kind of kinds) {
+    const s = await createTestSchema(state.postgres.url, `growth_${kind}`, { max: 4 });
+    state.schemas.push(s);
+    let filled = 0;
+    const empty: Partial<Record<Mode, number[]>> = {};
+    const sizedMessages: Partial<Record<Mode, number>> = {};
+    for (const size of sizes) {
+      if (size > filled) {
+        const t = Date.now();
+        await prefill(s.db, s.schema, kind, filled, size);
+        filled = size;
+        await sql`VACUUM ANALYZE ${sql.id(s.schema, 'processed_events')}`.execute(s.db);
+        say(`${kind}: pre-filled to ${fmtInt(size)} in ${((Date.now() - t) / 1_000).toFixed(0)} s`);
+      }
+      const before = await sizesOf(s.db, s.schema);
+      const result: SizeResult = {
+        kind,
+        size,
+        rows: before.rows,
+        tableBytes: before.tableBytes,
+        indexBytes: before.indexBytes,
+        pkeyBytes: before.pkeyBytes,
+        perMillion: before.rows >= 100_000 ? { tableBytes: (before.tableBytes / before.rows) * 1e6, indexBytes: (before.indexBytes / before.rows) * 1e6 } : null,
+        modes: {},
+      };
+      // Warm-up and sizing once per mode (at the first size); the same message count at every size.
+      for (const mode of modes) {
+        let n = sizedMessages[mode] ?? (mode === 'batch' ? 20_000 : 500);
+        let m = await runOnce(s.db, s.schema, mode, makeMessages(kind, n));
+        say(`${kind} ${fmtInt(size)} ${mode} warm-up: ${fmtInt(m.items / m.seconds)} events/s (${m.items} in ${m.seconds.toFixed(2)} s)`);
+        while (sizedMessages[mode] === undefined && m.seconds < minSeconds) {
+          n = Math.ceil(((m.items / m.seconds) * minSeconds * 1.5) / 100) * 100;
+          m = await runOnce(s.db, s.schema, mode, makeMessages(kind, n));
+          say(`${kind} ${fmtInt(size)} ${mode} warm-up at ${n}: ${fmtInt(m.items / m.seconds)} events/s (${m.seconds.toFixed(2)} s)`);
+        }
+        sizedMessages[mode] = n;
+        result.modes[mode] = { messages: n, rates: [], median: 0, ratios: [], ratio: null };
+      }
+      for (let r = 1; r <= Number(args.runs); r++) {
+        for (const mode of modes) {
+          const entry = result.modes[mode] as SizeResult['modes'][string];
+          const m = await runOnce(s.db, s.schema, mode, makeMessages(kind, entry.messages));
+          entry.rates.push(m.items / m.seconds);
+          say(`${kind} ${fmtInt(size)} ${mode} run ${r}: ${fmtInt(m.items / m.seconds)} events/s (${m.seconds.toFixed(2)} s)`);
+        }
+      }
+      for (const mode of modes) {
+        const entry = result.modes[mode] as SizeResult['modes'][string];
+        entry.median = median(entry.rates);
+        if (size === sizes[0]) empty[mode] = entry.rates;
+        const base = empty[mode] ?? [];
+        // Runs at different sizes are not neighbours in time: ratios pair run i with the empty table's run i.
+        entry.ratios = entry.rates.map((x, i) => x / (base[i] ?? Number.NaN)).filter(Number.isFinite);
+        entry.ratio = entry.ratios.length > 0 ? median(entry.ratios) : null;
+      }
+      results.push(result);
+      writeOut(results, state.postgres.source);
+    }
+    if (!args.keep) {
+      await s.drop();
+      state.schemas = state.schemas.filter((x) => x !== s);
+    }
+  }
+}
+
+function writeOut(results: SizeResult[], source: string): void {
+  const dir = path.join(__dirname, 'results');
+  mkdirSync(dir, { recursive: true });
+  const report = { date: new Date().toISOString(), postgres: source, settings: { sizes, ids: kinds, modes, runs: Number(args.runs), batchSize, minSeconds, duplicateRate: Number(args['duplicate-rate']) }, results };
+  writeFileSync(path.join(dir, 'growth.json'), JSON.stringify(report, null, 2) + '\n');
+  const lines = [
+    `Command: \`npm run bench:growth -- --sizes ${sizes.join(',')} --ids ${kinds.join(',')} --modes ${modes.join(',')} --runs ${args.runs}\`; Postgres ${source}; ${report.date}.`,
+    '',
+    '| ids | rows in processed_events | table / indexes (primary key) | per million ids: table / indexes | mode | messages per run | events/s (median) | min–max | vs empty table: median of per-round ratios (min–max) |',
+    '|---|---:|---|---|---|---:|---:|---:|---:|',
+  ];
+  for (const r of results) {
+    for (const [mode, m] of Object.entries(r.modes)) {
+      const ratio = m.ratio === null ? '' : `${m.ratio.toFixed(2)}× (${Math.min(...m.ratios).toFixed(2)}–${Math.max(...m.ratios).toFixed(2)})`;
+      lines.push(
+        `| ${r.kind} | ${fmtInt(r.rows)} | ${fmtBytes(r.tableBytes)} / ${fmtBytes(r.indexBytes)} (${fmtBytes(r.pkeyBytes)}) | ${r.perMillion === null ? '' : `${fmtBytes(r.perMillion.tableBytes)} / ${fmtBytes(r.perMillion.indexBytes)}`} | ${mode === 'batch' ? `batch ${batchSize}` : 'per-event'} | ${fmtInt(m.messages)} | ${fmtInt(m.median)} | ${fmtInt(Math.min(...m.rates))}–${fmtInt(Math.max(...m.rates))} | ${ratio} |`,
+      );
+    }
+  }
+  lines.push(
+    '',
+    `No-op handlers: the cost measured is the consumer's own transaction (claim, fence, commit) on one partition and one connection, fed from memory (no Kafka). Rows in the table include those the runs themselves claimed. Pre-filled rows belong to the measuring consumer group, so claims descend the same primary-key index.`,
+  );
+  writeFileSync(path.join(dir, 'growth.md'), lines.join('\n') + '\n');
+  const xLabels = sizes.map((n) => (n === 0 ? '0' : n >= 1e6 ? `${n / 1e6}M` : fmtInt(n)));
+  const colours: Record<string, string> = { 'v4 batch': '#3c9d5d', 'v4 event': '#e08a1e', 'v7 batch': '#2a6fd6', 'v7 event': '#b03aa8' };
+  const series = kinds.flatMap((k) =>
+    modes.map((mode) => ({
+      name: `${k} ${mode === 'batch' ? `batch ${batchSize}` : 'per-event'}`,
+      colour: colours[`${k} ${mode}`] ?? '#444',
+      values: sizes.map((n) => results.find((r) => r.kind === k && r.size === n)?.modes[mode]?.ratio ?? null),
+    })),
+  );
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="900" height="330" viewBox="0 0 900 330" font-family="sans-serif" font-size="12">`, `<rect width="100%" height="100%" fill="#fff"/>`];
+  parts.push(...lineChart({ x: 10, y: 10, width: 880, height: 310, title: 'Claim throughput as processed_events grows: ratio to the empty table (median of per-round ratios)', yLabel: '× empty table', xLabels, series }));
+  parts.push('</svg>');
+  writeFileSync(path.join(dir, 'growth.svg'), parts.join('\n') + '\n');
+}
+
+const state: { postgres?: RunningPostgres; schemas: TestSchema[] } = { schemas: [] };
+let code = 0;
+main(state)
+  .catch((error: unknown) => {
+    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    code = 1;
+  })
+  .finally(async () => {
+    if (!args.keep) for (const s of state.schemas) await s.drop().catch(() => undefined);
+    await state.postgres?.stop().catch(() => undefined);
+    process.exit(code);
+  });

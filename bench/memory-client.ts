@@ -1,0 +1,70 @@
+// An in-memory ConsumerClient (the consumer's `client` seam): hands pre-built partitions to the
+// idempotent consumer in fetched batches, without Kafka, so database-side costs can be measured
+// alone (bench/growth.ts). Offsets commits are accepted and ignored.
+import type { ConsumerClient, FetchedBatch, RawMessage } from '@effectively/kafka';
+
+export interface MemoryFeed {
+  client: () => ConsumerClient;
+  /** Resolves when every partition has been handed over and handled. */
+  finished: Promise<void>;
+  /** Epoch ms of the first batch handed over (0 before). */
+  startedAt(): number;
+}
+
+/** `partitions[p]` are partition p's messages in offset order; handed over `fetchSize` at a time. */
+export function memoryFeed(topic: string, partitions: RawMessage[][], fetchSize = 2_000): MemoryFeed {
+  let started = 0;
+  let finish: () => void = () => undefined;
+  let fail: (e: unknown) => void = () => undefined;
+  const finished = new Promise<void>((resolve, reject) => {
+    finish = resolve;
+    fail = reject;
+  });
+  const client = (): ConsumerClient => {
+    let assignment: ((a: { memberId: string; partitions: Array<{ topic: string; partition: number }> }) => void) | undefined;
+    let running = true;
+    return {
+      connect: async () => undefined,
+      subscribe: async () => undefined,
+      run: async (onBatch, concurrency) => {
+        assignment?.({ memberId: 'bench-member', partitions: partitions.map((_, partition) => ({ topic, partition })) });
+        const queue = partitions.map((messages, partition) => ({ partition, messages }));
+        const worker = async (): Promise<void> => {
+          for (let next = queue.shift(); next !== undefined && running; next = queue.shift()) {
+            for (let i = 0; i < next.messages.length && running; i += fetchSize) {
+              if (started === 0) started = Date.now();
+              const batch: FetchedBatch = {
+                topic,
+                partition: next.partition,
+                messages: next.messages.slice(i, i + fetchSize),
+                resolveOffset: () => undefined,
+                heartbeat: async () => undefined,
+                isRunning: () => running,
+                isStale: () => false,
+              };
+              await onBatch(batch);
+            }
+          }
+        };
+        void Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker)).then(() => finish(), fail);
+      },
+      commit: async () => undefined,
+      pause: () => undefined,
+      resume: () => undefined,
+      onAssignment: (listener) => {
+        assignment = listener;
+      },
+      onCrash: () => undefined,
+      stop: async () => {
+        running = false;
+      },
+      disconnect: async () => undefined,
+    };
+  };
+  return { client, finished, startedAt: () => started };
+}
+
+/** A message as the consumer sees it, with the `event-id` header. */
+export function rawMessage(topic: string, partition: number, offset: number, eventId: string, value: string): RawMessage {
+  return { topic, partition, offset: String(offset), key: null, value: Buffer.from(value), headers: { 'event-id': eventId }, timestamp: '0' };
+}
