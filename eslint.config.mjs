@@ -16,6 +16,12 @@ export default tseslint.config(
     },
   },
   {
+    // Plain JavaScript run by node: the CLI's launcher and build/test scripts.
+    files: ['packages/cli/bin/*.js', 'scripts/**/*.cjs', 'scripts/**/*.mjs'],
+    languageOptions: { globals: { require: 'readonly', process: 'readonly' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     // Library code logs through pino, never the console.
     files: ['packages/*/src/**/*.ts', 'migrations/src/**/*.ts'],
     rules: { 'no-console': 'error' },

@@ -12,6 +12,12 @@ const config: Config = {
   roots: ['<rootDir>/packages', '<rootDir>/migrations', '<rootDir>/examples', '<rootDir>/ops'],
   testMatch: ['**/test/**/*.test.ts'],
   transform: { '^.+\\.ts$': tsJest },
+  // Tests run against the sources; the published packages resolve to dist/ (npm run build).
+  moduleNameMapper: {
+    '^@effectively/migrations$': '<rootDir>/migrations/src/index.ts',
+    '^@effectively/(core|kafka|relay|http|cli|testkit)$': '<rootDir>/packages/$1/src/index.ts',
+    '^@effectively/testkit/jest/(.*)$': '<rootDir>/packages/testkit/src/jest/$1.ts',
+  },
   globalSetup: '<rootDir>/packages/testkit/src/jest/global-setup.ts',
   globalTeardown: '<rootDir>/packages/testkit/src/jest/global-teardown.ts',
   maxWorkers: 2,

@@ -35,6 +35,7 @@ export interface LatencyRun {
   lost: number;
   p50: number;
   p95: number;
+  p99: number;
   max: number;
   /** Writer side, ms (p50): BEGIN→COMMIT returned (relay) or send→ack (direct). */
   writerP50: number;
@@ -46,6 +47,7 @@ export interface LatencyResult {
   lost: number;
   p50: number;
   p95: number;
+  p99: number;
   max: number;
   medianRunP50: number;
   writerP50: number;
@@ -196,6 +198,7 @@ export async function runLatencyBench(o: LatencyOptions): Promise<LatencyReport>
             lost: measured.length - latencies.length,
             p50: round(percentile(latencies, 50), 2),
             p95: round(percentile(latencies, 95), 2),
+            p99: round(percentile(latencies, 99), 2),
             max: round(Math.max(...latencies), 2),
             writerP50: round(percentile(writer, 50), 2),
           };
@@ -203,7 +206,7 @@ export async function runLatencyBench(o: LatencyOptions): Promise<LatencyReport>
           acc.runs.push(r);
           acc.all.push(...latencies);
           acc.writer.push(...writer);
-          o.say(`latency: run ${run}, ${variant}: p50 ${fmtMs(r.p50)} ms, p95 ${fmtMs(r.p95)} ms, max ${fmtMs(r.max)} ms${r.lost > 0 ? `, ${r.lost} LOST` : ''}`);
+          o.say(`latency: run ${run}, ${variant}: p50 ${fmtMs(r.p50)} ms, p95 ${fmtMs(r.p95)} ms, p99 ${fmtMs(r.p99)} ms, max ${fmtMs(r.max)} ms${r.lost > 0 ? `, ${r.lost} LOST` : ''}`);
         } finally {
           await sender.stop();
         }
@@ -219,6 +222,7 @@ export async function runLatencyBench(o: LatencyOptions): Promise<LatencyReport>
           lost: acc.runs.reduce((a, r) => a + r.lost, 0),
           p50: round(percentile(acc.all, 50), 2),
           p95: round(percentile(acc.all, 95), 2),
+          p99: round(percentile(acc.all, 99), 2),
           max: round(Math.max(...acc.all), 2),
           medianRunP50: round(median(acc.runs.map((r) => r.p50)), 2),
           writerP50: round(percentile(acc.writer, 50), 2),
@@ -241,11 +245,11 @@ export function latencyMarkdown(l: LatencyReport): string {
     `${s.samples} samples per run × ${s.runs} runs per variant, fired every ${s.gapMs} ms (open loop), topic with ${s.partitions} partitions; variants in turn within each run. ` +
       'Relay: clock starts when COMMIT returns; direct: when `producer.send` is called.',
     '',
-    '| variant | p50 ms | p95 ms | max ms | median of run p50s | samples (lost) | writer side p50 ms |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| variant | p50 ms | p95 ms | p99 ms | max ms | median of run p50s | samples (lost) | writer side p50 ms |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of l.results) {
-    lines.push(`| ${r.name} | ${fmtMs(r.p50)} | ${fmtMs(r.p95)} | ${fmtMs(r.max)} | ${fmtMs(r.medianRunP50)} | ${r.samples} (${r.lost}) | ${fmtMs(r.writerP50)} |`);
+    lines.push(`| ${r.name} | ${fmtMs(r.p50)} | ${fmtMs(r.p95)} | ${fmtMs(r.p99)} | ${fmtMs(r.max)} | ${fmtMs(r.medianRunP50)} | ${r.samples} (${r.lost}) | ${fmtMs(r.writerP50)} |`);
   }
   lines.push('', 'Writer side: BEGIN → COMMIT returned for the relay rows (one `publish`, lane lock + NOTIFY), `send` → ack for kafkajs.');
   return lines.join('\n') + '\n';

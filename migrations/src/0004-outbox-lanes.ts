@@ -23,10 +23,11 @@ export function outboxLanes(schema: string): Migration {
   const laneFn = sql.id(schema, 'outbox_lane');
   return {
     async up(db) {
+      // A constant body, dollar-quoted: kysely 0.27's sql.lit does not escape the quotes inside.
       await sql`
         CREATE FUNCTION ${laneFn}(message_key bytea, event_id text) RETURNS integer
         LANGUAGE sql IMMUTABLE PARALLEL SAFE
-        AS ${sql.lit(`SELECT (hashtextextended(COALESCE('k:' || encode(message_key, 'hex'), 'e:' || event_id), 0) & ${OUTBOX_LANES - 1})::integer`)}`.execute(db);
+        AS ${sql.raw(`$lane$ SELECT (hashtextextended(COALESCE('k:' || encode(message_key, 'hex'), 'e:' || event_id), 0) & ${OUTBOX_LANES - 1})::integer $lane$`)}`.execute(db);
       await sql`ALTER TABLE ${outbox} ADD COLUMN lane integer GENERATED ALWAYS AS (${laneFn}(message_key, event_id)) STORED`.execute(db);
       await sql`DROP INDEX IF EXISTS ${sql.id(schema, 'outbox_pending_key_idx')}`.execute(db);
       await sql`CREATE INDEX outbox_blocking_idx ON ${outbox} (lane, topic, message_key, id) WHERE status = 'parked' OR (status = 'pending' AND attempts > 0)`.execute(db);

@@ -78,7 +78,8 @@ function str(where: string, value: unknown): string | undefined {
   return value;
 }
 
-function defined<T extends object>(value: T): T {
+/** `value` without its undefined properties (optional properties are absent, never `undefined`). */
+function defined<T extends object>(value: { [K in keyof T]: T[K] | undefined }): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
@@ -88,14 +89,14 @@ function tls(where: string, value: unknown): boolean | TlsFileSettings | undefin
   only(where, value, ['ca', 'cert', 'key', 'passphrase', 'servername', 'rejectUnauthorized']);
   const reject = value['rejectUnauthorized'];
   if (reject !== undefined && typeof reject !== 'boolean') throw new InvalidConfigError(`${where}.rejectUnauthorized must be true or false.`);
-  return defined({
+  return defined<TlsFileSettings>({
     ca: str(`${where}.ca`, value['ca']),
     cert: str(`${where}.cert`, value['cert']),
     key: str(`${where}.key`, value['key']),
     passphrase: str(`${where}.passphrase`, value['passphrase']),
     servername: str(`${where}.servername`, value['servername']),
     rejectUnauthorized: reject,
-  }) as TlsFileSettings;
+  });
 }
 
 /** Checks a SASL mechanism name (case-insensitive). */
@@ -113,12 +114,12 @@ function sasl(where: string, value: unknown): SaslFileSettings | undefined {
   const mechanism = str(`${where}.mechanism`, value['mechanism']);
   const username = str(`${where}.username`, value['username']);
   if (mechanism === undefined || username === undefined) throw new InvalidConfigError(`${where} needs mechanism and username.`);
-  return defined({
+  return defined<SaslFileSettings>({
     mechanism: saslMechanism(`${where}.mechanism`, mechanism),
     username,
     password: str(`${where}.password`, value['password']),
     passwordFile: str(`${where}.passwordFile`, value['passwordFile']),
-  }) as SaslFileSettings;
+  });
 }
 
 /** Validates a parsed configuration object. */
@@ -134,14 +135,14 @@ export function parseConfig(where: string, value: unknown): ConfigFile {
     if (brokers !== undefined && (!Array.isArray(brokers) || brokers.length === 0 || !brokers.every((b) => typeof b === 'string' && b !== ''))) {
       throw new InvalidConfigError(`${where}: kafka.brokers must be a list of "host:port" strings.`);
     }
-    kafkaSettings = defined({
+    kafkaSettings = defined<NonNullable<ConfigFile['kafka']>>({
       brokers: brokers as string[] | undefined,
       clientId: str(`${where}: kafka.clientId`, kafka['clientId']),
       ssl: tls(`${where}: kafka.ssl`, kafka['ssl']),
       sasl: sasl(`${where}: kafka.sasl`, kafka['sasl']),
     });
   }
-  return defined({ databaseUrl: str(`${where}: databaseUrl`, value['databaseUrl']), schema: str(`${where}: schema`, value['schema']), kafka: kafkaSettings }) as ConfigFile;
+  return defined<ConfigFile>({ databaseUrl: str(`${where}: databaseUrl`, value['databaseUrl']), schema: str(`${where}: schema`, value['schema']), kafka: kafkaSettings });
 }
 
 /** Reads and validates the configuration file at `path`. */

@@ -10,7 +10,7 @@ export type Logger = pino.Logger;
  * Creates the default logger: JSON to stdout at `info` (or the `LOG_LEVEL` variable), with
  * `name` bound so every line says which component wrote it.
  */
-export function createLogger(name: string, level: string = process.env.LOG_LEVEL ?? 'info'): Logger {
+export function createLogger(name: string, level: string = process.env['LOG_LEVEL'] ?? 'info'): Logger {
   return pino({ name, level });
 }
 

@@ -112,12 +112,12 @@ export function toOutboxRow(input: unknown, where: string, trace: TraceContextPr
     headers['content-type'] ??= 'application/json';
   }
 
-  if (headers.traceparent === undefined) {
+  if (headers['traceparent'] === undefined) {
     const context = trace();
     if (context !== undefined && isTraceparent(context.traceparent)) {
-      headers.traceparent = context.traceparent;
+      headers['traceparent'] = context.traceparent;
       // A tracestate that is not valid W3C text is dropped, never allowed to fail the publish.
-      if (typeof context.tracestate === 'string' && TRACESTATE.test(context.tracestate)) headers.tracestate = context.tracestate;
+      if (typeof context.tracestate === 'string' && TRACESTATE.test(context.tracestate)) headers['tracestate'] = context.tracestate;
     }
   }
 

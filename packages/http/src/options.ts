@@ -42,7 +42,12 @@ export interface IdempotencyOptions<DB = unknown> {
   storedHeaders?: readonly string[];
   /** Header added to replayed responses, with value `true`; default `idempotent-replayed`. */
   replayHeader?: string;
-  /** `Retry-After` seconds sent with 409 while the first request is still running; default 1. */
+  /**
+   * `Retry-After` seconds sent with 409 while the first request is known to be running (a
+   * transactional request, until its transaction ends); default 1. When its holder is not known
+   * to be alive (crashed, or outside transactional mode), `Retry-After` is the seconds left on
+   * its lease, rounded up.
+   */
   retryAfterSeconds?: number;
   /** Prefix of the problem `type` URIs in 400/409/422 bodies (RFC 9457); the problem name is appended. */
   problemTypeBase?: string;

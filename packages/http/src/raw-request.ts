@@ -71,9 +71,9 @@ export function bodyBytes(headers: Record<string, string | string[] | undefined>
 export interface DistinctHeaders {
   headers: Record<string, string | string[] | undefined>;
   /** Node ≥ 18.3: every header's values, one per line received. */
-  headersDistinct?: Record<string, string[] | undefined>;
+  headersDistinct?: Record<string, string[] | undefined> | undefined;
   /** Names and values as received, alternating. */
-  rawHeaders?: string[];
+  rawHeaders?: string[] | undefined;
 }
 
 /** Every `Idempotency-Key` line of the request (one entry per header line), or `undefined` without one. */

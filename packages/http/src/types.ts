@@ -8,7 +8,7 @@ export interface IdempotentRequest {
   /** The route template (`/payments/:id`), used as the metrics label and in logs. */
   route: string;
   /** The concrete request target (`/payments/42?expand=customer`) the key is bound to; part of the fingerprint. Default `route`. */
-  path?: string;
+  path?: string | undefined;
   /** Whose key space the key lives in (tenant, user, API client); supplied by the application, never by the client's key. */
   scope: string;
   /** The raw `Idempotency-Key` header value(s), exactly as received; `undefined` when absent. */

@@ -3,6 +3,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
 import type { EventIdSource } from './event-id';
 import type { ConsumerHooks } from './hooks';
+import { isStorableText } from './storable-text';
 
 /** An event handed to the handler: the decoded value plus where it came from. */
 export interface ConsumedEvent<T> {
@@ -192,6 +193,11 @@ function nonNegativeInt(value: unknown, name: string): number {
 
 const FORBIDDEN_KAFKAJS = ['autoCommit', 'autoCommitInterval', 'autoCommitThreshold', 'eachBatchAutoResolve', 'eachMessage', 'eachBatch'];
 
+/** Whether `value` is a Kafka topic name Kafka and the outbox accept. */
+function isTopicName(value: unknown): value is string {
+  return typeof value === 'string' && /^[a-zA-Z0-9._-]{1,249}$/.test(value) && value !== '.' && value !== '..';
+}
+
 /**
  * Validates options once, up front, with messages that say what to fix, and returns a frozen
  * copy with defaults. The caller's object is not changed.
@@ -206,11 +212,20 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     }
   }
   if (!Array.isArray(options.brokers) || options.brokers.length === 0) throw new InvalidConfigError('brokers must list at least one host:port.');
-  if (typeof options.groupId !== 'string' || options.groupId.trim() === '' || options.groupId.length > 249) {
-    throw new InvalidConfigError('groupId must be a non-empty string of at most 249 characters; it is also the deduplication scope.');
+  if (typeof options.groupId !== 'string' || options.groupId.trim() === '' || options.groupId.length > 249 || !isStorableText(options.groupId)) {
+    throw new InvalidConfigError('groupId must be a non-empty string of at most 249 characters without NUL or lone surrogates; it is also the deduplication scope (stored as Postgres text).');
   }
-  if (!Array.isArray(options.topics) || options.topics.length === 0 || !options.topics.every((t) => typeof t === 'string' && /^[a-zA-Z0-9._-]{1,249}$/.test(t))) {
-    throw new InvalidConfigError('topics must list at least one valid Kafka topic name.');
+  if (!Array.isArray(options.topics) || options.topics.length === 0 || !options.topics.every((t) => isTopicName(t))) {
+    throw new InvalidConfigError('topics must list at least one valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -, not "." or "..").');
+  }
+  const deadLetterTopic = options.deadLetterTopic ?? ((topic: string) => `${topic}.dlq`);
+  if (typeof deadLetterTopic !== 'function') throw new InvalidConfigError('deadLetterTopic must be a function (topic) => dead-letter topic name.');
+  for (const topic of options.topics) {
+    const dlq: unknown = deadLetterTopic(topic);
+    // Checked now: a dead letter the outbox refuses would fail its chunk on every retry.
+    if (!isTopicName(dlq)) {
+      throw new InvalidConfigError(`The dead-letter topic of "${topic}" would be ${JSON.stringify(dlq)}, not a valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -); pass deadLetterTopic to name a valid one.`);
+    }
   }
   if (typeof options.handler !== 'function') throw new InvalidConfigError('handler is required: (event, { trx, query, outbox, logger, attempt }) => Promise<void>.');
   if (options.db === undefined) throw new InvalidConfigError('db (a Kysely instance over Postgres) is required.');
@@ -256,7 +271,7 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     retryDelayMs: positiveInt(options.retryDelayMs ?? 200, 'retryDelayMs'),
     maxRetryDelayMs: positiveInt(options.maxRetryDelayMs ?? 30_000, 'maxRetryDelayMs'),
     onFailure,
-    deadLetterTopic: options.deadLetterTopic ?? ((topic: string) => `${topic}.dlq`),
+    deadLetterTopic,
     onConflict,
     handlerTimeoutMs,
     lockTimeoutMs,

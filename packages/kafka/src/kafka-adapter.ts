@@ -72,7 +72,7 @@ export interface KafkaClientSettings {
   maxWaitTimeMs?: number;
   logger: Logger;
   /** Extra kafkajs client settings (ssl, sasl, …). */
-  kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'>;
+  kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'> | undefined;
 }
 
 /** Creates the kafkajs-backed {@link ConsumerClient}. */

@@ -23,6 +23,12 @@ describe('hostile or inconsistent configuration is refused at construction', () 
     ['an event id limit above 512 bytes', { maxEventIdBytes: 4096 }, InvalidConfigError, /maxEventIdBytes/],
     ['no topics', { topics: [] }, InvalidConfigError, /topics/],
     ['an invalid topic name', { topics: ['bad topic'] }, InvalidConfigError, /topics/],
+    ['the topic ".."', { topics: ['..'] }, InvalidConfigError, /topics/],
+    ['a group id with NUL (Postgres text cannot hold it)', { groupId: 'g\u0000x' }, InvalidConfigError, /groupId/],
+    ['a group id with a lone surrogate', { groupId: 'g\ud800' }, InvalidConfigError, /groupId/],
+    ['a dead-letter topic too long for Kafka (the default <topic>.dlq of a 249-character topic)', { topics: ['t'.repeat(249)] }, InvalidConfigError, /dead-letter topic/],
+    ['a dead-letter topic that is not a topic name', { deadLetterTopic: (t: string) => `${t} dlq` }, InvalidConfigError, /dead-letter topic/],
+    ['a deadLetterTopic that is not a function', { deadLetterTopic: 'dlq' }, InvalidConfigError, /deadLetterTopic/],
   ])('refuses %s', (_name, patch, type, message) => {
     expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(type);
     expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(message);

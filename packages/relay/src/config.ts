@@ -40,6 +40,12 @@ export interface OutboxRelayOptions<DB = unknown> {
    * 1 MB batch limit, so big rows do not make every claim fail and fall back to one-by-one.
    */
   maxBatchBytes?: number;
+  /**
+   * Claims in flight at once, each over its own share of this relay's lanes (a key's lane is in
+   * one of them, so per-key order holds) with its own producer and database connection: one
+   * claim's database work overlaps another's send. Default 2, at most 16.
+   */
+  parallelClaims?: number;
   /** Poll interval when idle (the fallback when a notification is missed or the listener is down); default 500 ms. */
   pollIntervalMs?: number;
   /**
@@ -98,6 +104,7 @@ export type ResolvedRelayOptions = Readonly<{
   schema: string;
   batchSize: number;
   maxBatchBytes: number;
+  parallelClaims: number;
   pollIntervalMs: number;
   leaseMs: number;
   claimTimeoutMs: number;
@@ -187,6 +194,7 @@ export function resolveRelayOptions<DB>(options: OutboxRelayOptions<DB>): Resolv
     schema,
     batchSize: positiveInt(options.batchSize ?? 500, 'batchSize', 10_000),
     maxBatchBytes: positiveInt(options.maxBatchBytes ?? 900_000, 'maxBatchBytes', 100_000_000),
+    parallelClaims: positiveInt(options.parallelClaims ?? 2, 'parallelClaims', 16),
     pollIntervalMs: positiveInt(options.pollIntervalMs ?? 500, 'pollIntervalMs', 60_000),
     leaseMs,
     claimTimeoutMs,

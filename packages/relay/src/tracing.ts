@@ -4,9 +4,9 @@ import type { OutboxRow } from './outbox-store';
 const tracing = openTelemetryTracing('@effectively/relay');
 
 function storedContext(row: OutboxRow): TraceContext | undefined {
-  const traceparent = row.headers?.traceparent;
+  const traceparent = row.headers?.['traceparent'];
   if (typeof traceparent !== 'string') return undefined;
-  const tracestate = row.headers?.tracestate;
+  const tracestate = row.headers?.['tracestate'];
   return typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent };
 }
 
@@ -54,8 +54,8 @@ export class RowSends {
     const context = this.spans.get(row.id)?.traceContext;
     if (context === undefined) return headers;
     const out: Record<string, string> = { ...headers, traceparent: context.traceparent };
-    if (context.tracestate === undefined) delete out.tracestate;
-    else out.tracestate = context.tracestate;
+    if (context.tracestate === undefined) delete out['tracestate'];
+    else out['tracestate'] = context.tracestate;
     return out;
   }
 

@@ -64,6 +64,11 @@ describe('outbox writer and relay: what commits is published, what rolls back is
     expect(() => new OutboxRelay(options({ batchSize: 0 }))).toThrow(/batchSize/);
     expect(() => new OutboxRelay(options({ leaseMs: 100 }))).toThrow(/leaseMs/);
     expect(() => new OutboxRelay(options({ brokers: [] }))).toThrow(/brokers/);
+    // A send must end well before the lanes' lease runs out.
+    expect(() => new OutboxRelay(options({ leaseMs: 2_000, sendTimeoutMs: 2_000 }))).toThrow(/sendTimeoutMs must be at least 100 and below leaseMs/);
+    expect(() => new OutboxRelay(options({ sendTimeoutMs: 50 }))).toThrow(/sendTimeoutMs/);
+    expect(() => new OutboxRelay(options({ parallelClaims: 0 }))).toThrow(/parallelClaims/);
+    expect(() => new OutboxRelay(options({ parallelClaims: 17 }))).toThrow(/parallelClaims/);
     // The caller's options object is not changed.
     const given = options({ producer: { retry: { retries: 2 } } });
     const before = JSON.stringify({ ...given, db: undefined });

@@ -179,7 +179,7 @@ async function waitForPortsClosed(ports: number[], timeoutMs: number): Promise<v
 export async function startLocalBroker(options: LocalBrokerOptions = {}): Promise<LocalKafkaBroker> {
   const started = Date.now();
   const version = options.kafkaVersion ?? DEFAULT_KAFKA_VERSION;
-  const java = options.javaCommand ?? (process.env.JAVA_HOME ? path.join(process.env.JAVA_HOME, 'bin', 'java') : 'java');
+  const java = options.javaCommand ?? (process.env['JAVA_HOME'] ? path.join(process.env['JAVA_HOME'], 'bin', 'java') : 'java');
   await checkJava(java);
   const classpath = await resolveKafkaClasspath(options);
   const port = options.port ?? (await freePort());

@@ -41,7 +41,7 @@ async function startContainer(image: string): Promise<RunningKafka> {
  */
 export async function startKafka(options: StartKafkaOptions = {}): Promise<RunningKafka> {
   const env = options.env ?? process.env;
-  const fromEnv = env.KAFKA_BROKERS;
+  const fromEnv = env['KAFKA_BROKERS'];
   if (fromEnv !== undefined && fromEnv !== '') {
     return { brokers: parseBrokers(fromEnv), source: 'env', startupMs: 0, stop: async () => undefined };
   }

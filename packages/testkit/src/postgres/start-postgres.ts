@@ -43,7 +43,7 @@ async function startContainer(image: string): Promise<RunningPostgres> {
  */
 export async function startPostgres(options: StartPostgresOptions = {}): Promise<RunningPostgres> {
   const env = options.env ?? process.env;
-  const fromEnv = env.DATABASE_URL;
+  const fromEnv = env['DATABASE_URL'];
   if (fromEnv !== undefined && fromEnv !== '') {
     return { url: validateUrl(fromEnv), source: 'env', startupMs: 0, stop: async () => undefined };
   }
