@@ -60,9 +60,9 @@ export class AttemptLog {
 
   /** Reads the values of {@link stateColumns}. */
   parseState(row: Record<string, unknown>): ChunkStart {
-    const r = row.attempt_state as { run_first: string | null; run_last: string | null; offset: string | null; id: string | null; attempts: number; error: string | null } | null;
+    const r = row['attempt_state'] as { run_first: string | null; run_last: string | null; offset: string | null; id: string | null; attempts: number; error: string | null } | null;
     return {
-      backend: { pid: row.attempt_pid as number, started: row.attempt_backend_start as string },
+      backend: { pid: row['attempt_pid'] as number, started: row['attempt_backend_start'] as string },
       state: {
         run: r === null || r.run_first === null || r.run_last === null ? undefined : { first: BigInt(r.run_first), last: BigInt(r.run_last) },
         event: r === null || r.offset === null || r.id === null ? undefined : { offset: BigInt(r.offset), eventId: r.id, attempts: r.attempts, lastError: r.error },

@@ -54,7 +54,7 @@ class AbortTransaction extends Error {
 interface OpenChunk {
   trx?: Transaction<unknown>;
   outbox?: OutboxBuffer;
-  backend?: { pid: number; started: string };
+  backend?: { pid: number; started: string } | undefined;
   attempts: Set<Attempt>;
   aborted?: AbortTransaction;
 }
