@@ -1,11 +1,13 @@
-// npm run bench -- [--events 10000] [--duplicate-rate 0.2] [--partitions 6] [--runs 3] [--slow-runs 1]
-//                  [--concurrency 1] [--relay-rows 10000] [--only name-substring] [--timeout 300]
+// npm run bench -- [--events 300000] [--duplicate-rate 0.2] [--partitions 8] [--runs 3] [--min-seconds 2] [--scaling 1,2,4,8] [--processes 2]
+//                  [--concurrency 4] [--relay-rows 10000] [--only name-substring] [--timeout 300]
 //                  [--latency-samples 50] [--latency-runs 3]
 //                  [--writers 1,8] [--writer-seconds 1.5] [--writer-runs 3]
 //                  [--table-rows 200000] [--table-batch 500] [--table-timeout 120] [--table-modes delete,mark-published,delete-pinned]
-// Produces one stream of ad-spend events (with retried copies) and runs every variant over the
-// same topic, each from an empty state, `--runs` times (`--slow-runs` for the variants with one
-// transaction per message, which take minutes at this size); the producer variants (relay vs
+// Generates one stream of ad-spend events (with retried copies); topics hold prefixes of it. Each
+// consumer variant gets one untimed warm-up run that sizes its topic so a timed run lasts at least
+// --min-seconds; then --runs rounds, every variant once per round, so ratios compare neighbours in
+// time (median and min-max of per-round ratios). The scaling curve: batch 500 and per-event mode
+// at --scaling partitions at once, and --processes processes. The producer variants (relay vs
 // kafkajs direct) alternate run by run. Then three sections, each on schemas of its own:
 // `latency` (bench/latency.ts), `writers` (bench/writers.ts), `table` (bench/outbox-table.ts,
 // Postgres only; also `npm run bench:table`). `--only x` keeps the variants whose name contains x
@@ -36,7 +38,7 @@ const { values: args } = parseArgs({
     partitions: { type: 'string', default: '8' },
     campaigns: { type: 'string', default: '50' },
     runs: { type: 'string', default: '3' },
-    concurrency: { type: 'string', default: '1' },
+    concurrency: { type: 'string', default: '4' },
     'relay-rows': { type: 'string', default: '10000' },
     only: { type: 'string' },
     timeout: { type: 'string', default: '300' },

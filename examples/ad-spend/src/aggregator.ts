@@ -57,7 +57,7 @@ export function createAggregator(options: AggregatorOptions): IdempotentConsumer
     },
     sessionTimeoutMs: options.sessionTimeoutMs ?? 10_000,
     heartbeatIntervalMs: Math.floor((options.sessionTimeoutMs ?? 10_000) / 5),
-    partitionsConsumedConcurrently: options.partitionsConsumedConcurrently ?? 1,
+    ...(options.partitionsConsumedConcurrently === undefined ? {} : { partitionsConsumedConcurrently: options.partitionsConsumedConcurrently }),
     hooks: options.hooks,
     logger: options.logger,
   });

@@ -221,6 +221,7 @@ export class ChunkProcessor<T> {
     } catch (error) {
       // When the connection was ended, Kysely's ROLLBACK fails too: what happened is in `chunk.aborted`.
       const aborted = chunk.aborted;
+      if (aborted?.kind === 'timeout' || aborted?.kind === 'failed') trace.rolledBack(aborted.inner);
       if (aborted?.kind === 'timeout') return this.afterTimeout(aborted, recorded, empty, indexOf(first), topic, partition);
       if (aborted?.kind === 'failed' && aborted.event !== undefined) return this.afterFailure(aborted, aborted.event, empty, topic, partition);
       if (recorded !== undefined) await this.takeBack(recorded, topic, partition, log);

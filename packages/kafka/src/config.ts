@@ -140,7 +140,11 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
    * before the database commit; 0 commits after every chunk (slower: one Kafka round trip each).
    */
   offsetCommitIntervalMs?: number;
-  /** Partitions processed at once; default 1. Each partition stays in order. */
+  /**
+   * Partitions whose chunks run at once, each in its own transaction on its own pooled
+   * connection; default 4. Each partition stays in order. Give `db`'s pool at least this many
+   * connections (plus what handlers use outside `trx`), or chunks wait for one.
+   */
   partitionsConsumedConcurrently?: number;
   fromBeginning?: boolean;
   clientId?: string;
@@ -284,7 +288,7 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     rebalanceTimeoutMs: positiveInt(options.rebalanceTimeoutMs ?? 60_000, 'rebalanceTimeoutMs'),
     maxBytesPerPartition: positiveInt(options.maxBytesPerPartition ?? 1_048_576, 'maxBytesPerPartition'),
     offsetCommitIntervalMs: nonNegativeInt(options.offsetCommitIntervalMs ?? 1000, 'offsetCommitIntervalMs'),
-    partitionsConsumedConcurrently: positiveInt(options.partitionsConsumedConcurrently ?? 1, 'partitionsConsumedConcurrently', 1000),
+    partitionsConsumedConcurrently: positiveInt(options.partitionsConsumedConcurrently ?? 4, 'partitionsConsumedConcurrently', 1000),
     fromBeginning: options.fromBeginning ?? true,
     clientId: options.clientId ?? `effectively-${options.groupId}`,
     logger: options.logger ?? silentLogger(),

@@ -31,6 +31,7 @@ function keyText(key: Buffer | null): string | undefined {
  */
 export class ChunkTrace {
   private readonly span: SpanScope;
+  private rollback: { error: unknown } | undefined;
 
   constructor(tracing: Tracing, group: string, messages: readonly RawMessage[]) {
     const first = messages[0] as RawMessage;
@@ -88,8 +89,15 @@ export class ChunkTrace {
     this.span.addEvent('handler failed', { [A.messageId]: id, [A.kafkaOffset]: Number(message.offset), 'effectively.attempt': attempt });
   }
 
+  /** The transaction was rolled back although the chunk returns an outcome (a failed handler retried later). */
+  rolledBack(error: unknown): void {
+    this.rollback = { error };
+  }
+
   /** Ends the span with the transaction's outcome and the chunk's counts. */
-  end(outcome: TransactionOutcome, counts: { processed: number; duplicates: number; conflicts: number; deadLettered: number; retry: boolean }, error?: unknown): void {
+  end(reported: TransactionOutcome, counts: { processed: number; duplicates: number; conflicts: number; deadLettered: number; retry: boolean }, failure?: unknown): void {
+    const outcome = this.rollback !== undefined && reported === 'committed' ? 'rolled_back' : reported;
+    const error = failure ?? this.rollback?.error;
     if (this.span.recording) {
       this.span.setAttributes({
         'effectively.outcome': outcome,

@@ -62,9 +62,9 @@ export class ZeroedCounters {
       const labels = { ...this.labels, topic };
       this.metrics.increment('relay_published_total', labels, 0);
       for (const reason of FAILURE_KINDS) {
-        if (reason === 'unavailable') continue; // never counted against rows
+        // A row whose partition was unavailable (while the cluster answered) backs off but is never parked.
         this.metrics.increment('relay_failed_attempts_total', { ...labels, reason }, 0);
-        this.metrics.increment('relay_parked_total', { ...labels, reason }, 0);
+        if (reason !== 'unavailable') this.metrics.increment('relay_parked_total', { ...labels, reason }, 0);
       }
     }
   }
