@@ -8,6 +8,7 @@ import { deadLetterMessage } from './dead-letter';
 import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
+import { SideConnection } from './side-connection';
 import { ProcessedEventStore, type ClaimRow, type EventKey } from './store';
 import { ChunkTrace } from './tracing';
 
@@ -29,6 +30,9 @@ export interface ChunkOutcome {
   deadLettered: number;
   hook: HookContext;
 }
+
+/** Longest wait for the side connection before a bookkeeping statement is skipped. */
+const SIDE_WAIT_MS = 2000;
 
 type EventItem<T> = Extract<Classified<T>, { kind: 'event' }>;
 
@@ -76,10 +80,13 @@ export class ChunkProcessor<T> {
   private readonly store: ProcessedEventStore;
   private readonly attemptLog: AttemptLog;
   private readonly open = new Set<OpenChunk>();
+  /** Where statements outside chunk transactions run (never a second pool connection while a chunk holds one). */
+  readonly side: SideConnection;
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.store = new ProcessedEventStore(options.schema, options.groupId);
     this.attemptLog = new AttemptLog(options.schema, options.groupId);
+    this.side = new SideConnection(options.db, options.logger);
   }
 
   get processedEvents(): ProcessedEventStore {
@@ -274,12 +281,17 @@ export class ChunkProcessor<T> {
     // Count the attempt before any handler starts, outside this transaction, so it survives whatever happens next.
     const lastHandled = handled[handled.length - 1] as EventItem<T>;
     const alone = handled.length === 1;
-    if (alone) {
-      await this.attemptLog.addAttempt(o.db, topic, partition, { offset: head.message.offset, eventId: head.id }, { error: null, durable: false });
-      record({ kind: 'event', offset: head.message.offset });
-    } else {
-      await this.attemptLog.startRun(o.db, topic, partition, head.message.offset, lastHandled.message.offset);
-      record({ kind: 'run', first: head.message.offset, last: lastHandled.message.offset });
+    try {
+      if (alone) {
+        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: head.message.offset, eventId: head.id }, { error: null, durable: false }), SIDE_WAIT_MS);
+        record({ kind: 'event', offset: head.message.offset });
+      } else {
+        await this.side.run((db) => this.attemptLog.startRun(db, topic, partition, head.message.offset, lastHandled.message.offset), SIDE_WAIT_MS);
+        record({ kind: 'run', first: head.message.offset, last: lastHandled.message.offset });
+      }
+    } catch (error) {
+      // Not recorded: failures and time-outs of this run still count (recorded with them), a process exit in it does not.
+      log.warn({ err: error, offset: head.message.offset }, 'could not record the attempt before the handler; running it anyway');
     }
 
     // Per-event mode: a chunk is one message, so the transaction holds nothing but this event.
@@ -399,7 +411,8 @@ export class ChunkProcessor<T> {
     if (backend === undefined) return;
     chunk.backend = undefined;
     try {
-      await sql`SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_get_activity(${backend.pid}::int) WHERE backend_start = ${backend.started}::timestamptz`.execute(this.options.db);
+      const end = sql`SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_get_activity(${backend.pid}::int) WHERE backend_start = ${backend.started}::timestamptz`;
+      await this.side.run((db) => end.execute(db), SIDE_WAIT_MS);
     } catch (error) {
       this.options.logger.warn({ err: error, pid: backend.pid }, 'could not end the connection of a given-up transaction; it rolls back when its running statement ends');
     }
@@ -419,7 +432,7 @@ export class ChunkProcessor<T> {
   /** A handler alone in its transaction threw: the transaction was rolled back; its attempt was counted before it started. */
   private async afterFailure(aborted: AbortTransaction, event: NonNullable<AbortTransaction['event']>, empty: ChunkOutcome, topic: string, partition: number): Promise<ChunkOutcome> {
     try {
-      await this.attemptLog.setError(this.options.db, topic, partition, event.offset, errorText(aborted.inner));
+      await this.side.run((db) => this.attemptLog.setError(db, topic, partition, event.offset, errorText(aborted.inner)), SIDE_WAIT_MS);
     } catch (error) {
       this.options.logger.debug({ err: error, topic, partition, offset: event.offset }, 'could not record the error of a failed attempt');
     }
@@ -438,9 +451,10 @@ export class ChunkProcessor<T> {
     }
     try {
       if (event.alone) {
-        await this.attemptLog.setError(o.db, topic, partition, event.offset, text);
+        await this.side.run((db) => this.attemptLog.setError(db, topic, partition, event.offset, text), SIDE_WAIT_MS);
       } else {
-        await this.attemptLog.addAttempt(o.db, topic, partition, { offset: event.offset, eventId: event.id }, { error: text, durable: false, ...(recorded?.kind === 'run' ? { forgetRun: recorded } : {}) });
+        const forget = recorded?.kind === 'run' ? { forgetRun: recorded } : {};
+        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: event.offset, eventId: event.id }, { error: text, durable: false, ...forget }), SIDE_WAIT_MS);
       }
     } catch (error) {
       o.logger.warn({ err: error, topic, partition, offset: event?.offset }, 'could not record the time-out; it counts when the next run starts');
@@ -456,8 +470,8 @@ export class ChunkProcessor<T> {
   /** The transaction failed for a reason that is not the handlers' (database, stop): the attempt recorded for it does not count. */
   private async takeBack(recorded: Recorded, topic: string, partition: number, log: ChunkProcessorLogger): Promise<void> {
     try {
-      if (recorded.kind === 'event') await this.attemptLog.takeBack(this.options.db, topic, partition, recorded.offset);
-      else await this.attemptLog.forgetRun(this.options.db, topic, partition, recorded.first, recorded.last);
+      const r = recorded;
+      await this.side.run((db) => (r.kind === 'event' ? this.attemptLog.takeBack(db, topic, partition, r.offset) : this.attemptLog.forgetRun(db, topic, partition, r.first, r.last)), SIDE_WAIT_MS);
     } catch (error) {
       log.debug({ err: error }, 'could not take back the attempt recorded for a failed transaction');
     }

@@ -75,7 +75,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     this.log = o.logger.child({ group: o.groupId });
     this.processor = new ChunkProcessor(o);
-    this.takeover = new PartitionTakeover(o.db, this.processor.processedEvents, this.log);
+    this.takeover = new PartitionTakeover(o.db, this.processor.processedEvents, this.processor.side, this.log);
     this.lag = new LagReporter(o.metrics, o.groupId);
     this.client = (o.client ?? createKafkajsConsumer)({
       brokers: o.brokers,
@@ -105,6 +105,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       this.state = 'stopped';
       throw error;
     }
+    // Taken before any chunk transaction can hold the pool.
+    await this.processor.side.open();
     this.client.onAssignment((assignment) => {
       for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
       this.lag.assigned(assignment.partitions);
@@ -149,6 +151,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     }
     // Work still open after shutdownTimeoutMs is given up: its connection is ended, so nothing of it commits after stop().
     if (!drained) await this.processor.abandonAll('the consumer stopped');
+    this.processor.side.close();
     await bounded(this.client.disconnect()).catch((error: unknown) => this.log.warn({ err: error }, 'error while disconnecting'));
     this.state = 'stopped';
     this.log.info({ stats: this.stats, signal: this.stopSignal }, 'idempotent consumer stopped');

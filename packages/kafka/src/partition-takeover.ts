@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { Logger } from '@effectively/core';
+import type { SideConnection } from './side-connection';
 import type { ProcessedEventStore } from './store';
 
 /** Postgres `lock_not_available`: what a lock wait that ran out of `lock_timeout` raises. */
@@ -22,6 +23,7 @@ export class PartitionTakeover {
   constructor(
     private readonly db: Kysely<unknown>,
     private readonly store: ProcessedEventStore,
+    private readonly side: SideConnection,
     private readonly logger: Logger,
   ) {}
 
@@ -48,8 +50,9 @@ export class PartitionTakeover {
       const endBlockers = async (): Promise<void> => {
         if (done) return;
         try {
-          const ended = await sql<{ pid: number; ended: boolean }>`
-            SELECT b.pid, pg_terminate_backend(b.pid) AS ended FROM unnest(pg_blocking_pids(${waiter}::int)) AS b(pid)`.execute(this.db);
+          const end = sql<{ pid: number; ended: boolean }>`
+            SELECT b.pid, pg_terminate_backend(b.pid) AS ended FROM unnest(pg_blocking_pids(${waiter}::int)) AS b(pid)`;
+          const ended = await this.side.run((db) => end.execute(db), 5000);
           if (ended.rows.length > 0) {
             this.logger.warn({ topic, partition, sessions: ended.rows.map((r) => r.pid), graceMs }, 'the previous owner of this partition held it past takeoverTimeoutMs (frozen or slow member); ended its session, its open work rolls back');
           }
