@@ -1,4 +1,21 @@
+import Module from 'node:module';
+import path from 'node:path';
 import type { Config } from 'jest';
+
+// The packages resolve to their compiled dist/ (npm run build). Tests run against the sources:
+// test files through moduleNameMapper below, and the global setup (loaded by Node's own require
+// in this process, not through jest's resolver) through this hook, so `npx jest` works on a
+// fresh clone and never runs a stale build.
+const SOURCES: Record<string, string> = {
+  '@effectively/migrations': path.join(__dirname, 'migrations/src/index.ts'),
+  ...Object.fromEntries(['core', 'kafka', 'relay', 'http', 'cli', 'testkit'].map((p) => [`@effectively/${p}`, path.join(__dirname, 'packages', p, 'src/index.ts')])),
+};
+type Resolve = (request: string, ...rest: unknown[]) => string;
+const resolver = Module as unknown as { _resolveFilename: Resolve };
+const resolveFilename = resolver._resolveFilename;
+resolver._resolveFilename = function (this: unknown, request: string, ...rest: unknown[]): string {
+  return resolveFilename.call(this, SOURCES[request] ?? request, ...rest);
+};
 
 // ts-jest transpiles each file on its own (no type-check here: `npm run typecheck` does that).
 const tsJest: [string, Record<string, unknown>] = ['ts-jest', { isolatedModules: true, diagnostics: false }];

@@ -7,7 +7,7 @@
 import { createDatabase, createLogger, migrate, PrometheusMetrics } from '@effectively/core';
 import { IdempotentConsumer, consumerPrometheusMetrics, type ConsumedEvent } from '@effectively/kafka';
 import { createRelay, relayPrometheusMetrics } from '@effectively/relay';
-import { createIdempotency, idempotentExpress, IDEMPOTENCY_METRICS } from '@effectively/http';
+import { createIdempotency, idempotentExpress, keepRawBody, IDEMPOTENCY_METRICS } from '@effectively/http';
 import { MIGRATIONS } from '@effectively/migrations';
 import { defineCommand, ExitCode } from '@effectively/cli';
 import { uniqueName } from '@effectively/testkit';
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
     let runs = 0;
     app.post(
       '/payments',
-      express.json(),
+      express.json({ verify: keepRawBody }),
       idempotentExpress(idempotency, { scope: () => 'tenant-1' }, async () => {
         runs += 1;
         return { status: 201, json: { id: `p${runs}` } };

@@ -1,6 +1,6 @@
 export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNotMigratedError, ServiceStartError, ErrorCodes, type ErrorCode } from './errors';
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
-export { createLogger, silentLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
+export { createLogger, silentLogger, childLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
 export { untyped, retyped } from './database-type';
 export { pgQuery, type PgQuery, type PgQueryResult } from './pg-query';
 export { createDatabase, type Database, type DatabaseOptions } from './db';

@@ -19,6 +19,24 @@ export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
 
+/**
+ * `logger.child(bindings)` without the keys `logger` already binds. pino writes a key once per
+ * binding, so a child that binds a key its parent (or your application's logger) already has
+ * would put it twice on every line; the binding already there is kept.
+ */
+export function childLogger(logger: Logger, bindings: Record<string, unknown>): Logger {
+  return logger.child(withoutKeys(bindings, boundKeys(logger)));
+}
+
+function boundKeys(logger: Logger): ReadonlySet<string> {
+  return new Set(Object.keys(logger.bindings()));
+}
+
+function withoutKeys(fields: Record<string, unknown>, keys: ReadonlySet<string>): Record<string, unknown> {
+  if (keys.size === 0) return fields;
+  return Object.fromEntries(Object.entries(fields).filter(([k]) => !keys.has(k)));
+}
+
 /** kafkajs' numeric log levels (ERROR 1, WARN 2, INFO 4, DEBUG 5), without depending on kafkajs. */
 const KAFKAJS_ERROR = 1;
 const KAFKAJS_WARN = 2;
@@ -27,21 +45,42 @@ const KAFKAJS_INFO = 4;
 /** The shape of a kafkajs log entry that {@link kafkajsLogCreator} reads. */
 export interface KafkajsLogEntry {
   level: number;
+  /** kafkajs' component, e.g. `Connection`, `Consumer`, `BrokerPool`. */
+  namespace?: string;
   log: { message: string } & Record<string, unknown>;
 }
 
 /**
- * A kafkajs `logCreator` that writes through pino: kafkajs errors and warnings as such, its
- * chatty info lines at debug, the rest at trace, each tagged `component: 'kafkajs'`.
+ * kafkajs logs at ERROR what it then handles itself: a broker's error answer on a connection
+ * (`Response GroupCoordinator …` with `error: 'The group coordinator is not available'` while a
+ * fresh cluster elects its coordinator; the request is retried, or the error reaches the caller,
+ * which reports it), and every attempt of its retrier (lines with `retryTime`: "Failed to send
+ * messages", "Failed to connect to seed broker", "Restarting the consumer in …"). Those are
+ * warnings; what stays an error is what kafkajs gives up on ("Crash: …", a failed listener).
+ */
+function transient(log: KafkajsLogEntry['log']): boolean {
+  if (typeof log['retryTime'] === 'number') return true;
+  return log.message.startsWith('Response ') && typeof log['error'] === 'string';
+}
+
+/**
+ * A kafkajs `logCreator` that writes through pino, tagged `component: 'kafkajs'` (unless the
+ * logger already binds `component`; no key is ever written twice): kafkajs errors as errors,
+ * except what kafkajs retries or hands back to its caller (see above), which are warnings like
+ * its own; its chatty info lines at debug, the rest at trace.
  */
 export function kafkajsLogCreator(logger: Logger): () => (entry: KafkajsLogEntry) => void {
+  const log = childLogger(logger, { component: 'kafkajs' });
+  const bound = boundKeys(log);
   return () =>
-    ({ level, log }) => {
-      const { message, ...extra } = log;
-      const entry = { ...extra, component: 'kafkajs' };
-      if (level === KAFKAJS_ERROR) logger.error(entry, message);
-      else if (level === KAFKAJS_WARN) logger.warn(entry, message);
-      else if (level === KAFKAJS_INFO) logger.debug(entry, message);
-      else logger.trace(entry, message);
+    ({ level, log: entry }) => {
+      const { message, ...extra } = entry;
+      const fields = withoutKeys(extra, bound);
+      if (level === KAFKAJS_ERROR) {
+        if (transient(entry)) log.warn(fields, message);
+        else log.error(fields, message);
+      } else if (level === KAFKAJS_WARN) log.warn(fields, message);
+      else if (level === KAFKAJS_INFO) log.debug(fields, message);
+      else log.trace(fields, message);
     };
 }

@@ -19,6 +19,19 @@ export interface MigrateOutcome {
 }
 
 /**
+ * Kysely's introspection tripping over another schema changed meanwhile: a "schema does not
+ * exist" (3F000) about a schema other than ours (a concurrent DROP SCHEMA), or a relation or
+ * column that vanished or is half-created (42P01, 42703) while no migration has run yet.
+ */
+function droppedElsewhere(outcome: { error?: unknown; results?: MigrationResult[] }, schema: string): boolean {
+  const error = outcome.error;
+  if (typeof error !== 'object' || error === null) return false;
+  const e = error as { code?: unknown; message?: unknown };
+  if (e.code === '3F000') return typeof e.message === 'string' && !e.message.includes(`"${schema}"`);
+  return (e.code === '42P01' || e.code === '42703') && outcome.results === undefined;
+}
+
+/**
  * Brings `schema` up to the latest migration. Safe to call from many processes at once:
  * creation of the schema and every migration run happen under Postgres advisory locks, so
  * concurrent callers wait and then find nothing left to do. Idempotent.
@@ -41,7 +54,11 @@ export async function migrate<DB>(database: Kysely<DB>, options: MigrateOptions 
     migrationTableName: MIGRATION_TABLE,
     migrationLockTableName: MIGRATION_LOCK_TABLE,
   });
-  const { error, results } = await migrator.migrateToLatest();
+  let outcome = await migrator.migrateToLatest();
+  // Kysely's introspection (before any migration runs) resolves every schema of the database by
+  // name; one dropped meanwhile by someone else fails it with 3F000. Nothing was applied: retry.
+  for (let retry = 0; retry < 5 && droppedElsewhere(outcome, schema); retry++) outcome = await migrator.migrateToLatest();
+  const { error, results } = outcome;
   const applied = (results ?? []).filter((r: MigrationResult) => r.status === 'Success').map((r) => r.migrationName);
   if (error !== undefined) {
     const failed = (results ?? []).find((r) => r.status === 'Error')?.migrationName ?? 'unknown';

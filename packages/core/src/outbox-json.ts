@@ -58,6 +58,7 @@ export function encodeJson(value: unknown, where: string): string {
     if (v instanceof Number) v = Number(v);
     else if (v instanceof String) v = String(v);
     else if (v instanceof Boolean) v = v.valueOf();
+    else if (v instanceof BigInt) v = v.valueOf();
     switch (typeof v) {
       case 'string':
         return text(v, path, 'string');

@@ -23,6 +23,7 @@ const BAD: Array<[string, Untyped, RegExp]> = [
   ['headers as a Map', { topic: 't', value: {}, headers: new Map([['a', 'b']]) }, /headers must be an object/],
   ['an empty header name', { topic: 't', value: {}, headers: { '': 'v' } }, /header name.*empty/],
   ['a BigInt in the value', { topic: 't', value: { amount: 10n } }, /value\.amount.*BigInt/],
+  ['a boxed BigInt in the value', { topic: 't', value: [Object(5n)] }, /value\[0\].*BigInt/],
   ['a circular value', { topic: 't', value: circular() }, /value\.self.*circular/],
   ['a function value', { topic: 't', value: () => 1 }, /value.*function/],
   ['a nested function', { topic: 't', value: { a: [1, { f: () => 1 }] } }, /value\.a\[1\]\.f.*function/],

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { InvalidConfigError, untyped, type Logger } from '@effectively/core';
+import { childLogger, InvalidConfigError, untyped, type Logger } from '@effectively/core';
 import { fingerprintRequest } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef, type KeyRecord } from './key-store';
@@ -261,7 +261,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
       return { outcome: 'rejected', response: problemResponse(name, o.problemTypeBase, parsed.detail) };
     }
     const { key } = parsed;
-    const log = o.logger.child({ scope, idempotencyKey: key, route });
+    const log = childLogger(o.logger, { scope, idempotencyKey: key, route });
     const target = request.path ?? route;
     const fingerprinted = fingerprintRequest(request.method, target, request.body);
     if (!fingerprinted.ok) {

@@ -1,15 +1,15 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
+import { childLogger, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { Attempt } from './attempt';
 import { AttemptLog, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
-import { classify, type Classified } from './classify';
+import { classify, idKey, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
 import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
 import { SideConnection } from './side-connection';
-import { ProcessedEventStore, type ClaimRow, type EventKey } from './store';
+import { ProcessedEventStore, type ClaimRow, type EventKey, type Redriven } from './store';
 import { ChunkTrace } from './tracing';
 
 const tracing = openTelemetryTracing('@effectively/kafka');
@@ -28,6 +28,10 @@ export interface ChunkOutcome {
   duplicates: number;
   conflicts: number;
   deadLettered: number;
+  /** Copies of events that were dead-lettered, skipped without a new re-drive id (counted apart from `duplicates`). */
+  deadLetteredDuplicates: number;
+  /** Dead-lettered events handled again by a deliberate re-drive (also counted in `processed` when they succeed). */
+  redriven: number;
   hook: HookContext;
 }
 
@@ -134,9 +138,9 @@ export class ChunkProcessor<T> {
     });
     const candidates = classified.filter((c, i) => firstIndexOf.get(c.key) === i);
     const hook: HookContext = { topic, partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
-    const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, hook };
-    const empty = { ...outcome, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0 };
-    const log = o.logger.child({ topic, partition });
+    const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, deadLetteredDuplicates: 0, redriven: 0, hook };
+    const empty = { ...outcome };
+    const log = childLogger(o.logger, { topic, partition });
     const position = new Map(messages.map((m, i) => [m.offset, i]));
     const indexOf = (m: RawMessage): number => position.get(m.offset) as number;
     const chunk: OpenChunk = { attempts: new Set() };
@@ -172,20 +176,36 @@ export class ChunkProcessor<T> {
           if (chunk.aborted !== undefined) throw chunk.aborted;
           if (!opened.held) throw new FencedError(topic, partition);
           const claimed = opened.claimed;
+          const stored = opened.stored;
+          // Ids committed by another transaction while this one waited on them: read their hashes now.
+          const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
+          if (unseen.length > 0) for (const [key, found] of await this.store.storedHashes(trx, unseen)) stored.set(key, found);
+          // Deliberate re-drives of dead-lettered events: taken back (once per re-drive id) and handled as if new.
+          const redrives = candidates.flatMap((c) =>
+            c.kind === 'event' && c.redriveId !== undefined && !claimed.has(c.key) && stored.get(c.key)?.status === 'dead_lettered'
+              ? [{ origin: c.origin, eventId: c.id, redriveId: c.redriveId, offset: c.message.offset }]
+              : [],
+          );
+          const redriven = new Map<string, Redriven>();
+          for (const r of await this.store.redrive(trx, redrives)) {
+            redriven.set(idKey(r.origin, r.eventId), r);
+            claimed.add(idKey(r.origin, r.eventId));
+          }
           hook.claimed = candidates.filter((c) => claimed.has(c.key)).map((c) => c.id);
 
           // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
           const dupes = classified.filter((c, i) => firstIndexOf.get(c.key) !== i || !claimed.has(c.key));
-          const stored = opened.stored;
-          // Ids committed by another transaction while this one waited on them: read their hashes now.
-          const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
-          if (unseen.length > 0) for (const [key, hash] of await this.store.storedHashes(trx, unseen)) stored.set(key, hash);
           const firstHash = new Map(candidates.map((c) => [c.key, c.hash]));
           const dlq: OutboxMessage[] = [];
           for (const d of dupes) {
-            outcome.duplicates++;
-            const reference = claimed.has(d.key) ? firstHash.get(d.key) : stored.get(d.key);
-            log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+            const reference = claimed.has(d.key) ? firstHash.get(d.key) : stored.get(d.key)?.payloadHash;
+            if (!claimed.has(d.key) && stored.get(d.key)?.status === 'dead_lettered') {
+              outcome.deadLetteredDuplicates++;
+              log.warn({ offset: d.message.offset, eventId: d.id }, 'copy of a dead-lettered event skipped; to apply it, re-drive it (effectively dlq replay)');
+            } else {
+              outcome.duplicates++;
+              log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+            }
             trace.duplicate(d.message, d.id, reference !== undefined && reference !== d.hash);
             if (reference !== undefined && reference !== d.hash) {
               outcome.conflicts++;
@@ -207,7 +227,12 @@ export class ChunkProcessor<T> {
 
           const events = fresh.filter((c): c is EventItem<T> => c.kind === 'event');
           const unsettled = await this.handle(chunk as Required<Pick<OpenChunk, 'trx' | 'outbox'>> & OpenChunk, events, start.state, dlq, outcome, log, indexOf, (r) => (recorded = r), trace);
-          if (unsettled.length > 0) await this.store.release(trx, unsettled);
+          const unsettledKeys = new Set(unsettled.map((k) => idKey(k.origin, k.eventId)));
+          outcome.redriven = [...redriven.keys()].filter((k) => !unsettledKeys.has(k)).length;
+          if (redriven.size > 0) log.warn({ redriven: outcome.redriven, eventIds: [...redriven.values()].map((r) => r.eventId) }, 'dead-lettered events re-driven');
+          await this.store.restore(trx, [...redriven.values()].filter((r) => unsettledKeys.has(idKey(r.origin, r.eventId))));
+          const released = unsettled.filter((k) => !redriven.has(idKey(k.origin, k.eventId)));
+          if (released.length > 0) await this.store.release(trx, released);
           if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
           await outbox.flush(trx);
           const beforeDbCommit = o.hooks.beforeDbCommit;
@@ -319,7 +344,7 @@ export class ChunkProcessor<T> {
       const offset = e.message.offset;
       const p = prior(e);
       const attempt = p.total + 1;
-      const eventLog = log.child({ offset, eventId: e.id });
+      const eventLog = childLogger(log, { offset, eventId: e.id });
       // A savepoint keeps the rest of the transaction when this handler fails. Alone in its
       // transaction, an event needs one only when a failure is dead-lettered in the same
       // transaction (its last attempt); otherwise a failure rolls the whole transaction back,

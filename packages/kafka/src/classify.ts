@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ConsumedEvent, ResolvedOptions } from './config';
 import { coordinatesOf, readEventId, type IdOrigin, type RefusedIdValue } from './event-id';
 import type { RawMessage } from './kafka-adapter';
+import { readRedriveId } from './redrive';
 
 /** Why a message goes straight to the dead-letter topic without reaching the handler. */
 export type RejectReason = 'invalid-event-id' | 'tombstone' | 'malformed-payload';
@@ -11,7 +12,7 @@ export type RejectReason = 'invalid-event-id' | 'tombstone' | 'malformed-payload
  * `id` and `origin` are what `processed_events` records; `key` joins them for in-memory maps.
  */
 export type Classified<T> =
-  | { kind: 'event'; message: RawMessage; id: string; origin: IdOrigin; key: string; hash: string; event: ConsumedEvent<T> }
+  | { kind: 'event'; message: RawMessage; id: string; origin: IdOrigin; key: string; hash: string; event: ConsumedEvent<T>; redriveId?: string }
   | { kind: 'rejected'; message: RawMessage; id: string; origin: IdOrigin; key: string; hash: string; reason: RejectReason; error: string; refusedId?: RefusedIdValue };
 
 /** One string per (origin, id): a producer id and a derived key never map to the same entry. */
@@ -54,7 +55,8 @@ export function classify<T>(message: RawMessage, options: ResolvedOptions<T>): C
       return { kind: 'rejected', message, id, origin, key, hash, reason: 'malformed-payload', error: `payload could not be decoded: ${error instanceof Error ? error.message : String(error)}` };
     }
   }
-  return {
+  const redriveId = readRedriveId(message);
+  const classified: Classified<T> = {
     kind: 'event',
     message,
     id,
@@ -63,4 +65,5 @@ export function classify<T>(message: RawMessage, options: ResolvedOptions<T>): C
     hash,
     event: { id, topic: message.topic, partition: message.partition, offset: message.offset, key: message.key, value, headers: message.headers, timestamp: message.timestamp },
   };
+  return redriveId === undefined ? classified : { ...classified, redriveId };
 }

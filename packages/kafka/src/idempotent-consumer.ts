@@ -1,4 +1,4 @@
-import { assertSchemaMigrated, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
 import { PartitionTakeover } from './partition-takeover';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
@@ -7,7 +7,8 @@ import { FencedError, isTransientDatabaseError } from './errors';
 import { LagReporter } from './lag';
 import { zeroPartitionCounters } from './metrics';
 import { startRetentionProbe } from './retention-probe';
-import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage } from './kafka-adapter';
+import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage, type SkippedRange } from './kafka-adapter';
+import { OffsetPositions } from './offset-positions';
 
 /** Counters since start, also reported through `metrics`. */
 export interface ConsumerStats {
@@ -15,6 +16,10 @@ export interface ConsumerStats {
   duplicates: number;
   conflicts: number;
   deadLettered: number;
+  /** Copies of dead-lettered events skipped (no new re-drive id); not in `duplicates`. */
+  deadLetteredDuplicates: number;
+  /** Dead-lettered events applied by a deliberate re-drive. */
+  redriven: number;
   handlerRetries: number;
   transientRetries: number;
   fenced: number;
@@ -48,6 +53,10 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly fences = new Map<string, { ready: boolean; promise: Promise<void> }>();
   private generation = 0;
   private readonly takeover: PartitionTakeover;
+  private readonly positions: OffsetPositions;
+  private assigned = new Set<string>();
+  /** Where the assigned partitions start, decided at each assignment (quick: offsets and log bounds). */
+  private placed: Promise<void> = Promise.resolve();
   private retentionProbe: { stop(): void } | undefined;
   private readonly lag: LagReporter;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -67,13 +76,13 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   readonly stopped: Promise<StopInfo> = new Promise((resolve) => {
     this.resolveStopped = resolve;
   });
-  readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
+  readonly stats: ConsumerStats = { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, deadLetteredDuplicates: 0, redriven: 0, handlerRetries: 0, transientRetries: 0, fenced: 0, batches: 0 };
 
   /** @throws InvalidConfigError / InvalidIdentifierError when the options are unsafe or inconsistent. */
   constructor(options: IdempotentConsumerOptions<T, DB>) {
     this.options = resolveOptions(options);
     const o = this.options;
-    this.log = o.logger.child({ group: o.groupId });
+    this.log = childLogger(o.logger, { group: o.groupId });
     this.processor = new ChunkProcessor(o);
     this.takeover = new PartitionTakeover(o.db, this.processor.processedEvents, this.processor.side, this.log);
     this.lag = new LagReporter(o.metrics, o.groupId);
@@ -88,6 +97,15 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       maxWaitTimeMs: o.fetchMaxWaitMs,
       logger: o.logger,
       kafka: o.kafka,
+    });
+    this.positions = new OffsetPositions({
+      client: this.client,
+      groupId: o.groupId,
+      fromBeginning: o.fromBeginning,
+      logger: this.log,
+      metrics: o.metrics,
+      running: () => this.state === 'running',
+      committed: (topic, partition, offset) => this.committed.set(`${topic}:${partition}`, offset),
     });
   }
 
@@ -110,15 +128,20 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.client.onAssignment((assignment) => {
       for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
       this.lag.assigned(assignment.partitions);
+      this.assigned = new Set(assignment.partitions.map((p) => `${p.topic}:${p.partition}`));
+      this.placed = this.positions.assigned(assignment);
       this.takePartitions(assignment);
     });
+    this.client.onSkippedRange?.((range) => void this.settleSkipped(range));
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
     if (this.options.handleSignals) {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
     }
     await this.client.connect();
-    await this.client.subscribe(this.options.topics, this.options.fromBeginning);
+    await this.positions.beforeJoin(this.options.topics);
+    // Always earliest for the client's own out-of-range resets; `fromBeginning` is applied per partition by OffsetPositions.
+    await this.client.subscribe(this.options.topics, true);
     await this.client.run((batch) => this.onBatch(batch), this.options.partitionsConsumedConcurrently);
     const o = this.options;
     this.retentionProbe = startRetentionProbe({ db: o.db, schema: o.schema, groupId: o.groupId, topics: o.topics, client: this.client, metrics: o.metrics, logger: this.log, intervalMs: 60_000 });
@@ -212,6 +235,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   }
 
   private async onBatch(batch: FetchedBatch): Promise<void> {
+    await this.placed;
     const fence = this.fences.get(`${batch.topic}:${batch.partition}`);
     if (fence !== undefined && !fence.ready) {
       // Not ours in Postgres yet: set this partition aside (the others keep flowing) until it is.
@@ -261,6 +285,34 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
         }
       }
     }
+    if (remaining.length === 0 && live()) this.settleTail(batch);
+  }
+
+  /**
+   * Every message of the batch is settled: what follows the last one up to the end of the
+   * fetch (transaction markers, records of aborted transactions) is done too, so the committed
+   * offset reaches the high watermark.
+   */
+  private settleTail(batch: FetchedBatch): void {
+    const last = batch.messages[batch.messages.length - 1];
+    if (last === undefined || batch.lastOffset === undefined || !/^\d+$/.test(batch.lastOffset) || BigInt(batch.lastOffset) <= BigInt(last.offset)) return;
+    const key = `${batch.topic}:${batch.partition}`;
+    batch.resolveOffset(batch.lastOffset);
+    const hook = this.pending.get(key)?.hook ?? { topic: batch.topic, partition: batch.partition, firstOffset: last.offset, lastOffset: batch.lastOffset, claimed: [] };
+    this.pending.set(key, { next: BigInt(batch.lastOffset) + 1n, hook });
+  }
+
+  /**
+   * A fetch with nothing for the handler (only transaction markers or aborted records): the
+   * client fetched it from the position after everything settled, so it is done; commit past it.
+   */
+  private async settleSkipped(range: SkippedRange): Promise<void> {
+    const key = `${range.topic}:${range.partition}`;
+    if (this.state !== 'running' || !this.assigned.has(key) || !/^\d+$/.test(range.lastOffset)) return;
+    const next = BigInt(range.lastOffset) + 1n;
+    if (next <= (this.pending.get(key)?.next ?? -1n)) return;
+    this.pending.set(key, { next, hook: { topic: range.topic, partition: range.partition, firstOffset: range.lastOffset, lastOffset: range.lastOffset, claimed: [] } });
+    await this.flushOffset({ topic: range.topic, partition: range.partition, isStale: () => !this.assigned.has(key) });
   }
 
   /** Waits (heartbeating) until the partition's pending retry is due; false when the batch is no longer ours to work on. */
@@ -343,6 +395,10 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.stats.duplicates += outcome.duplicates;
     this.stats.conflicts += outcome.conflicts;
     this.stats.deadLettered += outcome.deadLettered;
+    this.stats.deadLetteredDuplicates += outcome.deadLetteredDuplicates;
+    this.stats.redriven += outcome.redriven;
+    if (outcome.deadLetteredDuplicates > 0) o.metrics.increment('events_duplicate_dead_lettered_total', labels, outcome.deadLetteredDuplicates);
+    if (outcome.redriven > 0) o.metrics.increment('events_redriven_total', labels, outcome.redriven);
     if (outcome.processed > 0) o.metrics.increment('events_processed_total', labels, outcome.processed);
     if (outcome.duplicates > 0) o.metrics.increment('events_duplicate_total', labels, outcome.duplicates);
     if (outcome.conflicts > 0) o.metrics.increment('events_conflict_total', labels, outcome.conflicts);
@@ -369,7 +425,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   }
 
   /** Commits offset+1 of the last settled event to Kafka, if the partition is still ours and it moves forward. */
-  private async flushOffset(batch: FetchedBatch): Promise<void> {
+  private async flushOffset(batch: Pick<FetchedBatch, 'topic' | 'partition' | 'isStale'>): Promise<void> {
     const o = this.options;
     const key = `${batch.topic}:${batch.partition}`;
     const pending = this.pending.get(key);

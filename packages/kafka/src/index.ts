@@ -1,8 +1,11 @@
 export { IdempotentConsumer, type ConsumerStats, type StopInfo } from './idempotent-consumer';
 export type { IdempotentConsumerOptions, ConsumedEvent, HandlerContext, EventHandler, BatchHandler, FailurePolicy } from './config';
-export type { EventIdSource, InvalidIdReason } from './event-id';
+export type { EventIdSource, InvalidIdReason, IdOrigin } from './event-id';
 export type { ConsumerHooks, HookContext } from './hooks';
-export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings } from './kafka-adapter';
+export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings, PartitionPosition, SkippedRange } from './kafka-adapter';
 export { HandlerTimeoutError, FencedError, AttemptEndedError, isTransientDatabaseError } from './errors';
 export { pruneProcessedEvents } from './store';
 export { CONSUMER_METRICS, consumerPrometheusMetrics } from './metrics';
+export { listDeadLetters, replayDeadLetters, toDeadLetter, type DeadLetter, type DeadLetterFilter, type DeadLetterSource, type ReplayOptions, type ReplayResult } from './dead-letters';
+export { REDRIVE_HEADER } from './redrive';
+export type { OffsetResetReason } from './offset-positions';

@@ -7,9 +7,12 @@ const partitionLabels = ['group', 'topic', 'partition'] as const;
 export const CONSUMER_METRICS = {
   events_processed_total: { type: 'counter', help: 'Events whose handler committed.', labelNames: partitionLabels },
   events_duplicate_total: { type: 'counter', help: 'Events skipped because (group, id) was already processed.', labelNames: partitionLabels },
+  events_duplicate_dead_lettered_total: { type: 'counter', help: 'Copies of dead-lettered events skipped without a new re-drive id (not in events_duplicate_total).', labelNames: partitionLabels },
+  events_redriven_total: { type: 'counter', help: 'Dead-lettered events applied by a deliberate re-drive (dead-letter replay).', labelNames: partitionLabels },
   events_conflict_total: { type: 'counter', help: 'Duplicates whose payload differs from the processed one.', labelNames: partitionLabels },
   events_dead_lettered_total: { type: 'counter', help: 'Events recorded as dead-lettered and sent to the dead-letter topic.', labelNames: [...partitionLabels, 'reason'] },
   retries_total: { type: 'counter', help: 'Retries, by kind (handler, transient database error).', labelNames: [...partitionLabels, 'kind'] },
+  offset_resets_total: { type: 'counter', help: "Partitions whose position was moved off the group's committed offset (below the log start, past the end, out of range while fetching), by reason.", labelNames: [...partitionLabels, 'reason'] },
   fenced_total: { type: 'counter', help: 'Transactions rolled back because the member lost its partition.', labelNames: partitionLabels },
   batch_size: { type: 'histogram', help: 'Messages per transaction.', labelNames: ['group'], buckets: [1, 10, 50, 100, 250, 500, 1000, 5000] },
   batch_duration_seconds: { type: 'histogram', help: 'Duration of one chunk transaction.', labelNames: ['group'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] },
@@ -29,7 +32,8 @@ export function consumerPrometheusMetrics(registry: Registry): PrometheusMetrics
  * before the first event and `rate()`/`increase()` count it. Called when a partition is assigned.
  */
 export function zeroPartitionCounters(metrics: Metrics, labels: { group: string; topic: string; partition: number }): void {
-  for (const name of ['events_processed_total', 'events_duplicate_total', 'events_conflict_total', 'fenced_total'] as const) metrics.increment(name, labels, 0);
+  for (const name of ['events_processed_total', 'events_duplicate_total', 'events_conflict_total', 'fenced_total', 'events_duplicate_dead_lettered_total', 'events_redriven_total'] as const) metrics.increment(name, labels, 0);
+  for (const reason of ['below-log-start', 'past-end', 'out-of-range']) metrics.increment('offset_resets_total', { ...labels, reason }, 0);
   metrics.increment('events_dead_lettered_total', { ...labels, reason: 'any' }, 0);
   for (const kind of ['handler', 'transient']) metrics.increment('retries_total', { ...labels, kind }, 0);
 }

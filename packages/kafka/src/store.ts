@@ -26,6 +26,19 @@ export interface ClaimRow {
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
+/** What `processed_events` holds for a key already recorded. */
+export interface StoredEvent {
+  payloadHash: string;
+  status: 'processed' | 'dead_lettered';
+}
+
+/** A dead-lettered event taken back for a re-drive, with what to restore if its handling does not settle. */
+export interface Redriven extends EventKey {
+  previousRedriveId: string | null;
+  previousError: string | null;
+  previousAttempts: number;
+}
+
 /** What {@link ProcessedEventStore.open} needs. */
 export interface OpenOptions {
   lockTimeoutMs: number;
@@ -43,8 +56,8 @@ export interface OpenResult {
   held: boolean;
   /** {@link idKey}s newly claimed by this transaction. */
   claimed: Set<string>;
-  /** Payload hashes of keys already recorded before this statement, by {@link idKey}. */
-  stored: Map<string, string>;
+  /** Keys already recorded before this statement, by {@link idKey}. */
+  stored: Map<string, StoredEvent>;
   /** The row's values of the `also` columns. */
   also: Record<string, unknown>;
 }
@@ -91,7 +104,7 @@ export class ProcessedEventStore {
               FOR SHARE OF f`;
     const ids = rows.map((r) => r.eventId);
     const origins = rows.map((r) => r.origin);
-    const result = await sql<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string]> | null }>`
+    const result = await sql<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>`
       WITH settings AS MATERIALIZED (${settings}),
       fence AS MATERIALIZED (${held}),
       claimed AS (
@@ -108,31 +121,64 @@ export class ProcessedEventStore {
         SELECT id_origin, event_id FROM unnest(${origins}::text[], ${ids}::text[]) AS k(id_origin, event_id) WHERE EXISTS (SELECT 1 FROM fence)
         EXCEPT SELECT id_origin, event_id FROM claimed),
       stored AS (
-        SELECT x.id_origin, x.event_id, e.payload_hash FROM unclaimed x,
-        LATERAL (SELECT payload_hash FROM ${this.events}
+        SELECT x.id_origin, x.event_id, e.payload_hash, e.status FROM unclaimed x,
+        LATERAL (SELECT payload_hash, status FROM ${this.events}
                  WHERE consumer_group = ${this.group} AND id_origin = x.id_origin AND event_id = x.event_id) e)
       SELECT EXISTS (SELECT 1 FROM fence) AS held,
              (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
-             (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash)) FROM stored) AS stored
+             (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
              ${options.also ?? sql``}`.execute(trx);
     const row = result.rows[0];
     return {
       held: row?.held === true,
       claimed: new Set((row?.claimed ?? []).map(([origin, id]) => idKey(origin, id))),
-      stored: new Map((row?.stored ?? []).map(([origin, id, hash]) => [idKey(origin, id), hash])),
+      stored: new Map((row?.stored ?? []).map(([origin, id, payloadHash, status]) => [idKey(origin, id), { payloadHash, status }])),
       also: (row ?? {}) as Record<string, unknown>,
     };
   }
 
-  /** Payload hashes stored for already-processed keys (to spot conflicting duplicates), by {@link idKey}. */
-  async storedHashes(trx: Db, keys: EventKey[]): Promise<Map<string, string>> {
+  /** What is stored for already-processed keys (to spot conflicting duplicates and dead-lettered ones), by {@link idKey}. */
+  async storedHashes(trx: Db, keys: EventKey[]): Promise<Map<string, StoredEvent>> {
     if (keys.length === 0) return new Map();
-    const result = await sql<{ id_origin: IdOrigin; event_id: string; payload_hash: string }>`
-      SELECT p.id_origin, p.event_id, p.payload_hash FROM ${this.events} p
+    const result = await sql<{ id_origin: IdOrigin; event_id: string; payload_hash: string; status: StoredEvent['status'] }>`
+      SELECT p.id_origin, p.event_id, p.payload_hash, p.status FROM ${this.events} p
       JOIN unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
         ON p.id_origin = k.id_origin AND p.event_id = k.event_id
       WHERE p.consumer_group = ${this.group}`.execute(trx);
-    return new Map(result.rows.map((r) => [idKey(r.id_origin, r.event_id), r.payload_hash]));
+    return new Map(result.rows.map((r) => [idKey(r.id_origin, r.event_id), { payloadHash: r.payload_hash, status: r.status }]));
+  }
+
+  /**
+   * Takes dead-lettered events back for a re-drive: each key whose record is `dead_lettered` and
+   * has not yet applied re-drive `redriveId` becomes `processed` with that re-drive recorded, in
+   * this transaction (row-locked until commit, so one re-drive applies once). Returns the keys
+   * taken, with what {@link restore} puts back if their handling does not settle.
+   */
+  async redrive(trx: Db, requests: Array<EventKey & { redriveId: string; offset: string }>): Promise<Redriven[]> {
+    if (requests.length === 0) return [];
+    const result = await sql<{ id_origin: IdOrigin; event_id: string; previous_redrive_id: string | null; previous_error: string | null; previous_attempts: number }>`
+      WITH r AS (SELECT * FROM unnest(${requests.map((q) => q.origin)}::text[], ${requests.map((q) => q.eventId)}::text[], ${requests.map((q) => q.redriveId)}::text[], ${requests.map((q) => q.offset)}::bigint[])
+                 AS r(id_origin, event_id, redrive_id, kafka_offset)),
+      previous AS (
+        SELECT p.id_origin, p.event_id, p.redrive_id, p.error, p.attempts FROM ${this.events} p JOIN r ON p.id_origin = r.id_origin AND p.event_id = r.event_id
+        WHERE p.consumer_group = ${this.group} AND p.status = 'dead_lettered' AND p.redrive_id IS DISTINCT FROM r.redrive_id
+        FOR UPDATE OF p)
+      UPDATE ${this.events} p SET status = 'processed', redrive_id = r.redrive_id, error = NULL, kafka_offset = r.kafka_offset, processed_at = now()
+      FROM previous, r
+      WHERE p.consumer_group = ${this.group} AND p.id_origin = previous.id_origin AND p.event_id = previous.event_id
+        AND r.id_origin = previous.id_origin AND r.event_id = previous.event_id
+      RETURNING p.id_origin, p.event_id, previous.redrive_id AS previous_redrive_id, previous.error AS previous_error, previous.attempts AS previous_attempts`.execute(trx);
+    return result.rows.map((r) => ({ origin: r.id_origin, eventId: r.event_id, previousRedriveId: r.previous_redrive_id, previousError: r.previous_error, previousAttempts: r.previous_attempts }));
+  }
+
+  /** Puts re-driven events whose handling did not settle back as they were (dead-lettered, re-drive not applied). */
+  async restore(trx: Db, taken: Redriven[]): Promise<void> {
+    if (taken.length === 0) return;
+    await sql`
+      UPDATE ${this.events} p SET status = 'dead_lettered', redrive_id = t.redrive_id, error = t.error, attempts = t.attempts
+      FROM unnest(${taken.map((k) => k.origin)}::text[], ${taken.map((k) => k.eventId)}::text[], ${taken.map((k) => k.previousRedriveId)}::text[],
+                  ${taken.map((k) => k.previousError)}::text[], ${taken.map((k) => k.previousAttempts)}::int[]) AS t(id_origin, event_id, redrive_id, error, attempts)
+      WHERE p.consumer_group = ${this.group} AND p.id_origin = t.id_origin AND p.event_id = t.event_id`.execute(trx);
   }
 
   /** Removes claims of events whose handling did not settle in this transaction. */

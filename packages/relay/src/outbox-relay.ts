@@ -1,4 +1,4 @@
-import { EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
 import { sql, type Transaction } from 'kysely';
 import { backoffMs } from './backoff';
 import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions } from './config';
@@ -211,7 +211,7 @@ export class OutboxRelay<DB = unknown> {
     const o = this.options;
     this.labels = { schema: o.schema };
     this.zeroed = new ZeroedCounters(o.metrics, this.labels);
-    this.log = o.logger.child({ component: 'outbox-relay', schema: o.schema, relayId: o.relayId });
+    this.log = childLogger(o.logger, { component: 'outbox-relay', schema: o.schema, relayId: o.relayId });
     this.leases = new LaneLeases(o.db, o.schema, o.relayId, o.leaseMs, this.log);
     if (o.listen) {
       this.listener = new NotifyListener({
@@ -418,7 +418,7 @@ export class OutboxRelay<DB = unknown> {
     let entry = this.producers[slot];
     if (entry === undefined) {
       const o = this.options;
-      const client = (o.producerClient ?? createKafkajsProducer)({ brokers: [...o.brokers], clientId: o.clientId, logger: this.log, kafka: o.kafka, producer: { ...o.producer } });
+      const client = (o.producerClient ?? createKafkajsProducer)({ brokers: [...o.brokers], clientId: o.clientId, logger: childLogger(o.logger, { schema: o.schema, relayId: o.relayId }), kafka: o.kafka, producer: { ...o.producer } });
       entry = { client, ready: this.bounded(client.connect(), 'connection').then(() => this.kafkaAnswered()) };
       this.producers[slot] = entry;
     }

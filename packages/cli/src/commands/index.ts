@@ -1,4 +1,5 @@
 import type { Command } from '../command';
+import { dlqCommand } from './dlq';
 import { migrateCommand } from './migrate';
 import { outboxCommand } from './outbox';
 import { pruneCommand } from './prune';
@@ -6,4 +7,4 @@ import { relayCommand } from './relay';
 import { smokeCommand } from './smoke';
 
 /** Every `effectively` command, in the order `--help` lists them. A new command: one module, one line here. */
-export const COMMANDS: readonly Command[] = [migrateCommand, relayCommand, outboxCommand, pruneCommand, smokeCommand];
+export const COMMANDS: readonly Command[] = [migrateCommand, relayCommand, outboxCommand, dlqCommand, pruneCommand, smokeCommand];
