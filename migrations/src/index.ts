@@ -3,8 +3,8 @@ import { initial } from './0001-initial';
 import { consumerAndOutbox } from './0002-consumer-and-outbox';
 import { idempotencyKeys } from './0003-idempotency-keys';
 import { outboxLanes } from './0004-outbox-lanes';
-import { consumerAttempts } from './0005-consumer-attempts';
 import { idOriginAndRedrive } from './0006-id-origin-and-redrive';
+import { consumerAttempts } from './0007-consumer-attempts';
 
 export { OUTBOX_LANES } from './0004-outbox-lanes';
 
@@ -25,8 +25,8 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Schema
   ['0002-consumer-and-outbox', consumerAndOutbox],
   ['0003-idempotency-keys', idempotencyKeys],
   ['0004-outbox-lanes', outboxLanes],
-  ['0005-consumer-attempts', consumerAttempts],
   ['0006-id-origin-and-redrive', idOriginAndRedrive],
+  ['0007-consumer-attempts', consumerAttempts],
 ];
 
 /** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */
