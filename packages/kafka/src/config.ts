@@ -115,7 +115,11 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   lockTimeoutMs?: number;
   /** `statement_timeout` inside the transaction; default 30 s. */
   statementTimeoutMs?: number;
-  /** Record each partition's owner epoch in the transaction so a zombie member cannot commit; default true. */
+  /**
+   * Record each partition's owner epoch and check it in every transaction; default true. A
+   * transaction of a member that lost its partition either ends before the new owner's epoch is
+   * recorded (which waits for it, at most `takeoverTimeoutMs`) or is refused; see the README.
+   */
   fencing?: boolean;
   /**
    * How long a member taking over a partition waits for a transaction of the previous owner
