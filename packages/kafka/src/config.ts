@@ -90,22 +90,50 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   maxEventIdBytes?: number;
   /** Handler attempts before the failure policy applies; default 5. */
   maxAttempts?: number;
-  /** First retry delay; doubles each attempt up to `maxRetryDelayMs`. Default 200 ms. */
+  /**
+   * Delay before the first retry of a failed (thrown or timed-out) handler, measured from the
+   * failure to the start of the next attempt; doubles each attempt up to `maxRetryDelayMs`
+   * (no jitter): 200, 400, 800 ms … by default.
+   */
   retryDelayMs?: number;
+  /** Longest retry delay; default 30 s. */
   maxRetryDelayMs?: number;
   onFailure?: FailurePolicy;
   /** Topic the dead-letter messages go to through the outbox; default `<topic>.dlq`. */
   deadLetterTopic?: (topic: string) => string;
   /** Same id with a different payload: `report` (default: metric + warning, skipped) or `dead-letter` (also publish it to the dead-letter topic). */
   onConflict?: 'report' | 'dead-letter';
-  /** Per-event handler time limit; default 30 s. */
+  /**
+   * Time limit of one handler (or batch handler, or `beforeDbCommit` hook) run; default 30 s.
+   * A handler that exceeds it has failed that attempt: its transaction is given up (its
+   * connection ended, so no statement of it can run later) and it is retried like a thrown
+   * error, or dead-lettered after `maxAttempts`. A batch handler that exceeds it is not retried
+   * as a batch: its events run one per transaction.
+   */
   handlerTimeoutMs?: number;
   /** `lock_timeout` inside the transaction; default 5 s. */
   lockTimeoutMs?: number;
   /** `statement_timeout` inside the transaction; default 30 s. */
   statementTimeoutMs?: number;
-  /** Record each partition's owner epoch in the transaction so a zombie member cannot commit; default true. */
+  /**
+   * Record each partition's owner epoch and check it in every transaction; default true. A
+   * transaction of a member that lost its partition either ends before the new owner's epoch is
+   * recorded (which waits for it, at most `takeoverTimeoutMs`) or is refused; see the README.
+   */
   fencing?: boolean;
+  /**
+   * How long a member taking over a partition waits for a transaction of the previous owner
+   * that still holds the partition (a frozen or slow member) before ending that session
+   * (`pg_terminate_backend`; its work rolls back and is redone here); default 10 s. Only that
+   * partition waits; the member's other partitions flow meanwhile.
+   */
+  takeoverTimeoutMs?: number;
+  /**
+   * Longest time a fetch waits at the broker for new records (kafkajs `maxWaitTimeInMs`);
+   * default 500 ms. It bounds how soon a partition paused for a retry is fetched again: the
+   * consumer resumes it this much (plus 250 ms) before the retry is due and waits out the rest.
+   */
+  fetchMaxWaitMs?: number;
   sessionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   rebalanceTimeoutMs?: number;
@@ -258,6 +286,8 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     lockTimeoutMs,
     statementTimeoutMs,
     fencing: options.fencing ?? true,
+    takeoverTimeoutMs: positiveInt(options.takeoverTimeoutMs ?? 10_000, 'takeoverTimeoutMs'),
+    fetchMaxWaitMs: positiveInt(options.fetchMaxWaitMs ?? 500, 'fetchMaxWaitMs', 60_000),
     sessionTimeoutMs,
     heartbeatIntervalMs,
     rebalanceTimeoutMs: positiveInt(options.rebalanceTimeoutMs ?? 60_000, 'rebalanceTimeoutMs'),

@@ -108,6 +108,8 @@ export interface KafkaClientSettings {
   heartbeatIntervalMs: number;
   rebalanceTimeoutMs: number;
   maxBytesPerPartition: number;
+  /** Longest wait of a fetch at the broker (kafkajs `maxWaitTimeInMs`). */
+  maxWaitTimeMs?: number;
   logger: Logger;
   /** Extra kafkajs client settings (ssl, sasl, …). */
   kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'> | undefined;
@@ -134,6 +136,7 @@ export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerCl
     heartbeatInterval: settings.heartbeatIntervalMs,
     rebalanceTimeout: settings.rebalanceTimeoutMs,
     maxBytesPerPartition: settings.maxBytesPerPartition,
+    ...(settings.maxWaitTimeMs === undefined ? {} : { maxWaitTimeInMs: settings.maxWaitTimeMs }),
     allowAutoTopicCreation: false,
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
   });

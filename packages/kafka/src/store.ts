@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { assertIdentifier, untyped } from '@effectively/core';
 import { storableText } from './storable-text';
 import { idKey } from './classify';
@@ -46,6 +46,8 @@ export interface OpenOptions {
   /** The partition epoch this member holds; omitted when fencing is off. */
   fence?: { topic: string; partition: number; epoch: string };
   rows: ClaimRow[];
+  /** More columns for the same round trip (`, expr AS name, …`); their values come back in `also`. */
+  also?: RawBuilder<unknown>;
 }
 
 /** What {@link ProcessedEventStore.open} found. */
@@ -56,6 +58,8 @@ export interface OpenResult {
   claimed: Set<string>;
   /** Keys already recorded before this statement, by {@link idKey}. */
   stored: Map<string, StoredEvent>;
+  /** The row's values of the `also` columns. */
+  also: Record<string, unknown>;
 }
 
 /**
@@ -129,12 +133,14 @@ export class ProcessedEventStore {
       locked AS MATERIALIZED (${locked})
       SELECT EXISTS (SELECT 1 FROM fence) AND (NOT EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM locked)) AS held,
              (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
-             (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored`.execute(trx);
+             (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
+             ${options.also ?? sql``}`.execute(trx);
     const row = result.rows[0];
     return {
       held: row?.held === true,
       claimed: new Set((row?.claimed ?? []).map(([origin, id]) => idKey(origin, id))),
       stored: new Map((row?.stored ?? []).map(([origin, id, payloadHash, status]) => [idKey(origin, id), { payloadHash, status }])),
+      also: (row ?? {}) as Record<string, unknown>,
     };
   }
 
@@ -204,10 +210,15 @@ export class ProcessedEventStore {
   }
 
   /** Takes the partition for `memberId`: a new, higher epoch that older owners no longer match. */
-  async takePartition(db: Db, topic: string, partition: number, memberId: string): Promise<string> {
+  async takePartition(db: Db, topic: string, partition: number, memberId: string, lockTimeoutMs?: number): Promise<string> {
+    // With `lockTimeoutMs`, one statement that gives up (55P03) when a transaction holds the fence row longer.
+    const values =
+      lockTimeoutMs === undefined
+        ? sql`VALUES (${this.group}, ${topic}, ${partition}, 1, ${memberId})`
+        : sql`SELECT ${this.group}, ${topic}, ${partition}, 1, ${memberId} FROM (SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true)) AS settings`;
     const result = await sql<{ epoch: string }>`
       INSERT INTO ${this.fences} (consumer_group, topic, partition, epoch, member_id)
-      VALUES (${this.group}, ${topic}, ${partition}, 1, ${memberId})
+      ${values}
       ON CONFLICT (consumer_group, topic, partition)
       DO UPDATE SET epoch = ${this.fences}.epoch + 1, member_id = EXCLUDED.member_id, updated_at = now()
       RETURNING epoch`.execute(db);

@@ -10,10 +10,17 @@ const kafkajsError = (code: number): Error => (createRequire(__filename)('kafkaj
 
 /**
  * One row Kafka refuses (a topic that does not exist, a record too large, a partition without a
- * leader) must not hold back the rows of other keys: they reach a consumer within one send round
- * trip of their commit (≤ 1 s here, an order-of-magnitude bound that holds on a loaded machine;
- * before the fix they waited 2-30 s behind kafkajs's own retries). Only rows of the failing row's
- * topic and key wait behind it.
+ * leader) must not hold back the rows of other keys: at most one send round trip (before the fix
+ * they waited 2-30 s behind kafkajs's own retries). Only rows of the failing row's topic and key
+ * wait behind it.
+ *
+ * Measured side by side, so the bound holds on a loaded machine: two relays with the same
+ * settings run at once in this process, one on an outbox holding the bad row, one on an outbox
+ * without it (the control), and each of 60 rows of other keys is committed to both outboxes at
+ * the same moment. The control's delays (commit to receipt by a consumer) are what this machine
+ * takes now to deliver a row; the bad row may add at most about one send round trip to them:
+ * the worst delay with the bad row stays within the control's worst delay plus max(1 s, the
+ * control's worst delay). Kafkajs's retries behind a bad row (seconds) exceed that at any load.
  */
 describe('a failing row never holds back other keys', () => {
   const { brokers, databaseUrl } = testServices();
@@ -69,13 +76,20 @@ describe('a failing row never holds back other keys', () => {
     return received;
   };
 
-  /** Commits 60 rows of 20 keys (3 each), one transaction per row, 10 ms apart; returns commit times by event id. */
-  const writeOthers = async (s: TestSchema, topic: string): Promise<Map<string, number>> => {
-    const committed = new Map<string, number>();
+  /**
+   * Commits 60 rows of 20 keys (3 each) to each outbox, one transaction per row, the same row to
+   * both at once, 10 ms apart; returns commit times by event id, per outbox.
+   */
+  const writeOthers = async (bad: TestSchema, control: TestSchema, topic: string): Promise<{ bad: Map<string, number>; control: Map<string, number> }> => {
+    const committed = { bad: new Map<string, number>(), control: new Map<string, number>() };
+    const commit = async (s: TestSchema, into: Map<string, number>, key: string, seq: number): Promise<void> => {
+      const [id] = await publishCommitted(s.db, s.schema, { topic, key, value: { key, seq } });
+      into.set(id as string, Date.now());
+    };
     for (let i = 0; i < 60; i++) {
       const key = `other-${i % 20}`;
-      const [id] = await publishCommitted(s.db, s.schema, { topic, key, value: { key, seq: Math.floor(i / 20) } });
-      committed.set(id as string, Date.now());
+      const seq = Math.floor(i / 20);
+      await Promise.all([commit(bad, committed.bad, key, seq), commit(control, committed.control, key, seq)]);
       await sleep(10);
     }
     return committed;
@@ -87,22 +101,35 @@ describe('a failing row never holds back other keys', () => {
     return [...committed].map(([id, at]) => (received.get(id) as number) - at);
   };
 
-  const report = (name: string, d: number[]): void => {
+  const worst = (d: readonly number[]): number => Math.max(...d);
+  const summary = (d: readonly number[]): string => {
     const sorted = [...d].sort((a, b) => a - b);
-    process.stdout.write(`isolation ${name}: commit-to-receive p50 ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms over ${d.length} rows\n`);
+    return `p50 ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms`;
   };
 
-  it('a row for a topic that does not exist: every other key’s row arrives within 1 s of its commit', async () => {
-    const s = await newSchema();
+  /**
+   * The rows of other keys, committed to the outbox with the bad row and to the control outbox
+   * at the same moments: their delays with the bad row stay within the control's worst delay
+   * plus max(1 s, that delay) — about one more round trip, never kafkajs's retries.
+   */
+  const compare = async (name: string, bad: TestSchema, control: TestSchema, topic: string, received: Map<string, number>): Promise<void> => {
+    const committed = await writeOthers(bad, control, topic);
+    const withBad = await delays(committed.bad, received);
+    const without = await delays(committed.control, received);
+    process.stdout.write(`isolation ${name}: commit-to-receive with the bad row ${summary(withBad)}; control (same rows, same moments, no bad row) ${summary(without)}; over ${withBad.length} rows each\n`);
+    const bound = worst(without) + Math.max(1_000, worst(without));
+    expect(withBad.filter((ms) => ms > bound)).toEqual([]);
+  };
+
+  it('a row for a topic that does not exist: every other key’s row arrives within about one send round trip of the control', async () => {
+    const [s, control] = await Promise.all([newSchema(), newSchema()]);
     const [topic] = (await createTopics(kafka, [{ prefix: 'isolation_ok', partitions: 3 }])) as [string];
     const missing = uniqueName('isolation_missing'); // never created; auto-creation is off
     const received = await receiveTimes([topic]);
-    const relay = await startRelay(s);
+    const [relay] = await Promise.all([startRelay(s), startRelay(control)]);
     const [ghost] = await publishCommitted(s.db, s.schema, { topic: missing, key: 'ghost', value: { seq: 0 } });
     const [behind] = await publishCommitted(s.db, s.schema, { topic: missing, key: 'ghost', value: { seq: 1 } });
-    const d = await delays(await writeOthers(s, topic), received);
-    report('unknown topic', d);
-    expect(d.filter((ms) => ms > 1_000)).toEqual([]);
+    await compare('unknown topic', s, control, topic, received);
     // The bad row backs off with its error; the row of its key behind it was never tried.
     // (A row reaches the consumer before its claim commits the delete: wait for the outbox to settle.)
     const rows = await waitFor(() => outboxRows(s.db, s.schema), (rs) => rs.length === 2, 10_000, 'others deleted');
@@ -113,16 +140,14 @@ describe('a failing row never holds back other keys', () => {
     expect(relay.health().status).toBe('ok');
   });
 
-  it('a record too large for its topic, among rows of other keys of the same topic: they arrive within 1 s of their commit', async () => {
-    const s = await newSchema();
+  it('a record too large for its topic, among rows of other keys of the same topic: they arrive within about one send round trip of the control', async () => {
+    const [s, control] = await Promise.all([newSchema(), newSchema()]);
     const [topic] = (await createTopics(kafka, [{ prefix: 'isolation_large', partitions: 3, config: { 'max.message.bytes': '32768' } }])) as [string];
     const received = await receiveTimes([topic]);
-    const relay = await startRelay(s);
+    const [relay] = await Promise.all([startRelay(s), startRelay(control)]);
     const [big] = await publishCommitted(s.db, s.schema, { topic, key: 'big', value: { blob: randomBytes(50_000).toString('hex') } });
     const [behind] = await publishCommitted(s.db, s.schema, { topic, key: 'big', value: { seq: 1 } });
-    const d = await delays(await writeOthers(s, topic), received);
-    report('too large', d);
-    expect(d.filter((ms) => ms > 1_000)).toEqual([]);
+    await compare('too large', s, control, topic, received);
     const rows = await waitFor(() => outboxRows(s.db, s.schema), (rs) => rs.length === 2, 10_000, 'others deleted');
     expect(rows.map((r) => r.eventId)).toEqual([big, behind]);
     expect(rows[0]?.lastError).toMatch(/larger than the max message size/);
@@ -132,7 +157,7 @@ describe('a failing row never holds back other keys', () => {
   });
 
   it('a topic whose partition has no leader (the real kafkajs error, injected through the producer seam): other topics flow, its rows wait without being parked', async () => {
-    const s = await newSchema();
+    const [s, control] = await Promise.all([newSchema(), newSchema()]);
     const [topic, stuck] = (await createTopics(kafka, [
       { prefix: 'isolation_flow', partitions: 3 },
       { prefix: 'isolation_leaderless', partitions: 1 },
@@ -145,12 +170,11 @@ describe('a failing row never holds back other keys', () => {
         await inner.sendBatch(batches);
       },
     });
-    const relay = await startRelay(s, leaderless);
+    // The control goes through the same seam (it never sends to the leaderless topic).
+    const [relay] = await Promise.all([startRelay(s, leaderless), startRelay(control, leaderless)]);
     const [first] = await publishCommitted(s.db, s.schema, { topic: stuck, key: 'stuck', value: { seq: 0 } });
     const [second] = await publishCommitted(s.db, s.schema, { topic: stuck, key: 'stuck', value: { seq: 1 } });
-    const d = await delays(await writeOthers(s, topic), received);
-    report('leader not available', d);
-    expect(d.filter((ms) => ms > 1_000)).toEqual([]);
+    await compare('leader not available', s, control, topic, received);
     const rows = await waitFor(() => outboxRows(s.db, s.schema), (rs) => rs.length === 2, 10_000, 'others deleted');
     expect(rows.map((r) => r.eventId)).toEqual([first, second]);
     expect(rows.every((r) => r.status === 'pending')).toBe(true);
