@@ -4,6 +4,7 @@ import { consumerAndOutbox } from './0002-consumer-and-outbox';
 import { idempotencyKeys } from './0003-idempotency-keys';
 import { outboxLanes } from './0004-outbox-lanes';
 import { idOriginAndRedrive } from './0006-id-origin-and-redrive';
+import { consumerAttempts } from './0007-consumer-attempts';
 
 export { OUTBOX_LANES } from './0004-outbox-lanes';
 
@@ -25,6 +26,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Schema
   ['0003-idempotency-keys', idempotencyKeys],
   ['0004-outbox-lanes', outboxLanes],
   ['0006-id-origin-and-redrive', idOriginAndRedrive],
+  ['0007-consumer-attempts', consumerAttempts],
 ];
 
 /** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */

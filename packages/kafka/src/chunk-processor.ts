@@ -1,11 +1,14 @@
 import { sql, type Transaction } from 'kysely';
 import { childLogger, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
+import { Attempt } from './attempt';
+import { AttemptLog, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
 import { classify, idKey, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
-import { FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
+import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
+import { SideConnection } from './side-connection';
 import { ProcessedEventStore, type ClaimRow, type EventKey, type Redriven } from './store';
 import { ChunkTrace } from './tracing';
 
@@ -15,8 +18,12 @@ const tracing = openTelemetryTracing('@effectively/kafka');
 export interface ChunkOutcome {
   /** How many leading messages of the chunk are settled (processed, duplicate or dead-lettered) and committed. */
   settled: number;
-  /** The first message that failed and must be retried, with its error. */
-  failed?: { index: number; error: unknown };
+  /**
+   * The first event that failed (threw or timed out) and must be retried: its position in the
+   * chunk, the error, which attempt it was, and whether that was the last one (then the next
+   * run dead-letters it at once), and when it failed (epoch ms: retry delays count from there).
+   */
+  failed?: { index: number; error: unknown; attempt: number; exhausted: boolean; at: number };
   processed: number;
   duplicates: number;
   conflicts: number;
@@ -28,40 +35,62 @@ export interface ChunkOutcome {
   hook: HookContext;
 }
 
-/** A handler error that must abort the whole transaction (transient DB error, time-out). */
+/** Longest wait for the side connection before a bookkeeping statement is skipped. */
+const SIDE_WAIT_MS = 2000;
+
+type EventItem<T> = Extract<Classified<T>, { kind: 'event' }>;
+
+/**
+ * The transaction was given up: a handler (or hook) timed out, a handler hit a transient
+ * database error, or the consumer is stopping. User code may still be running or have
+ * statements queued, so the connection is ended rather than rolled back and reused.
+ */
 class AbortTransaction extends Error {
   constructor(
+    /** `failed`: a handler threw with no savepoint to roll back to (alone in its transaction, not its last attempt). */
+    readonly kind: 'timeout' | 'transient' | 'stopped' | 'failed',
     readonly inner: unknown,
-    readonly index: number | undefined,
+    /** The event whose handler timed out; undefined for a batch handler or a hook. */
+    readonly event?: { index: number; offset: string; id: string; attempt: number; alone: boolean },
+    readonly at = Date.now(),
   ) {
-    super('abort transaction');
+    super(`transaction given up (${kind})`);
   }
 }
+
+/** A chunk transaction in progress: what `abandon` needs to end it from outside. */
+interface OpenChunk {
+  trx?: Transaction<unknown>;
+  outbox?: OutboxBuffer;
+  backend?: { pid: number; started: string } | undefined;
+  attempts: Set<Attempt>;
+  aborted?: AbortTransaction;
+}
+
+/** What was recorded outside the transaction before handlers started (to take back if the failure is not theirs). */
+type Recorded = { kind: 'event'; offset: string } | { kind: 'run'; first: string; last: string };
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
 
-function withTimeout<R>(promise: Promise<R>, ms: number): Promise<R> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new HandlerTimeoutError(ms)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 /**
  * Runs one transaction over a contiguous chunk of one partition: claim every id with one
- * multi-row insert, skip duplicates, run the handlers (each event in a savepoint), dead-letter
- * what is exhausted or rejected, release the claims of what failed, commit.
+ * multi-row insert, skip duplicates, run the handlers (each event in a savepoint, each run of
+ * user code as an {@link Attempt} with a time limit), dead-letter what is exhausted or
+ * rejected, release the claims of what failed, commit.
  */
 export class ChunkProcessor<T> {
   private readonly store: ProcessedEventStore;
+  private readonly attemptLog: AttemptLog;
+  private readonly open = new Set<OpenChunk>();
+  /** Where statements outside chunk transactions run (never a second pool connection while a chunk holds one). */
+  readonly side: SideConnection;
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.store = new ProcessedEventStore(options.schema, options.groupId);
+    this.attemptLog = new AttemptLog(options.schema, options.groupId);
+    this.side = new SideConnection(options.db, options.logger);
   }
 
   get processedEvents(): ProcessedEventStore {
@@ -69,13 +98,24 @@ export class ChunkProcessor<T> {
   }
 
   /**
-   * @param attempts prior failed attempts per offset (updated in place on failure)
-   * @param epoch the partition epoch this member holds, when fencing
+   * Gives up every open chunk transaction (the consumer is stopping and they outlived
+   * `shutdownTimeoutMs`): user code is refused from now on and each connection is ended, so
+   * nothing of that work can commit after `stop()` returns.
    */
-  async run(messages: RawMessage[], attempts: Map<string, number>, epoch: string | undefined): Promise<ChunkOutcome> {
+  async abandonAll(why: string): Promise<void> {
+    await Promise.all(
+      [...this.open].map(async (chunk) => {
+        chunk.aborted ??= new AbortTransaction('stopped', new AttemptEndedError(why));
+        await this.endConnection(chunk, why);
+      }),
+    );
+  }
+
+  /** @param epoch the partition epoch this member holds, when fencing */
+  async run(messages: RawMessage[], epoch: string | undefined): Promise<ChunkOutcome> {
     const trace = new ChunkTrace(tracing, this.options.groupId, messages);
     try {
-      const outcome = await this.runTransaction(messages, attempts, epoch, trace);
+      const outcome = await this.runTransaction(messages, epoch, trace);
       trace.end('committed', { ...outcome, retry: outcome.failed !== undefined });
       return outcome;
     } catch (error) {
@@ -84,10 +124,11 @@ export class ChunkProcessor<T> {
     }
   }
 
-  private async runTransaction(messages: RawMessage[], attempts: Map<string, number>, epoch: string | undefined, trace: ChunkTrace): Promise<ChunkOutcome> {
+  private async runTransaction(messages: RawMessage[], epoch: string | undefined, trace: ChunkTrace): Promise<ChunkOutcome> {
     const o = this.options;
     const first = messages[0] as RawMessage;
     const last = messages[messages.length - 1] as RawMessage;
+    const { topic, partition } = first;
     const classified = messages.map((m) => classify(m, o));
     trace.eventId((classified[0] as Classified<T>).id, messages.length);
     // Within the chunk, only the first copy of an id is a candidate; later copies are duplicates.
@@ -96,202 +137,382 @@ export class ChunkProcessor<T> {
       if (!firstIndexOf.has(c.key)) firstIndexOf.set(c.key, i);
     });
     const candidates = classified.filter((c, i) => firstIndexOf.get(c.key) === i);
-    const hook: HookContext = { topic: first.topic, partition: first.partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
+    const hook: HookContext = { topic, partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
     const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, deadLetteredDuplicates: 0, redriven: 0, hook };
-    const log = childLogger(o.logger, { topic: first.topic, partition: first.partition });
+    const empty = { ...outcome };
+    const log = childLogger(o.logger, { topic, partition });
+    const position = new Map(messages.map((m, i) => [m.offset, i]));
+    const indexOf = (m: RawMessage): number => position.get(m.offset) as number;
+    const chunk: OpenChunk = { attempts: new Set() };
+    let recorded: Recorded | undefined;
+    this.open.add(chunk);
 
     try {
       await o.db.transaction().execute(async (trx) => {
-        // Handlers' outbox rows are queued and written in one statement just before COMMIT.
-        const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
-        const rows: ClaimRow[] = candidates.map((c) => ({
-          eventId: c.id,
-          origin: c.origin,
-          payloadHash: c.hash,
-          topic: c.message.topic,
-          partition: c.message.partition,
-          offset: c.message.offset,
-          status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
-          error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
-        }));
-        // One round trip: timeouts, fence check (a share lock on the fence row), claim, stored hashes.
-        const opened = await this.store.open(trx, {
-          lockTimeoutMs: o.lockTimeoutMs,
-          statementTimeoutMs: o.statementTimeoutMs,
-          ...(epoch === undefined ? {} : { fence: { topic: first.topic, partition: first.partition, epoch } }),
-          rows,
-        });
-        if (!opened.held) throw new FencedError(first.topic, first.partition);
-        const claimed = opened.claimed;
-        const stored = opened.stored;
-        // Ids committed by another transaction while this one waited on them: read their hashes now.
-        const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
-        if (unseen.length > 0) for (const [key, found] of await this.store.storedHashes(trx, unseen)) stored.set(key, found);
-        // Deliberate re-drives of dead-lettered events: taken back (once per re-drive id) and handled as if new.
-        const redrives = candidates.flatMap((c) =>
-          c.kind === 'event' && c.redriveId !== undefined && !claimed.has(c.key) && stored.get(c.key)?.status === 'dead_lettered'
-            ? [{ origin: c.origin, eventId: c.id, redriveId: c.redriveId, offset: c.message.offset }]
-            : [],
-        );
-        const redriven = new Map<string, Redriven>();
-        for (const r of await this.store.redrive(trx, redrives)) {
-          redriven.set(idKey(r.origin, r.eventId), r);
-          claimed.add(idKey(r.origin, r.eventId));
-        }
-        hook.claimed = candidates.filter((c) => claimed.has(c.key)).map((c) => c.id);
-
-        // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
-        const dupes = classified.filter((c, i) => firstIndexOf.get(c.key) !== i || !claimed.has(c.key));
-        const firstHash = new Map(candidates.map((c) => [c.key, c.hash]));
-        const dlq: OutboxMessage[] = [];
-        for (const d of dupes) {
-          const reference = claimed.has(d.key) ? firstHash.get(d.key) : stored.get(d.key)?.payloadHash;
-          if (!claimed.has(d.key) && stored.get(d.key)?.status === 'dead_lettered') {
-            outcome.deadLetteredDuplicates++;
-            log.warn({ offset: d.message.offset, eventId: d.id }, 'copy of a dead-lettered event skipped; to apply it, re-drive it (effectively dlq replay)');
-          } else {
-            outcome.duplicates++;
-            log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+        try {
+          // Handlers' outbox rows are queued and written in one statement just before COMMIT.
+          const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
+          Object.assign(chunk, { trx, outbox });
+          const rows: ClaimRow[] = candidates.map((c) => ({
+            eventId: c.id,
+            origin: c.origin,
+            payloadHash: c.hash,
+            topic: c.message.topic,
+            partition: c.message.partition,
+            offset: c.message.offset,
+            status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
+            error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
+          }));
+          // One round trip: timeouts, fence check (a share lock on the fence row once something is claimed), claim, stored hashes, the backend and the attempt state.
+          const opened = await this.store.open(trx, {
+            lockTimeoutMs: o.lockTimeoutMs,
+            statementTimeoutMs: o.statementTimeoutMs,
+            ...(epoch === undefined ? {} : { fence: { topic, partition, epoch } }),
+            rows,
+            also: this.attemptLog.stateColumns(topic, partition),
+          });
+          const start = this.attemptLog.parseState(opened.also);
+          chunk.backend = start.backend;
+          if (chunk.aborted !== undefined) throw chunk.aborted;
+          if (!opened.held) throw new FencedError(topic, partition);
+          const claimed = opened.claimed;
+          const stored = opened.stored;
+          // The claim statement locks the fence only if it claimed something; anything else this
+          // transaction writes (a re-drive, a dead letter of a conflicting copy) takes the lock first.
+          let fenceLocked = epoch === undefined || claimed.size > 0;
+          const lockFence = async (): Promise<void> => {
+            if (fenceLocked || epoch === undefined) return;
+            if (!(await this.store.lockFence(trx, { topic, partition, epoch }))) throw new FencedError(topic, partition);
+            fenceLocked = true;
+          };
+          // Ids committed by another transaction while this one waited on them: read their hashes now.
+          const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
+          if (unseen.length > 0) for (const [key, found] of await this.store.storedHashes(trx, unseen)) stored.set(key, found);
+          // Deliberate re-drives of dead-lettered events: taken back (once per re-drive id) and handled as if new.
+          const redrives = candidates.flatMap((c) =>
+            c.kind === 'event' && c.redriveId !== undefined && !claimed.has(c.key) && stored.get(c.key)?.status === 'dead_lettered'
+              ? [{ origin: c.origin, eventId: c.id, redriveId: c.redriveId, offset: c.message.offset }]
+              : [],
+          );
+          const redriven = new Map<string, Redriven>();
+          if (redrives.length > 0) await lockFence();
+          for (const r of await this.store.redrive(trx, redrives)) {
+            redriven.set(idKey(r.origin, r.eventId), r);
+            claimed.add(idKey(r.origin, r.eventId));
           }
-          trace.duplicate(d.message, d.id, reference !== undefined && reference !== d.hash);
-          if (reference !== undefined && reference !== d.hash) {
-            outcome.conflicts++;
-            log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
-            if (o.onConflict === 'dead-letter') {
-              dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, origin: d.origin, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
+          hook.claimed = candidates.filter((c) => claimed.has(c.key)).map((c) => c.id);
+
+          // Duplicates: of an earlier transaction (not claimed), or of an earlier copy in this chunk.
+          const dupes = classified.filter((c, i) => firstIndexOf.get(c.key) !== i || !claimed.has(c.key));
+          const firstHash = new Map(candidates.map((c) => [c.key, c.hash]));
+          const dlq: OutboxMessage[] = [];
+          for (const d of dupes) {
+            const reference = claimed.has(d.key) ? firstHash.get(d.key) : stored.get(d.key)?.payloadHash;
+            if (!claimed.has(d.key) && stored.get(d.key)?.status === 'dead_lettered') {
+              outcome.deadLetteredDuplicates++;
+              log.warn({ offset: d.message.offset, eventId: d.id }, 'copy of a dead-lettered event skipped; to apply it, re-drive it (effectively dlq replay)');
+            } else {
+              outcome.duplicates++;
+              log.debug({ offset: d.message.offset, eventId: d.id }, 'duplicate skipped');
+            }
+            trace.duplicate(d.message, d.id, reference !== undefined && reference !== d.hash);
+            if (reference !== undefined && reference !== d.hash) {
+              outcome.conflicts++;
+              log.warn({ offset: d.message.offset, eventId: d.id }, 'conflicting duplicate: same event id, different payload; the first payload was kept');
+              if (o.onConflict === 'dead-letter') {
+                dlq.push(deadLetterMessage(d.message, { group: o.groupId, topic: o.deadLetterTopic(d.message.topic), eventId: d.id, origin: d.origin, reason: 'conflicting-duplicate', error: `payload hash ${d.hash} differs from processed ${reference}`, attempts: 0 }));
+              }
             }
           }
-        }
 
-        const fresh = candidates.filter((c) => claimed.has(c.key));
-        for (const r of fresh) {
-          if (r.kind !== 'rejected') continue;
-          outcome.deadLettered++;
-          log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
-          trace.deadLettered(r.message, r.id, r.reason);
-          dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, origin: r.origin, ...(r.kind === 'rejected' && r.refusedId !== undefined ? { refusedId: r.refusedId } : {}), reason: r.reason, error: r.error, attempts: 0 }));
-        }
+          const fresh = candidates.filter((c) => claimed.has(c.key));
+          for (const r of fresh) {
+            if (r.kind !== 'rejected') continue;
+            outcome.deadLettered++;
+            log.warn({ offset: r.message.offset, eventId: r.id, reason: r.reason }, `dead-lettered without handling: ${r.error}`);
+            trace.deadLettered(r.message, r.id, r.reason);
+            dlq.push(deadLetterMessage(r.message, { group: o.groupId, topic: o.deadLetterTopic(r.message.topic), eventId: r.id, origin: r.origin, ...(r.refusedId !== undefined ? { refusedId: r.refusedId } : {}), reason: r.reason, error: r.error, attempts: 0 }));
+          }
 
-        const events = fresh.filter((c): c is Extract<Classified<T>, { kind: 'event' }> => c.kind === 'event');
-        const position = new Map(messages.map((m, i) => [m.offset, i]));
-        const unsettled = await this.handle(trx, outbox, events, attempts, dlq, outcome, log, (m) => position.get(m.offset) as number, trace);
-        const unsettledKeys = new Set(unsettled.map((k) => idKey(k.origin, k.eventId)));
-        outcome.redriven = [...redriven.keys()].filter((k) => !unsettledKeys.has(k)).length;
-        if (redriven.size > 0) log.warn({ redriven: outcome.redriven, eventIds: [...redriven.values()].map((r) => r.eventId) }, 'dead-lettered events re-driven');
-        await this.store.restore(trx, [...redriven.values()].filter((r) => unsettledKeys.has(idKey(r.origin, r.eventId))));
-        const released = unsettled.filter((k) => !redriven.has(idKey(k.origin, k.eventId)));
-        if (released.length > 0) await this.store.release(trx, released);
-        if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
-        await outbox.flush(trx);
-        await o.hooks.beforeDbCommit?.(hook);
+          const events = fresh.filter((c): c is EventItem<T> => c.kind === 'event');
+          const unsettled = await this.handle(chunk as Required<Pick<OpenChunk, 'trx' | 'outbox'>> & OpenChunk, events, start.state, dlq, outcome, log, indexOf, (r) => (recorded = r), trace);
+          const unsettledKeys = new Set(unsettled.map((k) => idKey(k.origin, k.eventId)));
+          outcome.redriven = [...redriven.keys()].filter((k) => !unsettledKeys.has(k)).length;
+          if (redriven.size > 0) log.warn({ redriven: outcome.redriven, eventIds: [...redriven.values()].map((r) => r.eventId) }, 'dead-lettered events re-driven');
+          await this.store.restore(trx, [...redriven.values()].filter((r) => unsettledKeys.has(idKey(r.origin, r.eventId))));
+          const released = unsettled.filter((k) => !redriven.has(idKey(k.origin, k.eventId)));
+          if (released.length > 0) await this.store.release(trx, released);
+          if (dlq.length > 0) {
+            await lockFence();
+            await outbox.outbox.publish(trx, dlq);
+          }
+          await outbox.flush(trx);
+          const beforeDbCommit = o.hooks.beforeDbCommit;
+          if (beforeDbCommit !== undefined) {
+            await this.runUser(chunk, () => Promise.resolve(beforeDbCommit(hook))).catch((error: unknown) => {
+              throw error instanceof HandlerTimeoutError ? new AbortTransaction('transient', error) : error;
+            });
+          }
+        } catch (error) {
+          if (error instanceof AbortTransaction) {
+            chunk.aborted ??= error;
+            if (error.kind === 'failed') await this.barrier(chunk);
+            else await this.endConnection(chunk, error.kind);
+          }
+          throw error;
+        }
       });
     } catch (error) {
-      if (error instanceof AbortTransaction) {
-        if (error.index !== undefined && !isTransientDatabaseError(error.inner)) {
-          const offset = (messages[error.index] as RawMessage).offset;
-          attempts.set(offset, (attempts.get(offset) ?? 0) + 1);
-          trace.rolledBack(error.inner);
-          return { ...outcome, settled: error.index, failed: { index: error.index, error: error.inner }, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, deadLetteredDuplicates: 0, redriven: 0 };
-        }
-        throw error.inner;
-      }
-      throw error;
+      // When the connection was ended, Kysely's ROLLBACK fails too: what happened is in `chunk.aborted`.
+      const aborted = chunk.aborted;
+      if (aborted?.kind === 'timeout' || aborted?.kind === 'failed') trace.rolledBack(aborted.inner);
+      if (aborted?.kind === 'timeout') return this.afterTimeout(aborted, recorded, empty, indexOf(first), topic, partition);
+      if (aborted?.kind === 'failed' && aborted.event !== undefined) return this.afterFailure(aborted, aborted.event, empty, topic, partition);
+      if (recorded !== undefined) await this.takeBack(recorded, topic, partition, log);
+      throw aborted?.inner ?? error;
+    } finally {
+      this.open.delete(chunk);
+      for (const a of chunk.attempts) a.end('its transaction ended');
     }
     return outcome;
   }
 
-  /** Runs the handlers; returns the ids whose claims must be released (failed, or not reached). */
+  /**
+   * Runs the handlers of one run; returns the ids whose claims must be released (failed, not
+   * reached, or left for a run of their own).
+   */
   private async handle(
-    trx: Transaction<unknown>,
-    outbox: OutboxBuffer,
-    events: Array<Extract<Classified<T>, { kind: 'event' }>>,
-    attempts: Map<string, number>,
+    chunk: OpenChunk & { trx: Transaction<unknown>; outbox: OutboxBuffer },
+    events: Array<EventItem<T>>,
+    state: AttemptState,
     dlq: OutboxMessage[],
     outcome: ChunkOutcome,
     log: ChunkProcessorLogger,
     indexOf: (message: RawMessage) => number,
+    record: (r: Recorded) => void,
     trace: ChunkTrace,
   ): Promise<EventKey[]> {
     const o = this.options;
     if (events.length === 0) return [];
+    const { topic, partition } = events[0]?.message as RawMessage;
+    const handled = events.slice(0, handledPrefix(state, events.map((e) => BigInt(e.message.offset))));
+    const keyOf = (e: EventItem<T>): EventKey => ({ origin: e.origin, eventId: e.id });
+    const unsettled = events.slice(handled.length).map(keyOf);
+    const next = events[handled.length];
+    if (next !== undefined) outcome.settled = indexOf(next.message);
+    const head = handled[0] as EventItem<T>;
+    const prior = (e: EventItem<T>) => priorAttempts(state, BigInt(e.message.offset), e.id);
+
+    // An event that already used up its attempts (timed out, or the consumer died in it) is dead-lettered without running again.
+    const headPrior = prior(head);
+    if (o.onFailure === 'dead-letter' && headPrior.recorded > 0 && headPrior.total >= o.maxAttempts) {
+      const error = headPrior.lastError ?? 'the handler never finished: the consumer ended (exit, crash, kill) while running it';
+      outcome.deadLettered++;
+      log.error({ offset: head.message.offset, eventId: head.id, attempts: headPrior.total, err: error }, 'handler did not succeed on any attempt; dead-lettered');
+      trace.deadLettered(head.message, head.id, 'handler-failed');
+      await this.store.markDeadLettered(chunk.trx, keyOf(head), error, headPrior.total);
+      dlq.push(deadLetterMessage(head.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: head.id, origin: head.origin, reason: 'handler-failed', error, attempts: headPrior.total }));
+      return unsettled;
+    }
+
+    // Count the attempt before any handler starts, outside this transaction, so it survives whatever happens next.
+    const lastHandled = handled[handled.length - 1] as EventItem<T>;
+    const alone = handled.length === 1;
+    try {
+      if (alone) {
+        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: head.message.offset, eventId: head.id }, { error: null, durable: false }), SIDE_WAIT_MS);
+        record({ kind: 'event', offset: head.message.offset });
+      } else {
+        await this.side.run((db) => this.attemptLog.startRun(db, topic, partition, head.message.offset, lastHandled.message.offset), SIDE_WAIT_MS);
+        record({ kind: 'run', first: head.message.offset, last: lastHandled.message.offset });
+      }
+    } catch (error) {
+      // Not recorded: failures and time-outs of this run still count (recorded with them), a process exit in it does not.
+      log.warn({ err: error, offset: head.message.offset }, 'could not record the attempt before the handler; running it anyway');
+    }
+
     // Per-event mode: a chunk is one message, so the transaction holds nothing but this event.
     const single = o.mode === 'event';
-    if (o.batchHandler !== undefined && !single && events.every((e) => (attempts.get(e.message.offset) ?? 0) === 0)) {
-      await sql`SAVEPOINT effectively_batch`.execute(trx);
-      const mark = outbox.mark();
+    if (o.batchHandler !== undefined && !single && handled.every((e) => prior(e).total === 0)) {
+      const batchHandler = o.batchHandler;
+      await sql`SAVEPOINT effectively_batch`.execute(chunk.trx);
+      const mark = chunk.outbox.mark();
       try {
-        const batchHandler = o.batchHandler;
-        await withTimeout(trace.run(() => batchHandler(events.map((e) => e.event), { trx, outbox: outbox.outbox, logger: log })), o.handlerTimeoutMs);
+        await this.runUser(chunk, (a) => trace.run(() => batchHandler(handled.map((e) => e.event), { trx: a.trx, outbox: a.outbox, logger: log })));
         // No RELEASE: nothing else can fail back to this savepoint, and COMMIT releases it (one round trip less).
-        outcome.processed += events.length;
-        return [];
+        outcome.processed += handled.length;
+        return unsettled;
       } catch (error) {
-        if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) throw new AbortTransaction(error, undefined);
-        await sql`ROLLBACK TO SAVEPOINT effectively_batch`.execute(trx);
-        outbox.rollbackTo(mark);
-        log.warn({ err: error, events: events.length }, 'batch handler failed; handling the chunk one event at a time');
+        // A batch handler that timed out is not retried as a batch: its events run one per transaction next.
+        if (error instanceof HandlerTimeoutError) throw new AbortTransaction('timeout', error);
+        if (isTransientDatabaseError(error)) throw new AbortTransaction('transient', error);
+        await sql`ROLLBACK TO SAVEPOINT effectively_batch`.execute(chunk.trx);
+        chunk.outbox.rollbackTo(mark);
+        log.warn({ err: error, events: handled.length }, 'batch handler failed; handling the chunk one event at a time');
       }
     }
-    const unsettled: EventKey[] = [];
-    let halted = false;
-    for (const e of events) {
-      if (halted) {
-        unsettled.push({ origin: e.origin, eventId: e.id });
-        continue;
-      }
+
+    for (const [i, e] of handled.entries()) {
       const offset = e.message.offset;
-      const prior = attempts.get(offset) ?? 0;
+      const p = prior(e);
+      const attempt = p.total + 1;
       const eventLog = childLogger(log, { offset, eventId: e.id });
       // A savepoint keeps the rest of the transaction when this handler fails. Alone in its
       // transaction, an event needs one only when a failure is dead-lettered in the same
       // transaction (its last attempt); otherwise a failure rolls the whole transaction back,
       // which also releases the claim.
-      const savepoint = !single || (prior + 1 >= o.maxAttempts && o.onFailure === 'dead-letter');
-      if (savepoint) await sql`SAVEPOINT effectively_event`.execute(trx);
-      const mark = outbox.mark();
+      const savepoint = !single || (attempt >= o.maxAttempts && o.onFailure === 'dead-letter');
+      if (savepoint) await sql`SAVEPOINT effectively_event`.execute(chunk.trx);
+      const mark = chunk.outbox.mark();
       try {
         const handler = o.handler;
-        await withTimeout(
-          trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx, outbox: outbox.outbox, logger: eventLog, attempt: prior + 1 }))),
-          o.handlerTimeoutMs,
-        );
-        if (savepoint && !single) await sql`RELEASE SAVEPOINT effectively_event`.execute(trx);
+        await this.runUser(chunk, (a) => trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx: a.trx, outbox: a.outbox, logger: eventLog, attempt }))));
+        if (savepoint && !single) await sql`RELEASE SAVEPOINT effectively_event`.execute(chunk.trx);
         outcome.processed++;
-        attempts.delete(offset);
       } catch (error) {
-        if (isTransientDatabaseError(error) || error instanceof HandlerTimeoutError) {
-          throw new AbortTransaction(error, indexOf(e.message));
+        const failedAt = Date.now();
+        if (error instanceof HandlerTimeoutError) {
+          throw new AbortTransaction('timeout', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone });
         }
+        if (isTransientDatabaseError(error)) throw new AbortTransaction('transient', error);
+        trace.handlerFailed(e.message, e.id, attempt, error);
         if (!savepoint) {
-          trace.handlerFailed(e.message, e.id, prior + 1, error);
-          eventLog.warn({ err: error, attempt: prior + 1, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
-          throw new AbortTransaction(error, indexOf(e.message));
+          eventLog.warn({ err: error, attempt, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
+          throw new AbortTransaction('failed', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone }, failedAt);
         }
-        await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(trx);
-        outbox.rollbackTo(mark);
-        const spent = prior + 1;
-        trace.handlerFailed(e.message, e.id, spent, error);
-        if (spent >= o.maxAttempts && o.onFailure === 'dead-letter') {
+        await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(chunk.trx);
+        chunk.outbox.rollbackTo(mark);
+        if (attempt >= o.maxAttempts && o.onFailure === 'dead-letter') {
           outcome.deadLettered++;
-          attempts.delete(offset);
-          eventLog.error({ err: error, attempts: spent }, 'handler failed on every attempt; dead-lettered');
+          eventLog.error({ err: error, attempts: attempt }, 'handler failed on every attempt; dead-lettered');
           trace.deadLettered(e.message, e.id, 'handler-failed');
-          await this.store.markDeadLettered(trx, { origin: e.origin, eventId: e.id }, errorText(error), spent);
-          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(e.message.topic), eventId: e.id, origin: e.origin, reason: 'handler-failed', error: errorText(error), attempts: spent }));
+          await this.store.markDeadLettered(chunk.trx, keyOf(e), errorText(error), attempt);
+          dlq.push(deadLetterMessage(e.message, { group: o.groupId, topic: o.deadLetterTopic(topic), eventId: e.id, origin: e.origin, reason: 'handler-failed', error: errorText(error), attempts: attempt }));
           continue;
         }
-        attempts.set(offset, spent);
-        eventLog.warn({ err: error, attempt: spent, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
-        unsettled.push({ origin: e.origin, eventId: e.id });
-        outcome.failed ??= { index: indexOf(e.message), error };
-        if (o.onFailure === 'halt') halted = true;
+        // Recorded in this (committing) transaction; the events after it wait for its retry, in order.
+        if (alone) {
+          await this.attemptLog.setError(chunk.trx, topic, partition, offset, errorText(error));
+        } else {
+          await this.attemptLog.addAttempt(chunk.trx, topic, partition, { offset, eventId: e.id }, { error: errorText(error), durable: true, forgetRun: { first: head.message.offset, last: lastHandled.message.offset } });
+        }
+        eventLog.warn({ err: error, attempt, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
+        unsettled.push(...handled.slice(i).map(keyOf));
+        outcome.failed = { index: indexOf(e.message), error, attempt, exhausted: false, at: failedAt };
+        outcome.settled = indexOf(e.message);
+        break;
       }
     }
-    if (outcome.failed !== undefined) outcome.settled = outcome.failed.index;
     return unsettled;
   }
 
+  /**
+   * Runs user code as an {@link Attempt} bounded by `handlerTimeoutMs`. The attempt ends when
+   * the code returns, throws or times out; at a time-out it ends before anything else runs.
+   */
+  private async runUser(chunk: OpenChunk, fn: (attempt: Attempt) => Promise<void>): Promise<void> {
+    if (chunk.trx === undefined || chunk.outbox === undefined) throw new Error('runUser outside a chunk transaction');
+    if (chunk.aborted !== undefined) throw chunk.aborted;
+    const attempt = new Attempt(chunk.trx, chunk.outbox.outbox);
+    const ms = this.options.handlerTimeoutMs;
+    chunk.attempts.add(attempt);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        fn(attempt),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            attempt.end(`it ran longer than handlerTimeoutMs (${ms} ms)`);
+            reject(new HandlerTimeoutError(ms));
+          }, ms);
+        }),
+      ]);
+      attempt.end('it returned');
+    } catch (error) {
+      attempt.end(error instanceof HandlerTimeoutError ? 'it timed out' : 'it failed');
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      chunk.attempts.delete(attempt);
+    }
+  }
+
+  /**
+   * Ends the chunk's connection: user code is refused from here on, and the backend is
+   * terminated, which cancels a running statement and rolls the transaction back; the pool
+   * discards the dead connection instead of handing it out again.
+   */
+  private async endConnection(chunk: OpenChunk, why: string): Promise<void> {
+    for (const a of chunk.attempts) a.end(`its transaction was given up (${why})`);
+    const backend = chunk.backend;
+    if (backend === undefined) return;
+    chunk.backend = undefined;
+    try {
+      const end = sql`SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_get_activity(${backend.pid}::int) WHERE backend_start = ${backend.started}::timestamptz`;
+      await this.side.run((db) => end.execute(db), SIDE_WAIT_MS);
+    } catch (error) {
+      this.options.logger.warn({ err: error, pid: backend.pid }, 'could not end the connection of a given-up transaction; it rolls back when its running statement ends');
+    }
+  }
+
+  /**
+   * Before a transaction whose handler threw is rolled back: one statement through the same
+   * connection queue, so whatever the handler issued before it ended runs (and is rolled back)
+   * before the ROLLBACK, never after it.
+   */
+  private async barrier(chunk: OpenChunk): Promise<void> {
+    for (const a of chunk.attempts) a.end('its transaction is rolled back');
+    if (chunk.trx === undefined) return;
+    await sql`SELECT 1`.execute(chunk.trx).catch(() => undefined);
+  }
+
+  /** A handler alone in its transaction threw: the transaction was rolled back; its attempt was counted before it started. */
+  private async afterFailure(aborted: AbortTransaction, event: NonNullable<AbortTransaction['event']>, empty: ChunkOutcome, topic: string, partition: number): Promise<ChunkOutcome> {
+    try {
+      await this.side.run((db) => this.attemptLog.setError(db, topic, partition, event.offset, errorText(aborted.inner)), SIDE_WAIT_MS);
+    } catch (error) {
+      this.options.logger.debug({ err: error, topic, partition, offset: event.offset }, 'could not record the error of a failed attempt');
+    }
+    return { ...empty, settled: event.index, failed: { index: event.index, error: aborted.inner, attempt: event.attempt, exhausted: false, at: aborted.at } };
+  }
+
+  /** A handler timed out: that counts as a failed attempt of its event, recorded outside the rolled-back transaction. */
+  private async afterTimeout(aborted: AbortTransaction, recorded: Recorded | undefined, empty: ChunkOutcome, firstIndex: number, topic: string, partition: number): Promise<ChunkOutcome> {
+    const o = this.options;
+    const text = errorText(aborted.inner);
+    const event = aborted.event;
+    if (event === undefined) {
+      // A batch handler: its run stays recorded, so its events run one per transaction next.
+      o.logger.warn({ topic, partition, err: aborted.inner }, 'batch handler timed out; the events of this run are retried one per transaction');
+      return { ...empty, settled: 0, failed: { index: firstIndex, error: aborted.inner, attempt: 1, exhausted: false, at: aborted.at } };
+    }
+    try {
+      if (event.alone) {
+        await this.side.run((db) => this.attemptLog.setError(db, topic, partition, event.offset, text), SIDE_WAIT_MS);
+      } else {
+        const forget = recorded?.kind === 'run' ? { forgetRun: recorded } : {};
+        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: event.offset, eventId: event.id }, { error: text, durable: false, ...forget }), SIDE_WAIT_MS);
+      }
+    } catch (error) {
+      o.logger.warn({ err: error, topic, partition, offset: event?.offset }, 'could not record the time-out; it counts when the next run starts');
+    }
+    o.logger.warn({ topic, partition, offset: event.offset, eventId: event.id, attempt: event.attempt, maxAttempts: o.maxAttempts }, text);
+    return {
+      ...empty,
+      settled: 0,
+      failed: { index: event.index, error: aborted.inner, attempt: event.attempt, exhausted: o.onFailure === 'dead-letter' && event.attempt >= o.maxAttempts, at: aborted.at },
+    };
+  }
+
+  /** The transaction failed for a reason that is not the handlers' (database, stop): the attempt recorded for it does not count. */
+  private async takeBack(recorded: Recorded, topic: string, partition: number, log: ChunkProcessorLogger): Promise<void> {
+    try {
+      const r = recorded;
+      await this.side.run((db) => (r.kind === 'event' ? this.attemptLog.takeBack(db, topic, partition, r.offset) : this.attemptLog.forgetRun(db, topic, partition, r.first, r.last)), SIDE_WAIT_MS);
+    } catch (error) {
+      log.debug({ err: error }, 'could not take back the attempt recorded for a failed transaction');
+    }
+  }
 }
 
 type ChunkProcessorLogger = ResolvedOptions<unknown>['logger'];
-

@@ -90,22 +90,50 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   maxEventIdBytes?: number;
   /** Handler attempts before the failure policy applies; default 5. */
   maxAttempts?: number;
-  /** First retry delay; doubles each attempt up to `maxRetryDelayMs`. Default 200 ms. */
+  /**
+   * Delay before the first retry of a failed (thrown or timed-out) handler, measured from the
+   * failure to the start of the next attempt; doubles each attempt up to `maxRetryDelayMs`
+   * (no jitter): 200, 400, 800 ms … by default.
+   */
   retryDelayMs?: number;
+  /** Longest retry delay; default 30 s. */
   maxRetryDelayMs?: number;
   onFailure?: FailurePolicy;
   /** Topic the dead-letter messages go to through the outbox; default `<topic>.dlq`. */
   deadLetterTopic?: (topic: string) => string;
   /** Same id with a different payload: `report` (default: metric + warning, skipped) or `dead-letter` (also publish it to the dead-letter topic). */
   onConflict?: 'report' | 'dead-letter';
-  /** Per-event handler time limit; default 30 s. */
+  /**
+   * Time limit of one handler (or batch handler, or `beforeDbCommit` hook) run; default 30 s.
+   * A handler that exceeds it has failed that attempt: its transaction is given up (its
+   * connection ended, so no statement of it can run later) and it is retried like a thrown
+   * error, or dead-lettered after `maxAttempts`. A batch handler that exceeds it is not retried
+   * as a batch: its events run one per transaction.
+   */
   handlerTimeoutMs?: number;
   /** `lock_timeout` inside the transaction; default 5 s. */
   lockTimeoutMs?: number;
   /** `statement_timeout` inside the transaction; default 30 s. */
   statementTimeoutMs?: number;
-  /** Record each partition's owner epoch in the transaction so a zombie member cannot commit; default true. */
+  /**
+   * Record each partition's owner epoch and check it in every transaction; default true. A
+   * transaction of a member that lost its partition either ends before the new owner's epoch is
+   * recorded (which waits for it, at most `takeoverTimeoutMs`) or is refused; see the README.
+   */
   fencing?: boolean;
+  /**
+   * How long a member taking over a partition waits for a transaction of the previous owner
+   * that still holds the partition (a frozen or slow member) before ending that session
+   * (`pg_terminate_backend`; its work rolls back and is redone here); default 10 s. Only that
+   * partition waits; the member's other partitions flow meanwhile.
+   */
+  takeoverTimeoutMs?: number;
+  /**
+   * Longest time a fetch waits at the broker for new records (kafkajs `maxWaitTimeInMs`);
+   * default 500 ms. It bounds how soon a partition paused for a retry is fetched again: the
+   * consumer resumes it this much (plus 250 ms) before the retry is due and waits out the rest.
+   */
+  fetchMaxWaitMs?: number;
   sessionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   rebalanceTimeoutMs?: number;
@@ -118,8 +146,9 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   offsetCommitIntervalMs?: number;
   /**
    * Partitions whose chunks run at once, each in its own transaction on its own pooled
-   * connection; default 4. Each partition stays in order. Give `db`'s pool at least this many
-   * connections (plus what handlers use outside `trx`), or chunks wait for one.
+   * connection; default 1. Each partition stays in order. 4 roughly doubles batch-mode and
+   * per-event throughput in `npm run bench`; give `db`'s pool at least this many connections
+   * (plus what handlers use outside `trx`), or chunks wait for one.
    */
   partitionsConsumedConcurrently?: number;
   fromBeginning?: boolean;
@@ -257,12 +286,14 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     lockTimeoutMs,
     statementTimeoutMs,
     fencing: options.fencing ?? true,
+    takeoverTimeoutMs: positiveInt(options.takeoverTimeoutMs ?? 10_000, 'takeoverTimeoutMs'),
+    fetchMaxWaitMs: positiveInt(options.fetchMaxWaitMs ?? 500, 'fetchMaxWaitMs', 60_000),
     sessionTimeoutMs,
     heartbeatIntervalMs,
     rebalanceTimeoutMs: positiveInt(options.rebalanceTimeoutMs ?? 60_000, 'rebalanceTimeoutMs'),
     maxBytesPerPartition: positiveInt(options.maxBytesPerPartition ?? 1_048_576, 'maxBytesPerPartition'),
     offsetCommitIntervalMs: nonNegativeInt(options.offsetCommitIntervalMs ?? 1000, 'offsetCommitIntervalMs'),
-    partitionsConsumedConcurrently: positiveInt(options.partitionsConsumedConcurrently ?? 4, 'partitionsConsumedConcurrently', 1000),
+    partitionsConsumedConcurrently: positiveInt(options.partitionsConsumedConcurrently ?? 1, 'partitionsConsumedConcurrently', 1000),
     fromBeginning: options.fromBeginning ?? true,
     clientId: options.clientId ?? `effectively-${options.groupId}`,
     logger: options.logger ?? silentLogger(),

@@ -14,6 +14,18 @@ export class FencedError extends EffectivelyError {
   }
 }
 
+/**
+ * A statement (through `trx`) or an outbox write (through `ctx.outbox`) came from handler code
+ * whose attempt had already ended: it timed out, failed, was rolled back, or the consumer
+ * stopped. It is refused so that it can neither run in autocommit nor land in a later
+ * transaction. Await every statement inside the handler.
+ */
+export class AttemptEndedError extends EffectivelyError {
+  constructor(why: string) {
+    super(ErrorCodes.ATTEMPT_ENDED, `Refused a statement from a handler whose attempt is over (${why}); nothing it issues now can commit. Await every statement before the handler returns.`, { canRetry: false });
+  }
+}
+
 const TRANSIENT_SQLSTATES = new Set([
   '40001', // serialization_failure
   '40P01', // deadlock_detected

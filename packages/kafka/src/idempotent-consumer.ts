@@ -1,5 +1,6 @@
-import { assertSchemaMigrated, childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, childLogger, EffectivelyError, ErrorCodes, TopicNotFoundError, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
+import { PartitionTakeover } from './partition-takeover';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
 import { resolveOptions, type IdempotentConsumerOptions, type ResolvedOptions } from './config';
 import { FencedError, isTransientDatabaseError } from './errors';
@@ -41,15 +42,21 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private readonly client: ConsumerClient;
   private readonly processor: ChunkProcessor<T>;
   private readonly log: Logger;
-  private readonly attempts = new Map<string, Map<string, number>>();
   private readonly committed = new Map<string, bigint>();
   private readonly pending = new Map<string, { next: bigint; hook: ChunkOutcome['hook'] }>();
   private readonly lastFlush = new Map<string, number>();
   private readonly epochs = new Map<string, string>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
+  /** When the retry of a partition's failed event is due (epoch ms). */
+  private readonly retryAt = new Map<string, number>();
+  /** Per partition: whether this member's epoch is recorded yet (only that partition waits for it). */
+  private readonly fences = new Map<string, { ready: boolean; promise: Promise<void> }>();
+  private generation = 0;
+  private readonly takeover: PartitionTakeover;
   private readonly positions: OffsetPositions;
   private assigned = new Set<string>();
-  private fenceReady: Promise<void> = Promise.resolve();
+  /** Where the assigned partitions start, decided at each assignment (quick: offsets and log bounds). */
+  private placed: Promise<void> = Promise.resolve();
   private retentionProbe: { stop(): void } | undefined;
   private readonly lag: LagReporter;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -77,6 +84,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     this.log = childLogger(o.logger, { group: o.groupId });
     this.processor = new ChunkProcessor(o);
+    this.takeover = new PartitionTakeover(o.db, this.processor.processedEvents, this.processor.side, this.log);
     this.lag = new LagReporter(o.metrics, o.groupId);
     this.client = (o.client ?? createKafkajsConsumer)({
       brokers: o.brokers,
@@ -86,6 +94,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       heartbeatIntervalMs: o.heartbeatIntervalMs,
       rebalanceTimeoutMs: o.rebalanceTimeoutMs,
       maxBytesPerPartition: o.maxBytesPerPartition,
+      maxWaitTimeMs: o.fetchMaxWaitMs,
       logger: o.logger,
       kafka: o.kafka,
     });
@@ -104,6 +113,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
    * Checks the schema, connects, subscribes and starts consuming. Resolves once fetching has started.
    *
    * @throws SchemaNotMigratedError when `schema` lacks any migration of this version (nothing is consumed).
+   * @throws TopicNotFoundError when a subscribed topic does not exist (nothing is consumed).
+   * When `start()` rejects, everything it opened is closed again and `stopped` resolves.
    */
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, 'An IdempotentConsumer can be started once; create a new one to start again.');
@@ -112,14 +123,27 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       await assertSchemaMigrated(this.options.db, this.options.schema);
     } catch (error) {
       this.state = 'stopped';
+      this.stopping = Promise.resolve();
+      this.resolveStopped({ signal: undefined });
       throw error;
     }
+    // Taken before any chunk transaction can hold the pool.
+    await this.processor.side.open();
+    try {
+      await this.connectAndRun();
+    } catch (error) {
+      await this.abandonStart(error);
+      throw error;
+    }
+  }
+
+  private async connectAndRun(): Promise<void> {
     this.client.onAssignment((assignment) => {
       for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
       this.lag.assigned(assignment.partitions);
       this.assigned = new Set(assignment.partitions.map((p) => `${p.topic}:${p.partition}`));
-      const placed = this.positions.assigned(assignment);
-      this.fenceReady = Promise.all([this.takePartitions(assignment), placed]).then(() => undefined);
+      this.placed = this.positions.assigned(assignment);
+      this.takePartitions(assignment);
     });
     this.client.onSkippedRange?.((range) => void this.settleSkipped(range));
     this.client.onCrash((error, willRestart) => this.log.error({ err: error, willRestart }, 'Kafka consumer crashed'));
@@ -128,6 +152,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       process.once('SIGINT', this.signalHandler);
     }
     await this.client.connect();
+    const missing = (await this.client.missingTopics?.([...this.options.topics])) ?? [];
+    if (missing.length > 0) throw new TopicNotFoundError(missing);
     await this.positions.beforeJoin(this.options.topics);
     // Always earliest for the client's own out-of-range resets; `fromBeginning` is applied per partition by OffsetPositions.
     await this.client.subscribe(this.options.topics, true);
@@ -135,6 +161,18 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     this.retentionProbe = startRetentionProbe({ db: o.db, schema: o.schema, groupId: o.groupId, topics: o.topics, client: this.client, metrics: o.metrics, logger: this.log, intervalMs: 60_000 });
     this.log.info({ topics: this.options.topics, mode: this.options.mode, batchSize: this.options.batchSize }, 'idempotent consumer started');
+  }
+
+  /** Closes what a failed `start()` opened; `stop()` afterwards does nothing. */
+  private async abandonStart(error: unknown): Promise<void> {
+    this.state = 'stopped';
+    this.stopping = Promise.resolve();
+    process.removeListener('SIGTERM', this.signalHandler);
+    process.removeListener('SIGINT', this.signalHandler);
+    this.processor.side.close();
+    await this.client.disconnect().catch((e: unknown) => this.log.warn({ err: e }, 'error while disconnecting after a failed start'));
+    this.log.error({ err: error, topics: this.options.topics }, 'idempotent consumer could not start');
+    this.resolveStopped({ signal: undefined });
   }
 
   /**
@@ -154,34 +192,86 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.retentionProbe?.stop();
     const bounded = <R>(p: Promise<R>): Promise<R | undefined> =>
       Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), this.options.shutdownTimeoutMs).unref())]);
+    let drained = false;
     try {
-      await bounded(this.client.stop());
+      await bounded(this.client.stop().then(() => (drained = true)));
     } catch (error) {
+      drained = true;
       this.log.warn({ err: error }, 'error while stopping the consumer');
     }
+    // Work still open after shutdownTimeoutMs is given up: its connection is ended, so nothing of it commits after stop().
+    if (!drained) await this.processor.abandonAll('the consumer stopped');
+    this.processor.side.close();
     await bounded(this.client.disconnect()).catch((error: unknown) => this.log.warn({ err: error }, 'error while disconnecting'));
     this.state = 'stopped';
     this.log.info({ stats: this.stats, signal: this.stopSignal }, 'idempotent consumer stopped');
     this.resolveStopped({ signal: this.stopSignal });
   }
 
-  private async takePartitions(assignment: Assignment): Promise<void> {
+  /**
+   * Records this member's epoch for each assigned partition. Partitions no transaction holds are
+   * taken at once, one statement each; a partition still held by the previous owner's open
+   * transaction (a frozen or slow member) is taken afterwards, waiting at most
+   * `takeoverTimeoutMs` before that session is ended. Each partition waits only for its own
+   * epoch; the others are processed meanwhile.
+   */
+  private takePartitions(assignment: Assignment): void {
     if (!this.options.fencing) return;
-    for (const { topic, partition } of assignment.partitions) {
-      for (let attempt = 1; this.state === 'running'; attempt++) {
-        try {
-          this.epochs.set(`${topic}:${partition}`, await this.processor.processedEvents.takePartition(this.options.db, topic, partition, assignment.memberId));
-          break;
-        } catch (error) {
-          this.log.warn({ err: error, topic, partition }, 'could not record partition ownership; retrying');
-          await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5000)));
-        }
+    const generation = ++this.generation;
+    const current = (): boolean => this.state === 'running' && generation === this.generation;
+    const waiting = assignment.partitions.map(({ topic, partition }) => {
+      let resolve: () => void = () => undefined;
+      const fence = { ready: false, promise: new Promise<void>((r) => (resolve = r)) };
+      this.fences.set(`${topic}:${partition}`, fence);
+      const ready = (epoch: string): void => {
+        if (!current()) return;
+        this.epochs.set(`${topic}:${partition}`, epoch);
+        fence.ready = true;
+        resolve();
+      };
+      return { topic, partition, ready };
+    });
+    void (async () => {
+      const held: typeof waiting = [];
+      for (const p of waiting) {
+        const epoch = await this.retrying(p.topic, p.partition, current, () => this.takeover.tryTake(p.topic, p.partition, assignment.memberId));
+        if (!current()) return;
+        if (epoch === undefined) held.push(p);
+        else p.ready(epoch);
+      }
+      for (const p of held) {
+        this.log.warn({ topic: p.topic, partition: p.partition, takeoverTimeoutMs: this.options.takeoverTimeoutMs }, 'partition still held by a transaction of its previous owner; waiting for it');
+        const epoch = await this.retrying(p.topic, p.partition, current, () => this.takeover.take(p.topic, p.partition, assignment.memberId, this.options.takeoverTimeoutMs));
+        if (!current()) return;
+        if (epoch !== undefined) p.ready(epoch);
+      }
+    })();
+  }
+
+  /** Runs `take` until it succeeds or the assignment is superseded; undefined when `take` says the partition is held. */
+  private async retrying(topic: string, partition: number, current: () => boolean, take: () => Promise<string | undefined>): Promise<string | undefined> {
+    for (let attempt = 1; current(); attempt++) {
+      try {
+        return await take();
+      } catch (error) {
+        this.log.warn({ err: error, topic, partition }, 'could not record partition ownership; retrying');
+        await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5000)));
       }
     }
+    return undefined;
   }
 
   private async onBatch(batch: FetchedBatch): Promise<void> {
-    await this.fenceReady;
+    await this.placed;
+    const fence = this.fences.get(`${batch.topic}:${batch.partition}`);
+    if (fence !== undefined && !fence.ready) {
+      // Not ours in Postgres yet: set this partition aside (the others keep flowing) until it is.
+      this.client.pause(batch.topic, batch.partition);
+      void fence.promise.then(() => {
+        if (this.state === 'running') this.client.resume(batch.topic, batch.partition);
+      });
+      return;
+    }
     try {
       await this.processBatch(batch);
     } finally {
@@ -192,30 +282,35 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   private async processBatch(batch: FetchedBatch): Promise<void> {
     const o = this.options;
     const key = `${batch.topic}:${batch.partition}`;
-    let attempts = this.attempts.get(key);
-    if (attempts === undefined) this.attempts.set(key, (attempts = new Map()));
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
     this.lag.report(batch.topic, batch.partition, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
+      if (!(await this.waitForRetry(key, batch, live))) return;
       const chunk = remaining.slice(0, o.batchSize);
-      const outcome = await this.runWithTransientRetry(chunk, attempts, key, batch, live);
+      const outcome = await this.runWithTransientRetry(chunk, key, batch, live);
       if (outcome === undefined) return;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) {
         this.lag.report(batch.topic, batch.partition, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
         await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
       }
+      remaining = remaining.slice(outcome.settled);
       if (!(await this.heartbeat(batch))) return;
       if (outcome.failed !== undefined) {
-        const failedMessage = chunk[outcome.failed.index] as RawMessage;
-        const attempt = attempts.get(failedMessage.offset) ?? 1;
         this.stats.handlerRetries++;
         o.metrics.increment('retries_total', { group: o.groupId, topic: batch.topic, partition: batch.partition, kind: 'handler' });
-        this.pauseFor(batch.topic, batch.partition, backoffMs(attempt, o.retryDelayMs, o.maxRetryDelayMs));
-        return;
+        const delay = outcome.failed.exhausted ? 0 : Math.min(o.maxRetryDelayMs, o.retryDelayMs * 2 ** (outcome.failed.attempt - 1));
+        const due = outcome.failed.at + delay;
+        this.retryAt.set(key, due);
+        // Long delays: set the partition aside so the others flow, and take it back early enough
+        // that its next fetch arrives before the retry is due (then wait out the rest here).
+        const lead = o.fetchMaxWaitMs + 250;
+        if (due - Date.now() > lead) {
+          this.pauseFor(batch.topic, batch.partition, due - Date.now() - lead);
+          return;
+        }
       }
-      remaining = remaining.slice(chunk.length);
     }
     if (remaining.length === 0 && live()) this.settleTail(batch);
   }
@@ -247,13 +342,30 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     await this.flushOffset({ topic: range.topic, partition: range.partition, isStale: () => !this.assigned.has(key) });
   }
 
+  /** Waits (heartbeating) until the partition's pending retry is due; false when the batch is no longer ours to work on. */
+  private async waitForRetry(key: string, batch: FetchedBatch, live: () => boolean): Promise<boolean> {
+    const due = this.retryAt.get(key);
+    if (due === undefined) return true;
+    this.retryAt.delete(key);
+    let rebalancing = false;
+    await sleepWithTicks(
+      due - Date.now(),
+      Math.max(100, Math.floor(this.options.heartbeatIntervalMs / 2)),
+      async () => {
+        rebalancing = !(await this.heartbeat(batch));
+      },
+      () => !live() || rebalancing,
+    );
+    return live() && !rebalancing;
+  }
+
   /** Runs one chunk, retrying transient database errors with backoff (heartbeating meanwhile). */
-  private async runWithTransientRetry(chunk: RawMessage[], attempts: Map<string, number>, key: string, batch: FetchedBatch, live: () => boolean): Promise<ChunkOutcome | undefined> {
+  private async runWithTransientRetry(chunk: RawMessage[], key: string, batch: FetchedBatch, live: () => boolean): Promise<ChunkOutcome | undefined> {
     const o = this.options;
     for (let attempt = 1; ; attempt++) {
       const started = process.hrtime.bigint();
       try {
-        const outcome = await this.processor.run(chunk, attempts, o.fencing ? this.epochs.get(key) : undefined);
+        const outcome = await this.processor.run(chunk, o.fencing ? this.epochs.get(key) : undefined);
         o.metrics.observe('batch_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, { group: o.groupId });
         return outcome;
       } catch (error) {
@@ -263,6 +375,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
           this.log.warn({ topic: batch.topic, partition: batch.partition }, error.message);
           return undefined;
         }
+        if (!live()) return undefined;
         if (!isTransientDatabaseError(error)) {
           // A failure outside any handler (e.g. a hook, or the outbox refusing a message): retry it like a transient one, loudly.
           this.log.error({ err: error, topic: batch.topic, partition: batch.partition, firstOffset: chunk[0]?.offset }, 'chunk transaction failed; retrying');

@@ -3,7 +3,7 @@ export type { IdempotentConsumerOptions, ConsumedEvent, HandlerContext, EventHan
 export type { EventIdSource, InvalidIdReason, IdOrigin } from './event-id';
 export type { ConsumerHooks, HookContext } from './hooks';
 export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings, PartitionPosition, SkippedRange } from './kafka-adapter';
-export { HandlerTimeoutError, FencedError, isTransientDatabaseError } from './errors';
+export { HandlerTimeoutError, FencedError, AttemptEndedError, isTransientDatabaseError } from './errors';
 export { pruneProcessedEvents } from './store';
 export { CONSUMER_METRICS, consumerPrometheusMetrics } from './metrics';
 export { listDeadLetters, replayDeadLetters, toDeadLetter, type DeadLetter, type DeadLetterFilter, type DeadLetterSource, type ReplayOptions, type ReplayResult } from './dead-letters';

@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { assertIdentifier, untyped } from '@effectively/core';
 import { storableText } from './storable-text';
 import { idKey } from './classify';
@@ -46,6 +46,8 @@ export interface OpenOptions {
   /** The partition epoch this member holds; omitted when fencing is off. */
   fence?: { topic: string; partition: number; epoch: string };
   rows: ClaimRow[];
+  /** More columns for the same round trip (`, expr AS name, …`); their values come back in `also`. */
+  also?: RawBuilder<unknown>;
 }
 
 /** What {@link ProcessedEventStore.open} found. */
@@ -56,6 +58,8 @@ export interface OpenResult {
   claimed: Set<string>;
   /** Keys already recorded before this statement, by {@link idKey}. */
   stored: Map<string, StoredEvent>;
+  /** The row's values of the `also` columns. */
+  also: Record<string, unknown>;
 }
 
 /**
@@ -78,10 +82,11 @@ export class ProcessedEventStore {
   /**
    * Opens a chunk's transaction in ONE round trip: bounds it (lock waits, statements, idling),
    * checks the partition fence, claims `rows` and reads the stored payload hashes of the ids that
-   * were already there (probing the index only for those, not for every id). The fence row is locked `FOR SHARE` until commit: that conflicts with the
-   * epoch bump of {@link takePartition} (an UPDATE), so a member whose epoch was replaced cannot
-   * commit, and no row version is written per transaction. When the fence does not match
-   * (`held: false`) nothing is claimed.
+   * were already there (probing the index only for those, not for every id). Once something is claimed, the fence row is locked `FOR SHARE` until commit:
+   * that conflicts with the epoch bump of {@link takePartition} (an UPDATE), so a member whose
+   * epoch was replaced cannot commit, and no row version is written per transaction. When the
+   * fence does not match (`held: false`) the caller must roll back. A transaction that claimed
+   * nothing holds no lock: call {@link lockFence} before writing anything else in it.
    *
    * Ids that another transaction committed while this one waited on them are not claimed and
    * may have no stored hash here (the statement's snapshot predates them); {@link storedHashes}
@@ -92,12 +97,17 @@ export class ProcessedEventStore {
     const settings = sql`SELECT set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true) AS a,
                                 set_config('statement_timeout', ${`${options.statementTimeoutMs}ms`}, true) AS b,
                                 set_config('idle_in_transaction_session_timeout', ${`${options.statementTimeoutMs * 2}ms`}, true) AS c`;
-    const held =
+    // The fence is checked first without a lock; the share lock is taken only once something was
+    // claimed (re-checking the epoch on the newest row version). A transaction that claims nothing
+    // writes nothing, so it needs no lock and gets no transaction id: its COMMIT does not wait
+    // for a WAL flush.
+    const where = (f: ReturnType<typeof sql.raw>) =>
+      fence === undefined ? sql`false` : sql`${f}.consumer_group = ${this.group} AND ${f}.topic = ${fence.topic} AND ${f}.partition = ${fence.partition} AND ${f}.epoch = ${fence.epoch}`;
+    const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fences} f, settings WHERE ${where(sql.raw('f'))}`;
+    const locked =
       fence === undefined
-        ? sql`SELECT 1 AS held FROM settings`
-        : sql`SELECT 1 AS held FROM ${this.fences} f, settings
-              WHERE f.consumer_group = ${this.group} AND f.topic = ${fence.topic} AND f.partition = ${fence.partition} AND f.epoch = ${fence.epoch}
-              FOR SHARE OF f`;
+        ? sql`SELECT 1 AS locked`
+        : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
     const ids = rows.map((r) => r.eventId);
     const origins = rows.map((r) => r.origin);
     const result = await sql<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>`
@@ -119,16 +129,27 @@ export class ProcessedEventStore {
       stored AS (
         SELECT x.id_origin, x.event_id, e.payload_hash, e.status FROM unclaimed x,
         LATERAL (SELECT payload_hash, status FROM ${this.events}
-                 WHERE consumer_group = ${this.group} AND id_origin = x.id_origin AND event_id = x.event_id) e)
-      SELECT EXISTS (SELECT 1 FROM fence) AS held,
+                 WHERE consumer_group = ${this.group} AND id_origin = x.id_origin AND event_id = x.event_id) e),
+      locked AS MATERIALIZED (${locked})
+      SELECT EXISTS (SELECT 1 FROM fence) AND (NOT EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM locked)) AS held,
              (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
-             (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored`.execute(trx);
+             (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
+             ${options.also ?? sql``}`.execute(trx);
     const row = result.rows[0];
     return {
       held: row?.held === true,
       claimed: new Set((row?.claimed ?? []).map(([origin, id]) => idKey(origin, id))),
       stored: new Map((row?.stored ?? []).map(([origin, id, payloadHash, status]) => [idKey(origin, id), { payloadHash, status }])),
+      also: (row ?? {}) as Record<string, unknown>,
     };
+  }
+
+  /** Takes the fence's share lock (see {@link open}); false when the epoch is no longer this member's. */
+  async lockFence(trx: Db, fence: { topic: string; partition: number; epoch: string }): Promise<boolean> {
+    const result = await sql`SELECT 1 FROM ${this.fences}
+      WHERE consumer_group = ${this.group} AND topic = ${fence.topic} AND partition = ${fence.partition} AND epoch = ${fence.epoch}
+      FOR SHARE`.execute(trx);
+    return result.rows.length === 1;
   }
 
   /** What is stored for already-processed keys (to spot conflicting duplicates and dead-lettered ones), by {@link idKey}. */
@@ -189,10 +210,15 @@ export class ProcessedEventStore {
   }
 
   /** Takes the partition for `memberId`: a new, higher epoch that older owners no longer match. */
-  async takePartition(db: Db, topic: string, partition: number, memberId: string): Promise<string> {
+  async takePartition(db: Db, topic: string, partition: number, memberId: string, lockTimeoutMs?: number): Promise<string> {
+    // With `lockTimeoutMs`, one statement that gives up (55P03) when a transaction holds the fence row longer.
+    const values =
+      lockTimeoutMs === undefined
+        ? sql`VALUES (${this.group}, ${topic}, ${partition}, 1, ${memberId})`
+        : sql`SELECT ${this.group}, ${topic}, ${partition}, 1, ${memberId} FROM (SELECT set_config('lock_timeout', ${`${lockTimeoutMs}ms`}, true)) AS settings`;
     const result = await sql<{ epoch: string }>`
       INSERT INTO ${this.fences} (consumer_group, topic, partition, epoch, member_id)
-      VALUES (${this.group}, ${topic}, ${partition}, 1, ${memberId})
+      ${values}
       ON CONFLICT (consumer_group, topic, partition)
       DO UPDATE SET epoch = ${this.fences}.epoch + 1, member_id = EXCLUDED.member_id, updated_at = now()
       RETURNING epoch`.execute(db);
