@@ -69,6 +69,38 @@ describe('per-event mode: failures and the fence lock', () => {
     }
   });
 
+  it('4 partitions in flight, their attempt records written together: each event is counted on its own partition (a failed first attempt makes the retry attempt 2, nothing else counts twice)', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_parts');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_parts', partitions: 4 }]);
+      const messages = Array.from({ length: 24 }, (_, i) => ({ ...entry(`p${i}`, i + 1), key: `k${i % 4}`, partition: i % 4 }));
+      await produceMessages(kafka, topic as string, messages);
+      const seen = new Map<string, number[]>();
+      const consumer = new IdempotentConsumer<Entry>({
+        brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event',
+        partitionsConsumedConcurrently: 4, maxAttempts: 5, retryDelayMs: 20, maxRetryDelayMs: 100,
+        handler: async (event, { trx, attempt }) => {
+          seen.set(event.id, [...(seen.get(event.id) ?? []), attempt]);
+          // Every fourth event fails its first attempt.
+          if (event.value.amount % 4 === 1 && attempt === 1) throw new Error('first attempt fails');
+          await apply(trx, s.schema, event.value);
+        },
+      });
+      await consumer.start();
+      try {
+        await waitFor(async () => consumer.stats.processed, (n) => n === 24, 60_000);
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: (24 * 25) / 2, applied: 24 } });
+        for (let i = 0; i < 24; i++) expect({ id: `p${i}`, attempts: seen.get(`p${i}`) }).toEqual({ id: `p${i}`, attempts: (i + 1) % 4 === 1 ? [1, 2] : [1] });
+        expect(consumer.stats.handlerRetries).toBe(6);
+      } finally {
+        await consumer.stop();
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a handler that fails after writing is retried with its writes undone, and applied once when it succeeds', async () => {
     const s = await createTestSchema(databaseUrl, 'pe_retry');
     try {
