@@ -2,9 +2,11 @@
  * A small orders service built only from the installed tarballs: an idempotent consumer that
  * stores orders and emits receipts through the outbox, the relay that publishes them, and an
  * Express endpoint with idempotency keys. Compiled with strict, exactOptionalPropertyTypes and
- * noPropertyAccessFromIndexSignature, once as CommonJS and once as ESM (nodenext).
+ * noPropertyAccessFromIndexSignature, once as CommonJS and once as ESM (nodenext). Typed as a
+ * Kysely user types a service: its own database type (the handler's trx is Transaction<DB>,
+ * `insertInto('orders')` checked) and an interface as the outbox message type.
  */
-import { createDatabase, createLogger, migrate, PrometheusMetrics } from '@effectively/core';
+import { createDatabase, createLogger, migrate, PrometheusMetrics, type Outbox } from '@effectively/core';
 import { IdempotentConsumer, consumerPrometheusMetrics, type ConsumedEvent } from '@effectively/kafka';
 import { createRelay, relayPrometheusMetrics } from '@effectively/relay';
 import { createIdempotency, idempotentExpress, keepRawBody, IDEMPOTENCY_METRICS } from '@effectively/http';
@@ -13,7 +15,7 @@ import { defineCommand, ExitCode } from '@effectively/cli';
 import { uniqueName } from '@effectively/testkit';
 import express from 'express';
 import { Kafka, logLevel } from 'kafkajs';
-import { sql } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import { Registry } from 'prom-client';
 import type { AddressInfo } from 'node:net';
 
@@ -21,6 +23,33 @@ interface Order {
   id: string;
   amount: number;
 }
+
+/** The service's tables, as kysely-codegen would describe them. */
+interface ServiceDatabase {
+  orders: { id: string; amount: number };
+}
+
+/** The message the service publishes: an interface (no index signature). */
+interface Receipt {
+  order: string;
+  amount: number;
+}
+
+/** Receipts go to one topic whose name is chosen at run time. */
+type ReceiptTopics = Record<string, Receipt>;
+
+/** Never called: what the installed typings must refuse (an unused @ts-expect-error fails tsc). */
+function refusedByTheTypes(trx: Transaction<ServiceDatabase>, db: Kysely<ServiceDatabase>, receipts: Outbox<ReceiptTopics>): void {
+  // @ts-expect-error a table the service's database does not have
+  void trx.insertInto('payments').values({ id: 'p1' }).execute();
+  // @ts-expect-error a column the table does not have
+  void db.insertInto('orders').values({ id: 'o1', amount: 1, discount: 2 }).execute();
+  // @ts-expect-error a receipt without its amount
+  void receipts.publish(trx, { topic: 'receipts', value: { order: 'o1' } });
+  // @ts-expect-error undefined is not a value (null is the tombstone)
+  void receipts.publish(db, { topic: 'receipts', value: undefined });
+}
+void refusedByTheTypes;
 
 function required(name: string): string {
   const value = process.env[name];
@@ -42,7 +71,7 @@ async function main(): Promise<void> {
   const schema = uniqueName(required('SERVICE_SCHEMA_PREFIX'));
   const [ordersTopic, receiptsTopic] = [`${schema}-orders`, `${schema}-receipts`];
   const log = createLogger('pack-test-service', 'warn');
-  const { db, destroy } = createDatabase({ connectionString: databaseUrl, max: 5, logger: log });
+  const { db, destroy } = createDatabase<ServiceDatabase>({ connectionString: databaseUrl, max: 5, logger: log });
   const kafka = new Kafka({ brokers, clientId: 'pack-test', logLevel: logLevel.NOTHING });
   const admin = kafka.admin();
   await admin.connect();
@@ -53,15 +82,18 @@ async function main(): Promise<void> {
     await admin.createTopics({ topics: [{ topic: ordersTopic, numPartitions: 2 }, { topic: receiptsTopic, numPartitions: 2 }], waitForLeaders: true });
 
     const registry = new Registry();
-    const consumer = new IdempotentConsumer<Order>({
+    const consumer = new IdempotentConsumer<Order, ServiceDatabase>({
       brokers,
       groupId: `${schema}-orders`,
       topics: [ordersTopic],
       db,
       schema,
       handler: async (event: ConsumedEvent<Order>, { trx, outbox }) => {
-        await sql`INSERT INTO ${sql.id(schema, 'orders')} (id, amount) VALUES (${event.value.id}, ${event.value.amount})`.execute(trx);
-        await outbox.publish(trx, [{ eventId: `${event.id}:receipt`, topic: receiptsTopic, key: event.value.id, value: { order: event.value.id, amount: event.value.amount } }]);
+        const own: Transaction<ServiceDatabase> = trx;
+        await own.withSchema(schema).insertInto('orders').values({ id: event.value.id, amount: event.value.amount }).execute();
+        const receipt: Receipt = { order: event.value.id, amount: event.value.amount };
+        const receipts: Outbox<ReceiptTopics> = outbox;
+        await receipts.publish(trx, [{ eventId: `${event.id}:receipt`, topic: receiptsTopic, key: event.value.id, value: receipt }]);
       },
       logger: log,
       metrics: consumerPrometheusMetrics(registry),
@@ -79,8 +111,8 @@ async function main(): Promise<void> {
     await producer.disconnect();
 
     await until('20 receipts on Kafka', async () => (await admin.fetchTopicOffsets(receiptsTopic)).reduce((n, p) => n + Number(p.high), 0) >= 20);
-    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.id(schema, 'orders')}`.execute(db);
-    if (Number(rows[0]?.n) !== 20) throw new Error(`expected 20 orders, found ${rows[0]?.n}`);
+    const stored = await db.withSchema(schema).selectFrom('orders').select(['id', 'amount']).execute();
+    if (stored.length !== 20 || stored.reduce((sum, o) => sum + o.amount, 0) !== 1900) throw new Error(`expected 20 orders worth 1900, found ${JSON.stringify(stored)}`);
     await until('the consumer to count 5 duplicates', async () => consumer.stats.duplicates === 5);
     await consumer.stop();
     await relay.stop();
