@@ -1,6 +1,6 @@
 // One aggregator (idempotent consumer) in a process of its own, for the bench's multi-process
 // variant. Configured from the environment; prints one JSON line every 100 ms:
-// {"t": epoch ms, "n": messages handled (processed + duplicates + conflicts + dead-lettered), "first": epoch ms of the first message or 0}.
+// {"t": epoch ms, "n": distinct events applied (processed + dead-lettered), "first": epoch ms of the first message or 0}.
 // SIGTERM: stop the consumer, close the pool, exit 0.
 import { createDatabase, silentLogger } from '@effectively/core';
 import { createAggregator } from '../examples/ad-spend/src/aggregator';
@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     logger: silentLogger(),
   });
   const s = consumer.stats;
-  const report = (): void => void process.stdout.write(`${JSON.stringify({ t: Date.now(), n: s.processed + s.duplicates + s.conflicts + s.deadLettered, first })}\n`);
+  const report = (): void => void process.stdout.write(`${JSON.stringify({ t: Date.now(), n: s.processed + s.deadLettered, first })}\n`);
   const timer = setInterval(report, 100);
   process.once('SIGTERM', () => {
     clearInterval(timer);

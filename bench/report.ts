@@ -88,7 +88,7 @@ export function markdown(report: BenchReport): string {
     }
     lines.push(
       '',
-      'Consumers: messages (including retried copies) per second from the first message handled to the last; baseline = raw kafkajs. Each variant first runs once untimed on a topic that a warm-up sized so that a run lasts at least `--min-seconds`; then the timed runs go round by round (every variant once per round), and each ratio compares a variant with the baseline run of the same round. ' +
+      'Consumers: messages (including retried copies) per second from the first message handled to the last; baseline = raw kafkajs. Each variant first runs once untimed on a topic that a warm-up sized so that a run lasts at least `--min-seconds` (a timed run that ends sooner is redone on a bigger topic); then the timed runs go round by round (every variant once per round), and each ratio compares a variant with the baseline run of the same round. ' +
         'Producers: rows published per second (relay: back-to-back claims of rows already committed, until the outbox is empty); baseline = kafkajs direct; their runs alternate.',
     );
     const naive = report.results.find((r) => r.name.startsWith('naive'));

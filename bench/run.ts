@@ -158,7 +158,13 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
         for (let i = 0; i < n; i += 1_000) await producer.send({ topic: topic as string, acks: -1, messages: stream.slice(i, Math.min(n, i + 1_000)).map(toMessage) });
         await producer.disconnect();
         say(`topic ${topic}: the first ${n} messages`);
-        return { topic: topic as string, messages: n, truth: { ...scenario.truth, messages: n, totals: prefixTotals(stream.slice(0, n)) } };
+        const prefix = stream.slice(0, n);
+        // Per partition, the offset of its last message (the default partitioner: murmur2 of the key).
+        const admin = kafka.admin();
+        await admin.connect();
+        const offsets = await admin.fetchTopicOffsets(topic as string).finally(() => admin.disconnect());
+        const lastOffsets = new Map(offsets.filter((o) => o.high !== '0').map((o) => [o.partition, (BigInt(o.high) - 1n).toString()]));
+        return { topic: topic as string, messages: n, unique: new Set(prefix.map((e) => e.event_id)).size, lastOffsets, truth: { ...scenario.truth, messages: n, totals: prefixTotals(prefix) } };
       })();
       tiers.set(n, t);
     }
@@ -170,7 +176,7 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
     return Math.min(size, stream.length);
   };
 
-  const base: Omit<BenchContext, 'topic' | 'messages' | 'truth'> = {
+  const base: Omit<BenchContext, 'topic' | 'messages' | 'unique' | 'lastOffsets' | 'truth'> = {
     brokers: state.kafka.brokers,
     databaseUrl: state.postgres.url,
     database: schema.database,
@@ -194,22 +200,32 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
     let t = await tier(variant.slow === true ? 1_000 : 32_000);
     let m = await measure(variant, t, 'warm-up');
     while (m.seconds < minSeconds && t.messages < stream.length) {
-      t = await tier(ladder(Math.ceil((m.items / m.seconds) * minSeconds * 1.5)));
+      t = await tier(ladder(Math.ceil((m.items / m.seconds) * minSeconds * 2)));
       m = await measure(variant, t, `warm-up at ${t.messages}`);
     }
     sized.set(variant, t);
   }
   // Rounds: every variant once per round, in the same order, so ratios compare neighbours in time.
   const runs = new Map<Variant, Measurement[]>(consumers.map((v) => [v, []]));
+  // A run that still ended under `--min-seconds` (the machine got faster) is discarded and redone on a bigger topic.
   for (let i = 1; i <= Number(args.runs); i++) {
-    for (const variant of consumers) runs.get(variant)?.push(await measure(variant, sized.get(variant) as Tier, `run ${i}`));
+    for (const variant of consumers) {
+      let t = sized.get(variant) as Tier;
+      let m = await measure(variant, t, `run ${i}`);
+      while (m.seconds < minSeconds && t.messages < stream.length) {
+        t = await tier(ladder(Math.ceil((m.items / m.seconds) * minSeconds * 2)));
+        sized.set(variant, t);
+        m = await measure(variant, t, `run ${i} again at ${t.messages}`);
+      }
+      runs.get(variant)?.push(m);
+    }
   }
-  const results: VariantResult[] = consumers.map((v) => summarise(v.name, v.group, runs.get(v) ?? [], { messages: (sized.get(v) as Tier).messages, ...(v.scaling === undefined ? {} : { scaling: v.scaling }) }));
+  const results: VariantResult[] = consumers.map((v) => summarise(v.name, v.group, runs.get(v) ?? [], { messages: Math.max(...(runs.get(v) ?? []).map((m) => m.items)), ...(v.scaling === undefined ? {} : { scaling: v.scaling }) }));
 
   // Producers side by side: direct, relay, direct, relay, …
   const producers = variants.filter((v) => v.group === 'produce');
   const produced = new Map<Variant, Measurement[]>(producers.map((v) => [v, []]));
-  const relayTier = { topic: '', messages: relayRows, truth: scenario.truth };
+  const relayTier: Tier = { topic: '', messages: relayRows, unique: relayRows, lastOffsets: new Map(), truth: scenario.truth };
   for (let i = 1; i <= Number(args.runs); i++) {
     for (const variant of producers) produced.get(variant)?.push(await measure(variant, relayTier, `run ${i}`));
   }
@@ -220,6 +236,8 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
 interface Tier {
   topic: string;
   messages: number;
+  unique: number;
+  lastOffsets: Map<number, string>;
   truth: GroundTruth;
 }
 

@@ -20,6 +20,10 @@ export interface BenchContext {
   topic: string;
   alertsTopic: string;
   messages: number;
+  /** Distinct event ids among the messages. */
+  unique: number;
+  /** Per partition, the offset of its last message. */
+  lastOffsets: Map<number, string>;
   truth: GroundTruth;
   concurrency: number;
   timeoutMs: number;
@@ -98,7 +102,7 @@ export const rawBatched: Variant = {
     timeConsumer(ctx, async (mark) => {
       const outbox = createOutbox({ schema: ctx.schema });
       const consumer = quietKafka(ctx).consumer({ groupId: uniqueName('raw'), sessionTimeout: 10_000 });
-      let seen = 0;
+      const finished = new Set<number>();
       await consumer.connect();
       await consumer.subscribe({ topic: ctx.topic, fromBeginning: true });
       await consumer.run({
@@ -107,10 +111,11 @@ export const rawBatched: Variant = {
           mark();
           const events = batch.messages.map((m) => decode(m.value));
           await ctx.database.db.transaction().execute((trx) => applySpend(trx, ctx.schema, events, outbox, ctx.alertsTopic));
-          seen += batch.messages.length;
+          if (batch.messages.some((m) => m.offset === ctx.lastOffsets.get(batch.partition))) finished.add(batch.partition);
         },
       });
-      return { done: () => seen >= ctx.messages, stop: () => consumer.disconnect() };
+      // Done when every partition's last message is applied (Kafka may redeliver: counting messages would stop early).
+      return { done: () => finished.size >= ctx.lastOffsets.size, stop: () => consumer.disconnect() };
     }),
 };
 
@@ -132,16 +137,19 @@ export const naive: Variant = {
         eachMessage: async ({ message }) => {
           mark();
           const event = decode(message.value);
+          let applied = false;
           await ctx.database.db.transaction().execute(async (trx) => {
             const { rows } = await sql`SELECT 1 FROM ${seenTable} WHERE event_id = ${event.event_id}`.execute(trx);
             if (rows.length > 0) return;
             await applySpend(trx, ctx.schema, [event], outbox, ctx.alertsTopic);
             await sql`INSERT INTO ${seenTable} (event_id) VALUES (${event.event_id})`.execute(trx);
+            applied = true;
           });
-          seen++;
+          if (applied) seen++;
         },
       });
-      return { done: () => seen >= ctx.messages, stop: () => consumer.disconnect() };
+      // Done when every distinct event is applied (Kafka may redeliver: counting messages would stop early).
+      return { done: () => seen >= ctx.unique, stop: () => consumer.disconnect() };
     }),
 };
 
@@ -170,13 +178,15 @@ export function effectively(mode: 'event' | 'batch', batchSize = 500, concurrenc
         });
         await consumer.start();
         const s = consumer.stats;
-        return { done: () => s.processed + s.duplicates + s.conflicts + s.deadLettered >= ctx.messages, stop: () => consumer.stop() };
+        // Done when every distinct event is applied (redeliveries count as duplicates again).
+        return { done: () => s.processed + s.deadLettered >= ctx.unique, stop: () => consumer.stop() };
       }),
   };
 }
 
 interface ChildReport {
   t: number;
+  /** Distinct events applied so far. */
   n: number;
   first: number;
 }
@@ -211,8 +221,8 @@ export function effectivelyProcesses(mode: 'event' | 'batch', batchSize: number,
       const total = (): number => histories.reduce((a, h) => a + latest(h).n, 0);
       try {
         const deadline = Date.now() + ctx.timeoutMs;
-        while (total() < ctx.messages && Date.now() < deadline) await sleep(50);
-        if (total() < ctx.messages) throw new Error(`${processes} processes handled ${total()}/${ctx.messages} in time`);
+        while (total() < ctx.unique && Date.now() < deadline) await sleep(50);
+        if (total() < ctx.unique) throw new Error(`${processes} processes applied ${total()}/${ctx.unique} distinct events in time`);
       } finally {
         await Promise.all(children.map((c) => new Promise<void>((resolve) => {
           if (c.exitCode !== null) return resolve();
@@ -222,10 +232,12 @@ export function effectivelyProcesses(mode: 'event' | 'batch', batchSize: number,
         })));
       }
       // Every process busy from `start`; each one's count at `start` is its last report before it.
+      // Counts are distinct events applied (redeliveries after the group settles are not counted twice).
       const start = Math.max(...histories.map((h) => latest(h).first));
       const before = histories.reduce((a, h) => a + ([...h].reverse().find((r) => r.t <= start)?.n ?? 0), 0);
       const end = Math.max(...histories.map((h) => h.find((r) => r.n === latest(h).n)?.t ?? 0));
-      return { items: ctx.messages - before, seconds: (end - start) / 1_000, ...(await check(ctx)) };
+      // Distinct events applied in the window, scaled to messages (the stream's messages per distinct event).
+      return { items: ((ctx.unique - before) * ctx.messages) / ctx.unique, seconds: (end - start) / 1_000, ...(await check(ctx)) };
     },
   };
 }

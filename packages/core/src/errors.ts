@@ -13,6 +13,7 @@ export const ErrorCodes = {
   ATTEMPT_ENDED: 'ATTEMPT_ENDED',
   STOPPED: 'STOPPED',
   SCHEMA_NOT_MIGRATED: 'SCHEMA_NOT_MIGRATED',
+  TOPIC_NOT_FOUND: 'TOPIC_NOT_FOUND',
 } as const;
 
 /** One of the stable error codes in {@link ErrorCodes}. */
@@ -80,5 +81,26 @@ export class SchemaNotMigratedError extends EffectivelyError {
     super(ErrorCodes.SCHEMA_NOT_MIGRATED, `Schema "${schema}" ${state}. Run \`effectively migrate --schema ${schema}\` (or migrate(db, { schema: '${schema}' })) and start again.`);
     this.schema = schema;
     this.missing = missing;
+  }
+}
+
+/**
+ * Topics a consumer subscribes to do not exist on the cluster. The library never creates
+ * topics (their partition count and retention are the operator's decision): create them
+ * (`kafka-topics.sh --create --topic <name> --partitions <n>`, or kafkajs `admin.createTopics`)
+ * and start again.
+ */
+export class TopicNotFoundError extends EffectivelyError {
+  /** The subscribed topics the cluster does not have. */
+  readonly topics: readonly string[];
+
+  constructor(topics: readonly string[]) {
+    const list = topics.map((t) => `"${t}"`).join(', ');
+    super(
+      ErrorCodes.TOPIC_NOT_FOUND,
+      `Topic${topics.length === 1 ? '' : 's'} ${list} ${topics.length === 1 ? 'does' : 'do'} not exist on the cluster. Create ${topics.length === 1 ? 'it' : 'them'} (kafka-topics.sh --create --topic <name> --partitions <n>, or kafkajs admin.createTopics) and start again; the consumer never creates topics.`,
+      { canRetry: true },
+    );
+    this.topics = topics;
   }
 }

@@ -64,10 +64,23 @@ function transient(log: KafkajsLogEntry['log']): boolean {
 }
 
 /**
+ * kafkajs warnings about settings this library chooses on purpose, with why they are safe here.
+ * They are logged at info with the explanation in `note`, so an operator reading warnings sees
+ * only what needs attention.
+ */
+const EXPLAINED_WARNINGS: ReadonlyMap<string, string> = new Map([
+  [
+    'Limiting retries for the idempotent producer may invalidate EoS guarantees',
+    'effectively bounds kafkajs retries on purpose and retries itself; a record sent again keeps its event id, so consumers skip the copy',
+  ],
+]);
+
+/**
  * A kafkajs `logCreator` that writes through pino, tagged `component: 'kafkajs'` (unless the
  * logger already binds `component`; no key is ever written twice): kafkajs errors as errors,
  * except what kafkajs retries or hands back to its caller (see above), which are warnings like
- * its own; its chatty info lines at debug, the rest at trace.
+ * its own; warnings about settings the library chooses on purpose (the idempotent producer's
+ * bounded retries) at info with a `note` saying why; its chatty info lines at debug, the rest at trace.
  */
 export function kafkajsLogCreator(logger: Logger): () => (entry: KafkajsLogEntry) => void {
   const log = childLogger(logger, { component: 'kafkajs' });
@@ -79,7 +92,11 @@ export function kafkajsLogCreator(logger: Logger): () => (entry: KafkajsLogEntry
       if (level === KAFKAJS_ERROR) {
         if (transient(entry)) log.warn(fields, message);
         else log.error(fields, message);
-      } else if (level === KAFKAJS_WARN) log.warn(fields, message);
+      } else if (level === KAFKAJS_WARN) {
+        const note = EXPLAINED_WARNINGS.get(message);
+        if (note === undefined) log.warn(fields, message);
+        else log.info({ ...fields, note }, message);
+      }
       else if (level === KAFKAJS_INFO) log.debug(fields, message);
       else log.trace(fields, message);
     };

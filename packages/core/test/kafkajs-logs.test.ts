@@ -41,6 +41,16 @@ describe('kafkajs log lines through pino', () => {
     expect(JSON.parse(lines[0] as string)).toMatchObject({ component: 'kafkajs', error: 'The group coordinator is not available', msg: 'Response GroupCoordinator(key: 10, version: 2)' });
   });
 
+  it('logs the idempotent producer warning about bounded retries (a setting the library chooses) at info, saying why; other warnings stay warnings', () => {
+    const { logger, lines } = capture();
+    const write = kafkajsLogCreator(logger)();
+    write({ level: 2, namespace: 'Producer', log: { ...base, message: 'Limiting retries for the idempotent producer may invalidate EoS guarantees' } });
+    write({ level: 2, namespace: 'Consumer', log: { ...base, message: 'Some other warning' } });
+    expect(lines.map(levelOf)).toEqual([30, 40]);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ component: 'kafkajs', note: expect.stringContaining('event id') });
+    expect(JSON.parse(lines[1] as string)).not.toHaveProperty('note');
+  });
+
   it('never writes a key twice: not component under a logger that binds it, nor a kafkajs field the logger already binds', () => {
     const { logger, lines } = capture({ component: 'outbox-relay', clientId: 'mine' });
     kafkajsLogCreator(logger)()(entries.coordinator as KafkajsLogEntry);

@@ -163,7 +163,7 @@ export class ChunkProcessor<T> {
             status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
             error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
           }));
-          // One round trip: timeouts, fence check (a share lock on the fence row), claim, stored hashes, the backend and the attempt state.
+          // One round trip: timeouts, fence check (a share lock on the fence row once something is claimed), claim, stored hashes, the backend and the attempt state.
           const opened = await this.store.open(trx, {
             lockTimeoutMs: o.lockTimeoutMs,
             statementTimeoutMs: o.statementTimeoutMs,
@@ -177,6 +177,14 @@ export class ChunkProcessor<T> {
           if (!opened.held) throw new FencedError(topic, partition);
           const claimed = opened.claimed;
           const stored = opened.stored;
+          // The claim statement locks the fence only if it claimed something; anything else this
+          // transaction writes (a re-drive, a dead letter of a conflicting copy) takes the lock first.
+          let fenceLocked = epoch === undefined || claimed.size > 0;
+          const lockFence = async (): Promise<void> => {
+            if (fenceLocked || epoch === undefined) return;
+            if (!(await this.store.lockFence(trx, { topic, partition, epoch }))) throw new FencedError(topic, partition);
+            fenceLocked = true;
+          };
           // Ids committed by another transaction while this one waited on them: read their hashes now.
           const unseen = candidates.filter((c) => !claimed.has(c.key) && !stored.has(c.key)).map((c) => ({ origin: c.origin, eventId: c.id }));
           if (unseen.length > 0) for (const [key, found] of await this.store.storedHashes(trx, unseen)) stored.set(key, found);
@@ -187,6 +195,7 @@ export class ChunkProcessor<T> {
               : [],
           );
           const redriven = new Map<string, Redriven>();
+          if (redrives.length > 0) await lockFence();
           for (const r of await this.store.redrive(trx, redrives)) {
             redriven.set(idKey(r.origin, r.eventId), r);
             claimed.add(idKey(r.origin, r.eventId));
@@ -233,7 +242,10 @@ export class ChunkProcessor<T> {
           await this.store.restore(trx, [...redriven.values()].filter((r) => unsettledKeys.has(idKey(r.origin, r.eventId))));
           const released = unsettled.filter((k) => !redriven.has(idKey(k.origin, k.eventId)));
           if (released.length > 0) await this.store.release(trx, released);
-          if (dlq.length > 0) await outbox.outbox.publish(trx, dlq);
+          if (dlq.length > 0) {
+            await lockFence();
+            await outbox.outbox.publish(trx, dlq);
+          }
           await outbox.flush(trx);
           const beforeDbCommit = o.hooks.beforeDbCommit;
           if (beforeDbCommit !== undefined) {

@@ -1,4 +1,4 @@
-import { assertSchemaMigrated, childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
+import { assertSchemaMigrated, childLogger, EffectivelyError, ErrorCodes, TopicNotFoundError, type Logger } from '@effectively/core';
 import { backoffMs, sleepWithTicks } from './backoff';
 import { PartitionTakeover } from './partition-takeover';
 import { ChunkProcessor, type ChunkOutcome } from './chunk-processor';
@@ -113,6 +113,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
    * Checks the schema, connects, subscribes and starts consuming. Resolves once fetching has started.
    *
    * @throws SchemaNotMigratedError when `schema` lacks any migration of this version (nothing is consumed).
+   * @throws TopicNotFoundError when a subscribed topic does not exist (nothing is consumed).
+   * When `start()` rejects, everything it opened is closed again and `stopped` resolves.
    */
   async start(): Promise<void> {
     if (this.state !== 'new') throw new EffectivelyError(ErrorCodes.STOPPED, 'An IdempotentConsumer can be started once; create a new one to start again.');
@@ -121,10 +123,21 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       await assertSchemaMigrated(this.options.db, this.options.schema);
     } catch (error) {
       this.state = 'stopped';
+      this.stopping = Promise.resolve();
+      this.resolveStopped({ signal: undefined });
       throw error;
     }
     // Taken before any chunk transaction can hold the pool.
     await this.processor.side.open();
+    try {
+      await this.connectAndRun();
+    } catch (error) {
+      await this.abandonStart(error);
+      throw error;
+    }
+  }
+
+  private async connectAndRun(): Promise<void> {
     this.client.onAssignment((assignment) => {
       for (const { topic, partition } of assignment.partitions) zeroPartitionCounters(this.options.metrics, { group: this.options.groupId, topic, partition });
       this.lag.assigned(assignment.partitions);
@@ -139,6 +152,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       process.once('SIGINT', this.signalHandler);
     }
     await this.client.connect();
+    const missing = (await this.client.missingTopics?.([...this.options.topics])) ?? [];
+    if (missing.length > 0) throw new TopicNotFoundError(missing);
     await this.positions.beforeJoin(this.options.topics);
     // Always earliest for the client's own out-of-range resets; `fromBeginning` is applied per partition by OffsetPositions.
     await this.client.subscribe(this.options.topics, true);
@@ -146,6 +161,18 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     const o = this.options;
     this.retentionProbe = startRetentionProbe({ db: o.db, schema: o.schema, groupId: o.groupId, topics: o.topics, client: this.client, metrics: o.metrics, logger: this.log, intervalMs: 60_000 });
     this.log.info({ topics: this.options.topics, mode: this.options.mode, batchSize: this.options.batchSize }, 'idempotent consumer started');
+  }
+
+  /** Closes what a failed `start()` opened; `stop()` afterwards does nothing. */
+  private async abandonStart(error: unknown): Promise<void> {
+    this.state = 'stopped';
+    this.stopping = Promise.resolve();
+    process.removeListener('SIGTERM', this.signalHandler);
+    process.removeListener('SIGINT', this.signalHandler);
+    this.processor.side.close();
+    await this.client.disconnect().catch((e: unknown) => this.log.warn({ err: e }, 'error while disconnecting after a failed start'));
+    this.log.error({ err: error, topics: this.options.topics }, 'idempotent consumer could not start');
+    this.resolveStopped({ signal: undefined });
   }
 
   /**

@@ -88,6 +88,11 @@ export interface ConsumerClient {
    * a client without them leaves that to itself.
    */
   positions?(topic: string, partitions?: number[]): Promise<PartitionPosition[]>;
+  /**
+   * Optional: which of `topics` the cluster does not have. Without it, a missing topic surfaces
+   * as whatever `subscribe` throws.
+   */
+  missingTopics?(topics: string[]): Promise<string[]>;
   /** Moves the fetch position of an assigned partition to `offset` (commits nothing). */
   seek?(topic: string, partition: number, offset: string): void;
   stop(): Promise<void>;
@@ -207,6 +212,16 @@ export function createKafkajsConsumer(settings: KafkaClientSettings): ConsumerCl
           // kafkajs reports "none" as -1; -2 is what kafkajs commits after resetting to the earliest offset: that position.
           return { partition, committed: c === '-2' ? logStart : c === undefined || c.startsWith('-') ? null : c, logStart, highWatermark: b?.high ?? '0' };
         });
+      } finally {
+        await admin.disconnect();
+      }
+    },
+    missingTopics: async (topics) => {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const existing = new Set(await admin.listTopics());
+        return topics.filter((t) => !existing.has(t));
       } finally {
         await admin.disconnect();
       }

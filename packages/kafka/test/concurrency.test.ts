@@ -4,7 +4,7 @@ import { createTestSchema, createTopics, produceMessages, seededRandom, testKafk
 import { IdempotentConsumer } from '../src';
 import { count, createLedger, handler, makeEvents, model, sameTotals, totals, waitFor, type Entry } from './support/ledger';
 
-// Several partitions in flight at once (the default is 4), copies of an event spread over
+// Several partitions in flight at once (partitionsConsumedConcurrently: 4), copies of an event spread over
 // different partitions so concurrent transactions race for the same claim, and a pool smaller
 // than the number of partitions in flight.
 describe('partitions consumed concurrently', () => {
@@ -29,14 +29,15 @@ describe('partitions consumed concurrently', () => {
         return [message(Math.floor(random() * 4)), ...copies];
       });
       await produceMessages(kafka, topic as string, messages);
-      const consumer = new IdempotentConsumer<Entry>({ brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, handler: handler(s.schema), ...options });
+      const consumer = new IdempotentConsumer<Entry>({ brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, handler: handler(s.schema), partitionsConsumedConcurrently: 4, ...options });
       await consumer.start();
       try {
         const expected = model(events);
         expect(await waitFor(() => totals(s.db, s.schema), (t) => sameTotals(t, expected), 90_000)).toEqual(expected);
-        await waitFor(async () => consumer.stats.processed + consumer.stats.duplicates, (n) => n === messages.length, 30_000);
+        // Kafka may redeliver (counted as duplicates again); every event is applied exactly once.
+        await waitFor(async () => consumer.stats.processed + consumer.stats.duplicates, (n) => n >= messages.length, 30_000);
         expect(consumer.stats.processed).toBe(events.length);
-        expect(consumer.stats.duplicates).toBe(messages.length - events.length);
+        expect(consumer.stats.duplicates).toBeGreaterThanOrEqual(messages.length - events.length);
         expect(await count(s.db, s.schema, 'processed_events')).toBe(events.length);
       } finally {
         await consumer.stop();

@@ -44,6 +44,31 @@ describe('per-event mode: failures and the fence lock', () => {
     }
   });
 
+  it('a later copy with another payload is a conflicting duplicate (the stored hash read by the claim statement): skipped, dead-lettered once; an equal copy is a plain duplicate', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_conflict');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_conflict', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('c1', 1), entry('c1', 5), entry('c1', 1), entry('c2', 2)]);
+      const consumer = new IdempotentConsumer<Entry>({
+        brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event', onConflict: 'dead-letter',
+        handler: async (event, { trx }) => apply(trx, s.schema, event.value),
+      });
+      await consumer.start();
+      try {
+        await waitFor(async () => consumer.stats.processed + consumer.stats.duplicates, (n) => n >= 4, 30_000);
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: 3, applied: 2 } });
+        expect(consumer.stats.conflicts).toBe(1);
+        expect(await count(s.db, s.schema, 'outbox', sql`headers->>'dlq-reason' = 'conflicting-duplicate'`)).toBe(1);
+        expect(await count(s.db, s.schema, 'processed_events')).toBe(2);
+      } finally {
+        await consumer.stop();
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a handler that fails after writing is retried with its writes undone, and applied once when it succeeds', async () => {
     const s = await createTestSchema(databaseUrl, 'pe_retry');
     try {
@@ -106,6 +131,57 @@ describe('per-event mode: failures and the fence lock', () => {
         expect(rows).toEqual([{ status: 'dead_lettered', attempts: 3, error: 'Error: poison' }]);
         expect(await count(s.db, s.schema, 'outbox', sql`topic = ${`${topic as string}.dlq`}`)).toBe(1);
       } finally {
+        await consumer.stop();
+      }
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it('a claim made while an epoch bump is in flight: the fence lock re-checks the newest epoch, so that transaction is fenced and commits nothing', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_fence_race');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_fence_race', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('g1', 1)]);
+      const handled: number[] = [];
+      const consumer = new IdempotentConsumer<Entry>({
+        brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event',
+        // Generous bounds: the claim statement must still be waiting when the bump commits, however loaded the machine.
+        lockTimeoutMs: 600_000, statementTimeoutMs: 600_000,
+        handler: async (event, { trx }) => {
+          handled.push(event.value.amount);
+          await apply(trx, s.schema, event.value);
+        },
+      });
+      await consumer.start();
+      let commitBump: () => void = () => undefined;
+      const bumpMayCommit = new Promise<void>((r) => (commitBump = r));
+      try {
+        await waitFor(() => totals(s.db, s.schema), (t) => t.a?.applied === 1, 30_000);
+        // A takeover that has bumped the epoch but not committed yet.
+        let bumped: () => void = () => undefined;
+        const bumpedYet = new Promise<void>((r) => (bumped = r));
+        const bump = s.db.transaction().execute(async (trx) => {
+          await sql`UPDATE ${sql.id(s.schema, 'partition_fences')} SET epoch = epoch + 1, member_id = 'newer-owner'`.execute(trx);
+          bumped();
+          await bumpMayCommit;
+        });
+        await bumpedYet;
+        // g2's claim reads the old epoch in its snapshot, claims, then waits on the fence row lock.
+        await produceMessages(kafka, topic as string, [entry('g2', 2)]);
+        const waiting = async (): Promise<number> =>
+          Number((await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
+            WHERE wait_event_type = 'Lock' AND query LIKE ${`%${s.schema}%partition_fences%`}`.execute(s.db)).rows[0]?.n ?? 0);
+        expect(await waitFor(waiting, (n) => n > 0, 60_000)).toBe(1);
+        commitBump();
+        await bump;
+        await waitFor(async () => consumer.stats.fenced, (n) => n > 0, 60_000);
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: 1, applied: 1 } });
+        expect(await count(s.db, s.schema, 'processed_events')).toBe(1);
+        expect(handled).toEqual([1]);
+      } finally {
+        commitBump();
         await consumer.stop();
       }
     } finally {

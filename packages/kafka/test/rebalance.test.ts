@@ -11,18 +11,27 @@ describe('rebalances and zombies', () => {
     const admin = kafka.admin();
     await admin.connect();
     const members: Array<ReturnType<typeof startConsumerChild>> = [];
+    let sampling = true;
     try {
       await createLedger(s.db, s.schema);
       const [topic] = await createTopics(kafka, [{ prefix: 'rebal', partitions: 4 }]);
       const events = makeEvents(800, seededRandom(21));
-      await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, maxCopies: 3, random: seededRandom(22) });
+      const random = seededRandom(22);
+      // Produced in three parts, each when a member must find work: the first before A starts, the
+      // second once B has joined (so B's partitions get records whatever A got through meanwhile:
+      // produced all at once, a fast A drained the topic before a slow-starting B joined, and B never
+      // committed), the third just before A is frozen (so A is likely mid-batch), with re-sent copies
+      // of the first part's events.
+      const produce = (part: typeof events): Promise<unknown> => produceMessages(kafka, topic as string, toMessages(part), { duplicateRate: 0.3, maxCopies: 3, random });
+      await produce(events.slice(0, 300));
+      const filled = await admin.fetchTopicOffsets(topic as string);
+      expect(filled.filter((p) => p.high === '0')).toEqual([]); // every partition has records, whichever a member gets
       const group = uniqueName('g');
       // Slow handlers make long batches, so joins and freezes land mid-transaction.
       const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: s.schema, TOPIC: topic as string, GROUP: group, BATCH_SIZE: '20', HANDLER_DELAY_MS: '5', SESSION_TIMEOUT_MS: '6000' };
 
       const seen = new Map<number, bigint>();
       let backwards = 0;
-      let sampling = true;
       const sampler = (async () => {
         while (sampling) {
           const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [topic as string] }).catch(() => []);
@@ -42,10 +51,12 @@ describe('rebalances and zombies', () => {
       await a.waitForLine(/^committed/);
       const b = startConsumerChild(env);
       members.push(b);
-      await b.waitForLine(/^started/);
+      await b.waitForLine(/^started/); // joined and synced: it owns partitions now
+      await produce(events.slice(300, 600));
       await b.waitForLine(/^committed/, 60_000);
 
       // Freeze A past its session timeout; B takes its partitions; then A wakes up as a zombie.
+      await produce([...events.slice(600), ...events.slice(0, 50)]);
       a.process.kill('SIGSTOP');
       await new Promise((r) => setTimeout(r, 9000));
       a.process.kill('SIGCONT');
@@ -58,6 +69,7 @@ describe('rebalances and zombies', () => {
       expect(backwards).toBe(0);
       expect(seen.size).toBeGreaterThan(0);
     } finally {
+      sampling = false; // also when an expectation failed: a sampler left running outlived the test file
       await Promise.all(members.map((m) => m.stop()));
       await admin.disconnect();
       await s.drop();
