@@ -1,4 +1,4 @@
-import type { Kysely, KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, Transaction, UnknownRow } from 'kysely';
+import type { Kysely, KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryExecutor, QueryResult, RootOperationNode, Transaction, UnknownRow } from 'kysely';
 import type { Outbox } from '@effectively/core';
 import { AttemptEndedError } from './errors';
 
@@ -70,8 +70,8 @@ class AttemptGuardPlugin implements KyselyPlugin {
 const REWRAP = new Set<PropertyKey>(['withPlugin', 'withSchema', 'withTables']);
 
 /**
- * Closes the paths around plugins: precompiled queries (`executeQuery`) are checked too, and
- * `withoutPlugins()` keeps the guard.
+ * Closes the paths around plugins: precompiled queries (`executeQuery`, also through
+ * `getExecutor()`) are checked too, and `withoutPlugins()` keeps the guard.
  */
 function guardTransaction(trx: Transaction<unknown>, check: () => void): Transaction<unknown> {
   return new Proxy(trx, {
@@ -85,12 +85,36 @@ function guardTransaction(trx: Transaction<unknown>, check: () => void): Transac
       if (property === 'withoutPlugins') {
         return () => guardTransaction(target.withoutPlugins().withPlugin(new AttemptGuardPlugin(check)), check);
       }
+      if (property === 'getExecutor') {
+        return () => guardExecutor(target.getExecutor(), check);
+      }
       const value: unknown = Reflect.get(target, property, target);
       if (typeof value !== 'function') return value;
       if (REWRAP.has(property)) {
         return (...args: unknown[]) => guardTransaction((value as (...a: unknown[]) => Transaction<unknown>).apply(target, args), check);
       }
       return (value as (...a: unknown[]) => unknown).bind(target);
+    },
+  });
+}
+
+const REWRAP_EXECUTOR = new Set<PropertyKey>(['withPlugin', 'withPlugins', 'withPluginAtFront', 'withoutPlugins', 'withConnectionProvider']);
+
+/** The executor behind a guarded transaction: runs (and streams) nothing once `check` throws. */
+function guardExecutor(executor: QueryExecutor, check: () => void): QueryExecutor {
+  return new Proxy(executor, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      const method = value as (...a: unknown[]) => unknown;
+      if (property === 'executeQuery' || property === 'stream') {
+        return (...args: unknown[]) => {
+          check();
+          return method.apply(target, args);
+        };
+      }
+      if (REWRAP_EXECUTOR.has(property)) return (...args: unknown[]) => guardExecutor(method.apply(target, args) as QueryExecutor, check);
+      return method.bind(target);
     },
   });
 }

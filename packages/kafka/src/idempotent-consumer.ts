@@ -50,7 +50,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   /** When the retry of a partition's failed event is due (epoch ms). */
   private readonly retryAt = new Map<string, number>();
   /** Per partition: whether this member's epoch is recorded yet (only that partition waits for it). */
-  private readonly fences = new Map<string, { ready: boolean; promise: Promise<void> }>();
+  private readonly fences = new Map<string, { ready: boolean; promise: Promise<void>; release: () => void }>();
   private generation = 0;
   private readonly takeover: PartitionTakeover;
   private readonly positions: OffsetPositions;
@@ -219,9 +219,13 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     if (!this.options.fencing) return;
     const generation = ++this.generation;
     const current = (): boolean => this.state === 'running' && generation === this.generation;
+    // Partitions set aside waiting for an earlier assignment's epoch are taken back (a batch
+    // fetched now waits for this assignment's epoch in turn), so none stays paused for good.
+    for (const fence of this.fences.values()) fence.release();
+    this.fences.clear();
     const waiting = assignment.partitions.map(({ topic, partition }) => {
       let resolve: () => void = () => undefined;
-      const fence = { ready: false, promise: new Promise<void>((r) => (resolve = r)) };
+      const fence = { ready: false, promise: new Promise<void>((r) => (resolve = r)), release: () => resolve() };
       this.fences.set(`${topic}:${partition}`, fence);
       const ready = (epoch: string): void => {
         if (!current()) return;

@@ -98,10 +98,13 @@ describe('abandoned attempts leak nothing', () => {
         ...options,
         maxAttempts: 2,
         retryDelayMs: 50,
-        handler: async (event, { trx, outbox }) => {
+        handler: async (event, { trx, outbox, query }) => {
           await effect(trx, s.schema, event.id, 'awaited');
+          const compiled = sql`INSERT INTO ${sql.id(s.schema, 'effects')} (event_id, note) VALUES (${event.id}, 'late-compiled')`.compile(trx);
           later(() => effect(trx, s.schema, event.id, 'late'));
-          later(() => trx.executeQuery(sql`INSERT INTO ${sql.id(s.schema, 'effects')} (event_id, note) VALUES (${event.id}, 'late-compiled')`.compile(trx)));
+          later(() => trx.executeQuery(compiled));
+          later(() => trx.getExecutor().executeQuery(compiled));
+          later(() => query(`INSERT INTO ${s.schema}.effects (event_id, note) VALUES ($1, 'late-query')`, [event.id]));
           later(() => sql`SELECT 1`.execute(trx.withoutPlugins()));
           later(() => outbox.publish(trx, { topic: 'late-topic', value: { id: event.id } }));
           if (event.id === 'bad' && ++failures <= 2) throw new Error('fails');
@@ -112,7 +115,7 @@ describe('abandoned attempts leak nothing', () => {
         await waitFor(() => status(s, 'bad'), (v) => v === 'dead_lettered', 30_000);
         await sleep(500);
         const results = await Promise.all(late);
-        expect(results.length).toBe(12);
+        expect(results.length).toBe(18); // 3 handler runs (ok; bad twice), 6 late statements each
         for (const r of results) expect(r).toBeInstanceOf(AttemptEndedError);
         const { rows } = await sql<{ event_id: string; note: string }>`SELECT event_id, note FROM ${sql.id(s.schema, 'effects')} ORDER BY event_id, note`.execute(s.db);
         expect(rows).toEqual([{ event_id: 'ok', note: 'awaited' }]);
