@@ -40,7 +40,8 @@ export function startConsumerChild(env: Record<string, string>, fixture = 'consu
         if (found !== undefined) return resolve(found);
         const timer = setTimeout(() => reject(new Error(`no line matching ${String(pattern)} within ${timeoutMs} ms; saw: ${lines.slice(-5).join(' | ')}`)), timeoutMs);
         waiters.push({ pattern, resolve: (l) => (clearTimeout(timer), resolve(l)) });
-        void exited.then((how) => reject(new Error(`consumer exited (${how}) before printing ${String(pattern)}`)));
+        // An exit ends the wait (and its timer, which would otherwise keep the jest worker alive).
+        void exited.then((how) => (clearTimeout(timer), reject(new Error(`consumer exited (${how}) before printing ${String(pattern)}`))));
       }),
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
