@@ -5,8 +5,9 @@
 //                  [--table-rows 200000] [--table-batch 500] [--table-timeout 120] [--table-modes delete,mark-published,delete-pinned]
 // Generates one stream of ad-spend events (with retried copies); topics hold prefixes of it. Each
 // consumer variant gets one untimed warm-up run that sizes its topic so a timed run lasts at least
-// --min-seconds; then --runs rounds, every variant once per round, so ratios compare neighbours in
-// time (median and min-max of per-round ratios). The scaling curve: batch 500 and per-event mode
+// --min-seconds (one transaction per message: at least 4,000 messages; the naive pattern and
+// per-event mode share the larger of their topics); then --runs rounds, every variant once per
+// round, so ratios compare neighbours in time (median and min-max of per-round ratios). The scaling curve: batch 500 and per-event mode
 // at --scaling partitions at once, and --processes processes. The producer variants (relay vs
 // kafkajs direct) alternate run by run. Then three sections, each on schemas of its own:
 // `latency` (bench/latency.ts), `writers` (bench/writers.ts), `table` (bench/outbox-table.ts,
@@ -197,7 +198,7 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
   const consumers = variants.filter((v) => v.group === 'consume');
   const sized = new Map<Variant, Tier>();
   for (const variant of consumers) {
-    let t = await tier(variant.slow === true ? 1_000 : 32_000);
+    let t = await tier(variant.slow === true ? 4_000 : 32_000);
     let m = await measure(variant, t, 'warm-up');
     while (m.seconds < minSeconds && t.messages < stream.length) {
       t = await tier(ladder(Math.ceil((m.items / m.seconds) * minSeconds * 2)));
@@ -205,6 +206,12 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
     }
     sized.set(variant, t);
   }
+  // The naive pattern and per-event mode (one transaction per message both) run on the same topic,
+  // the larger of the two they were sized to: costs that do not grow with the topic (the first
+  // fetches, the last partitions' tails) would otherwise weigh more on the smaller one.
+  const perMessage = consumers.filter((v) => v.slow === true && v.scaling === undefined);
+  const shared = perMessage.map((v) => sized.get(v) as Tier).reduce<Tier | undefined>((a, t) => (a === undefined || t.messages > a.messages ? t : a), undefined);
+  if (shared !== undefined) for (const v of perMessage) sized.set(v, shared);
   // Rounds: every variant once per round, in the same order, so ratios compare neighbours in time.
   const runs = new Map<Variant, Measurement[]>(consumers.map((v) => [v, []]));
   // A run that still ended under `--min-seconds` (the machine got faster) is discarded and redone on a bigger topic.

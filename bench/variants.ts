@@ -42,7 +42,7 @@ export interface Measurement {
 export interface Variant {
   name: string;
   group: 'consume' | 'produce';
-  /** One transaction per message: its warm-up run starts on a small topic. */
+  /** One transaction per message: its warm-up run starts on a smaller topic (4,000 messages). */
   slow?: boolean;
   /** Points of the scaling curve: mode, partitions consumed concurrently per process, processes. */
   scaling?: { mode: 'event' | 'batch'; concurrency: number; processes: number };

@@ -113,6 +113,33 @@ export class AttemptLog {
     else await sql`${RELAXED} ${upsert} SELECT ${source} FROM relaxed ${conflict}`.execute(db);
   }
 
+  /**
+   * {@link addAttempt} without an error, not durable (what a handler about to run alone records)
+   * for several partitions in ONE statement: the records that partitions in flight ask for while
+   * another is being written. At most one entry per partition (a row cannot be updated twice in
+   * one statement); {@link AttemptStarts} guarantees it.
+   */
+  async addAttempts(db: Db, starts: readonly AttemptStart[]): Promise<void> {
+    if (starts.length === 0) return;
+    if (starts.length === 1) {
+      const s = starts[0] as AttemptStart;
+      await this.addAttempt(db, s.topic, s.partition, { offset: s.offset, eventId: s.eventId }, { error: null, durable: false });
+      return;
+    }
+    const t = this.table;
+    const same = sql`${t}.event_offset = EXCLUDED.event_offset AND ${t}.event_id = EXCLUDED.event_id`;
+    await sql`${RELAXED}
+      INSERT INTO ${t} (consumer_group, topic, partition, event_offset, event_id, attempts, last_error)
+      SELECT ${this.group}, s.topic, s.partition, s.event_offset, s.event_id, 1, NULL::text
+      FROM relaxed, unnest(${starts.map((x) => x.topic)}::text[], ${starts.map((x) => x.partition)}::int[], ${starts.map((x) => x.offset)}::bigint[], ${starts.map((x) => x.eventId)}::text[])
+           AS s(topic, partition, event_offset, event_id)
+      ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+      SET attempts = CASE WHEN ${same} THEN ${t}.attempts + 1 ELSE 1 END,
+          last_error = CASE WHEN ${same} THEN ${t}.last_error END,
+          event_offset = EXCLUDED.event_offset, event_id = EXCLUDED.event_id,
+          updated_at = now()`.execute(db);
+  }
+
   /** Records why the counted attempt of the event at `offset` failed. */
   async setError(db: Db, topic: string, partition: number, offset: string, error: string): Promise<void> {
     await sql`UPDATE ${this.table} SET last_error = ${storableText(error)}, updated_at = now()
@@ -123,6 +150,57 @@ export class AttemptLog {
   async takeBack(db: Db, topic: string, partition: number, offset: string): Promise<void> {
     await sql`UPDATE ${this.table} SET attempts = attempts - 1, updated_at = now()
               WHERE consumer_group = ${this.group} AND topic = ${topic} AND partition = ${partition} AND event_offset = ${offset}::bigint AND attempts > 0`.execute(db);
+  }
+}
+
+/** A handler about to run alone: its attempt, recorded before it starts. */
+export interface AttemptStart {
+  topic: string;
+  partition: number;
+  offset: string;
+  eventId: string;
+}
+
+/**
+ * Coalesces the attempt records of partitions in flight: the first is written at once; those
+ * asked for while a statement runs go together in the next one ({@link AttemptLog.addAttempts}),
+ * so with n partitions in flight the bookkeeping connection writes up to n records per
+ * statement instead of queueing n statements. Each caller waits for its own record.
+ */
+export class AttemptStarts {
+  private queue: Array<AttemptStart & { done: () => void; failed: (error: unknown) => void }> = [];
+  private writing = false;
+
+  constructor(private readonly write: (starts: AttemptStart[]) => Promise<void>) {}
+
+  record(start: AttemptStart): Promise<void> {
+    return new Promise<void>((done, failed) => {
+      this.queue.push({ ...start, done, failed });
+      if (!this.writing) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.writing = true;
+    while (this.queue.length > 0) {
+      // One entry per partition per statement; a second one for a partition waits for the next.
+      const taken: typeof this.queue = [];
+      const rest: typeof this.queue = [];
+      const partitions = new Set<string>();
+      for (const q of this.queue) {
+        const key = `${q.partition}:${q.topic}`;
+        (partitions.has(key) ? rest : taken).push(q);
+        partitions.add(key);
+      }
+      this.queue = rest;
+      try {
+        await this.write(taken.map(({ topic, partition, offset, eventId }) => ({ topic, partition, offset, eventId })));
+        for (const q of taken) q.done();
+      } catch (error) {
+        for (const q of taken) q.failed(error);
+      }
+    }
+    this.writing = false;
   }
 }
 

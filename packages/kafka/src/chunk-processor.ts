@@ -2,7 +2,7 @@ import { sql, type Transaction } from 'kysely';
 import { childLogger, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { Attempt } from './attempt';
-import { AttemptLog, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
+import { AttemptLog, AttemptStarts, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
 import { classify, idKey, type Classified } from './classify';
 import { deadLetterMessage } from './dead-letter';
 import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
@@ -86,11 +86,14 @@ export class ChunkProcessor<T> {
   private readonly open = new Set<OpenChunk>();
   /** Where statements outside chunk transactions run (never a second pool connection while a chunk holds one). */
   readonly side: SideConnection;
+  /** Attempt records of handlers about to run alone, several partitions' in one statement. */
+  private readonly attemptStarts: AttemptStarts;
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.store = new ProcessedEventStore(options.schema, options.groupId);
     this.attemptLog = new AttemptLog(options.schema, options.groupId);
     this.side = new SideConnection(options.db, options.logger);
+    this.attemptStarts = new AttemptStarts((starts) => this.side.run((db) => this.attemptLog.addAttempts(db, starts), SIDE_WAIT_MS));
   }
 
   get processedEvents(): ProcessedEventStore {
@@ -320,7 +323,7 @@ export class ChunkProcessor<T> {
     const alone = handled.length === 1;
     try {
       if (alone) {
-        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: head.message.offset, eventId: head.id }, { error: null, durable: false }), SIDE_WAIT_MS);
+        await this.attemptStarts.record({ topic, partition, offset: head.message.offset, eventId: head.id });
         record({ kind: 'event', offset: head.message.offset });
       } else {
         await this.side.run((db) => this.attemptLog.startRun(db, topic, partition, head.message.offset, lastHandled.message.offset), SIDE_WAIT_MS);

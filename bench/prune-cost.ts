@@ -1,0 +1,201 @@
+// npm run bench:prune -- [--old-rows 300000] [--runs 3] [--min-seconds 2] [--batch-size 500] [--partitions 4]
+//                        [--prune-batch 1000] [--duplicate-rate 0.2]
+// What retention by DELETE costs the consumer: batch-mode consumption (fed from memory through the
+// `client` seam, no Kafka; no-op handlers; --partitions partitions at once) timed alone and while
+// `pruneProcessedEvents` runs at full speed on its own connection, deleting rows older than the
+// window (--old-rows of them are kept ready before every run). The two alternate round by round;
+// reported: events/s alone and while pruning, the median of per-round ratios, and how many rows/s
+// the pruner deleted meanwhile (a steady state must delete as many rows per second as it claims).
+// Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/prune-cost.{json,md}.
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { sql, type Kysely } from 'kysely';
+import { createDatabase, silentLogger } from '@effectively/core';
+import { IdempotentConsumer, pruneProcessedEvents, type RawMessage } from '@effectively/kafka';
+import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
+import { memoryFeed, rawMessage } from './memory-client';
+import { fmtInt, median } from './stats';
+
+const { values: args } = parseArgs({
+  options: {
+    'old-rows': { type: 'string', default: '300000' },
+    runs: { type: 'string', default: '3' },
+    'min-seconds': { type: 'string', default: '2' },
+    'batch-size': { type: 'string', default: '500' },
+    partitions: { type: 'string', default: '4' },
+    'prune-batch': { type: 'string', default: '1000' },
+    'duplicate-rate': { type: 'string', default: '0.2' },
+  },
+});
+const say = (line: string): void => void process.stderr.write(`[prune] ${line}\n`);
+const group = 'prune';
+const topic = 'prune_topic';
+const oldRows = Number(args['old-rows']);
+const partitions = Number(args.partitions);
+const batchSize = Number(args['batch-size']);
+const pruneBatch = Number(args['prune-batch']);
+const windowMs = 7 * 86_400_000;
+
+/** `n` messages over the partitions: fresh UUIDv4 ids, a share of them sent again a little later (same partition). */
+function makeMessages(n: number): RawMessage[][] {
+  const dup = Number(args['duplicate-rate']);
+  const out: RawMessage[][] = Array.from({ length: partitions }, () => []);
+  const ids: string[][] = Array.from({ length: partitions }, () => []);
+  for (let i = 0; i < n; i++) {
+    const p = i % partitions;
+    const seen = ids[p] as string[];
+    const copy = seen.length > 10 && Math.random() < dup;
+    const id = copy ? (seen[seen.length - 1 - Math.floor(Math.random() * Math.min(seen.length, 1_000))] as string) : randomUUID();
+    if (!copy) seen.push(id);
+    const list = out[p] as RawMessage[];
+    list.push(rawMessage(topic, p, list.length, id, `{"n":${i}}`));
+  }
+  return out;
+}
+
+/** Tops the rows older than the window up to `oldRows` (another group's ids, as a shared table holds). */
+async function topUp(db: Kysely<unknown>, schema: string): Promise<void> {
+  const table = sql.id(schema, 'processed_events');
+  const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM ${table} WHERE processed_at < now() - make_interval(secs => ${windowMs / 1000})`.execute(db);
+  const missing = oldRows - Number(rows[0]?.n ?? 0);
+  if (missing <= 0) return;
+  await sql`INSERT INTO ${table} (consumer_group, event_id, payload_hash, topic, partition, kafka_offset, status, processed_at)
+            SELECT 'old', gen_random_uuid()::text, md5(i::text) || md5((i + 1)::text), ${topic}, 0, i, 'processed', now() - interval '30 days'
+            FROM generate_series(1, ${missing}::int) AS i`.execute(db);
+  await sql`VACUUM ANALYZE ${table}`.execute(db);
+}
+
+interface Run {
+  items: number;
+  seconds: number;
+  /** Rows the pruner deleted while the consumer ran, and how long it ran. */
+  pruned?: { rows: number; seconds: number; exhausted: boolean };
+}
+
+async function consume(db: Kysely<unknown>, schema: string, messages: RawMessage[][], pruner?: Kysely<unknown>): Promise<Run> {
+  const feed = memoryFeed(topic, messages);
+  const consumer = new IdempotentConsumer<unknown>({
+    brokers: ['unused:9092'],
+    groupId: group,
+    topics: [topic],
+    db,
+    schema,
+    mode: 'batch',
+    batchSize,
+    partitionsConsumedConcurrently: partitions,
+    handler: async () => undefined,
+    batchHandler: async () => undefined,
+    logger: silentLogger(),
+    client: feed.client,
+  });
+  let pruning = pruner !== undefined;
+  let pruned = 0;
+  let exhausted = false;
+  const pruneStarted = Date.now();
+  // The pruner: back-to-back batches (a retention job running flat out) until the consumer is done.
+  const loop = (async () => {
+    while (pruning && pruner !== undefined) {
+      const n = await pruneProcessedEvents(pruner, { schema, olderThanMs: windowMs, batchSize: pruneBatch, maxBatches: 1 });
+      pruned += n;
+      if (n < pruneBatch) {
+        exhausted = true;
+        break;
+      }
+    }
+  })();
+  await consumer.start();
+  await feed.finished;
+  const end = Date.now();
+  pruning = false;
+  await loop;
+  await consumer.stop();
+  const s = consumer.stats;
+  const total = messages.reduce((a, m) => a + m.length, 0);
+  if (s.processed + s.duplicates !== total) throw new Error(`handled ${s.processed + s.duplicates} of ${total}`);
+  return { items: total, seconds: (end - feed.startedAt()) / 1_000, ...(pruner === undefined ? {} : { pruned: { rows: pruned, seconds: (end - pruneStarted) / 1_000, exhausted } }) };
+}
+
+async function main(state: { postgres?: RunningPostgres; schema?: TestSchema }): Promise<void> {
+  const load = os.loadavg();
+  state.postgres = await startPostgres();
+  const s = (state.schema = await createTestSchema(state.postgres.url, 'prune_cost', { max: partitions + 2 }));
+  const pruner = createDatabase({ connectionString: state.postgres.url, max: 1, applicationName: 'effectively-bench-pruner' });
+  try {
+    say(`Postgres: ${state.postgres.source}; pre-filling ${fmtInt(oldRows)} rows older than the window`);
+    await topUp(s.db, s.schema);
+    // Warm-up and sizing: a run lasts at least --min-seconds.
+    let n = 20_000;
+    let m = await consume(s.db, s.schema, makeMessages(n));
+    while (m.seconds < Number(args['min-seconds'])) {
+      n = Math.ceil(((m.items / m.seconds) * Number(args['min-seconds']) * 1.5) / 1_000) * 1_000;
+      m = await consume(s.db, s.schema, makeMessages(n));
+    }
+    say(`warm-up: ${fmtInt(m.items / m.seconds)} events/s; ${fmtInt(n)} messages per run`);
+    const alone: number[] = [];
+    const pruning: number[] = [];
+    const ratios: number[] = [];
+    const deleted: number[] = [];
+    let exhausted = 0;
+    for (let r = 1; r <= Number(args.runs); r++) {
+      await topUp(s.db, s.schema);
+      const a = await consume(s.db, s.schema, makeMessages(n));
+      await topUp(s.db, s.schema);
+      const b = await consume(s.db, s.schema, makeMessages(n), pruner.db);
+      alone.push(a.items / a.seconds);
+      pruning.push(b.items / b.seconds);
+      ratios.push(b.items / b.seconds / (a.items / a.seconds));
+      deleted.push((b.pruned?.rows ?? 0) / (b.pruned?.seconds ?? 1));
+      if (b.pruned?.exhausted === true) exhausted++;
+      say(`run ${r}: alone ${fmtInt(a.items / a.seconds)} events/s; while pruning ${fmtInt(b.items / b.seconds)} events/s (${fmtInt(b.pruned?.rows ?? 0)} rows deleted, ${fmtInt((b.pruned?.rows ?? 0) / (b.pruned?.seconds ?? 1))}/s${b.pruned?.exhausted === true ? ', ran out of old rows' : ''})`);
+    }
+    const report = {
+      date: new Date().toISOString(),
+      load,
+      cpus: os.cpus().length,
+      postgres: state.postgres.source,
+      settings: { oldRows, runs: Number(args.runs), messagesPerRun: n, batchSize, partitions, pruneBatch, duplicateRate: Number(args['duplicate-rate']) },
+      alone,
+      pruning,
+      ratios,
+      deletedPerSecond: deleted,
+      runsThatRanOutOfOldRows: exhausted,
+    };
+    const pct = (x: number): string => `${(x * 100).toFixed(0)} %`;
+    const md = [
+      `Command: \`npm run bench:prune -- --old-rows ${oldRows} --runs ${args.runs}\`; Postgres ${state.postgres.source}; ${report.date}; load average at start ${load.map((l) => l.toFixed(2)).join(', ')} on ${report.cpus} CPUs.`,
+      '',
+      '| consuming (batch 500, no-op handlers, ' + partitions + ' partitions at once) | events/s (median) | min–max |',
+      '|---|---:|---:|',
+      `| alone | ${fmtInt(median(alone))} | ${fmtInt(Math.min(...alone))}–${fmtInt(Math.max(...alone))} |`,
+      `| while \`pruneProcessedEvents\` deletes flat out (batches of ${pruneBatch}, own connection) | ${fmtInt(median(pruning))} | ${fmtInt(Math.min(...pruning))}–${fmtInt(Math.max(...pruning))} |`,
+      '',
+      `While pruning, throughput is **${median(ratios).toFixed(2)}×** of consuming alone (median of per-round ratios, ${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}): a cost of ${pct(1 - median(ratios))}, while the pruner deleted ${fmtInt(median(deleted))} rows/s (median). ` +
+        `A steady state must delete as many rows per second as it claims (${fmtInt(median(pruning))}/s here), so the DELETE runs as long as consuming does.` +
+        (exhausted > 0 ? ` In ${exhausted} run(s) the pruner ran out of old rows before consuming ended (raise --old-rows).` : ''),
+      '',
+    ].join('\n');
+    const dir = path.join(__dirname, 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'prune-cost.json'), JSON.stringify(report, null, 2) + '\n');
+    writeFileSync(path.join(dir, 'prune-cost.md'), md);
+    process.stdout.write(md);
+  } finally {
+    await pruner.destroy();
+  }
+}
+
+const state: { postgres?: RunningPostgres; schema?: TestSchema } = {};
+let code = 0;
+main(state)
+  .catch((error: unknown) => {
+    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    code = 1;
+  })
+  .finally(async () => {
+    await state.schema?.drop().catch(() => undefined);
+    await state.postgres?.stop().catch(() => undefined);
+    process.exit(code);
+  });
