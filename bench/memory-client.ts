@@ -23,6 +23,12 @@ export function memoryFeed(topic: string, partitions: RawMessage[][], fetchSize 
   const client = (): ConsumerClient => {
     let assignment: ((a: { memberId: string; partitions: Array<{ topic: string; partition: number }> }) => void) | undefined;
     let running = true;
+    // A partition the consumer pauses (e.g. until its fence is taken) is handed over again, from
+    // after its last resolved offset, once it is resumed: what the Kafka client does.
+    const paused = new Set<number>();
+    const resumed = new Map<number, () => void>();
+    const resolved = new Map<number, bigint>();
+    const pauses = new Map<number, number>();
     return {
       connect: async () => undefined,
       subscribe: async () => undefined,
@@ -31,32 +37,50 @@ export function memoryFeed(topic: string, partitions: RawMessage[][], fetchSize 
         const queue = partitions.map((messages, partition) => ({ partition, messages }));
         const worker = async (): Promise<void> => {
           for (let next = queue.shift(); next !== undefined && running; next = queue.shift()) {
-            for (let i = 0; i < next.messages.length && running; i += fetchSize) {
+            const p = next.partition;
+            for (let i = 0; i < next.messages.length && running; ) {
               if (started === 0) started = Date.now();
+              const done = resolved.get(p);
+              const slice = next.messages.slice(i, i + fetchSize).filter((m) => done === undefined || BigInt(m.offset) > done);
               const batch: FetchedBatch = {
                 topic,
-                partition: next.partition,
-                messages: next.messages.slice(i, i + fetchSize),
-                resolveOffset: () => undefined,
+                partition: p,
+                messages: slice,
+                resolveOffset: (offset) => void resolved.set(p, BigInt(offset)),
                 heartbeat: async () => undefined,
                 isRunning: () => running,
                 isStale: () => false,
               };
-              await onBatch(batch);
+              const before = pauses.get(p) ?? 0;
+              if (slice.length > 0) await onBatch(batch);
+              if ((pauses.get(p) ?? 0) !== before && running) {
+                // Paused while handling it (maybe resumed already): hand the rest over again.
+                if (paused.has(p)) await new Promise<void>((r) => resumed.set(p, r));
+                continue;
+              }
+              i += fetchSize;
             }
           }
         };
         void Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker)).then(() => finish(), fail);
       },
       commit: async () => undefined,
-      pause: () => undefined,
-      resume: () => undefined,
+      pause: (_topic, partition) => {
+        paused.add(partition);
+        pauses.set(partition, (pauses.get(partition) ?? 0) + 1);
+      },
+      resume: (_topic, partition) => {
+        paused.delete(partition);
+        resumed.get(partition)?.();
+        resumed.delete(partition);
+      },
       onAssignment: (listener) => {
         assignment = listener;
       },
       onCrash: () => undefined,
       stop: async () => {
         running = false;
+        for (const r of resumed.values()) r();
       },
       disconnect: async () => undefined,
     };

@@ -26,7 +26,7 @@ export interface VariantResult {
 
 export interface BenchReport {
   date: string;
-  machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string; kafka: string; postgres: string };
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string; kafka: string; postgres: string; loadavg?: { start: number[]; end: number[] } };
   settings: Record<string, number | string>;
   results: VariantResult[];
   /** Idle-to-delivered latency, relay (LISTEN / poll only) vs kafkajs direct (bench/latency.ts). */
@@ -80,6 +80,10 @@ export function markdown(report: BenchReport): string {
     `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB RAM, ${m.platform}, Node ${m.node}; Kafka ${m.kafka}, Postgres ${m.postgres}.`,
     `Settings: ${Object.entries(report.settings).map(([k, v]) => `${k}=${v}`).join(', ')}.`,
   ];
+  if (m.loadavg !== undefined) {
+    const l = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' / ');
+    lines.push(`Load average (1 / 5 / 15 min) at start ${l(m.loadavg.start)}, at end ${l(m.loadavg.end)}: on a shared machine, other work competes for the ${m.cpus} CPUs, so ratios of neighbouring runs carry over better than absolute rates.`);
+  }
   const main = report.results.filter((r) => r.scaling === undefined);
   if (main.length > 0) {
     lines.push('', '| variant | messages per run | s per run (median) | events/s (median) | min–max | runs | vs baseline: median of per-round ratios (min–max) | totals |', '|---|---:|---:|---:|---:|---:|---:|---|');

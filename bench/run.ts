@@ -60,6 +60,7 @@ const tableModes = (args['table-modes'] ?? '').split(',').map((m) => m.trim()) a
 for (const m of tableModes) if (!TABLE_MODES.includes(m)) throw new Error(`unknown --table-modes entry ${m}; choose from ${TABLE_MODES.join(', ')}`);
 
 async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema }): Promise<void> {
+  const loadStart = os.loadavg();
   const relayRows = Number(args['relay-rows']);
   const scaling = (args.scaling ?? '').split(',').filter((x) => x !== '').map(Number);
   const processes = Number(args.processes);
@@ -123,6 +124,7 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
   if (selected('table')) {
     report.table = await timed('table', () => runTableBench(databaseUrl, { rows: Number(args['table-rows']), batchSize: Number(args['table-batch']), timeoutMs: Number(args['table-timeout']) * 1_000, modes: tableModes, say }));
   }
+  report.machine.loadavg = { start: loadStart, end: os.loadavg() };
   const dir = path.join(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
   const md = markdown(report);
