@@ -1,4 +1,4 @@
-// npm run bench:prune -- [--old-rows 300000] [--runs 3] [--min-seconds 2] [--batch-size 500] [--partitions 4]
+// npm run bench:prune -- [--old-rows 1000000] [--runs 3] [--min-seconds 2] [--batch-size 500] [--partitions 4]
 //                        [--prune-batch 1000] [--duplicate-rate 0.2]
 // What retention by DELETE costs the consumer: batch-mode consumption (fed from memory through the
 // `client` seam, no Kafka; no-op handlers; --partitions partitions at once) timed alone and while
@@ -21,7 +21,7 @@ import { fmtInt, median } from './stats';
 
 const { values: args } = parseArgs({
   options: {
-    'old-rows': { type: 'string', default: '300000' },
+    'old-rows': { type: 'string', default: '1000000' },
     runs: { type: 'string', default: '3' },
     'min-seconds': { type: 'string', default: '2' },
     'batch-size': { type: 'string', default: '500' },
