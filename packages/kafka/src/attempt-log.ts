@@ -50,12 +50,13 @@ export class AttemptLog {
 
   /**
    * Columns for the chunk transaction's first statement: the backend running it (pid and start
-   * time) and the partition's attempt record; read back with {@link parseState}.
+   * time) and the partition's attempt record; read back with {@link parseState}. `topic` and
+   * `partition` go in as values only (the statement may be compiled once with placeholders).
    */
-  stateColumns(topic: string, partition: number): RawBuilder<unknown> {
+  stateColumns(topic: unknown, partition: unknown): RawBuilder<unknown> {
     return sql`, pg_backend_pid() AS attempt_pid, (SELECT backend_start::text FROM pg_stat_get_activity(pg_backend_pid())) AS attempt_backend_start,
              (SELECT json_build_object('run_first', run_first::text, 'run_last', run_last::text, 'offset', event_offset::text, 'id', event_id, 'attempts', attempts, 'error', last_error)
-                FROM ${this.table} WHERE consumer_group = ${this.group} AND topic = ${topic} AND partition = ${partition}) AS attempt_state`;
+                FROM ${this.table} WHERE consumer_group = ${this.group} AND topic = ${topic} AND partition = ${partition}::int) AS attempt_state`;
   }
 
   /** Reads the values of {@link stateColumns}. */

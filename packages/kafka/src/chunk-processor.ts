@@ -90,7 +90,7 @@ export class ChunkProcessor<T> {
   private readonly attemptStarts: AttemptStarts;
 
   constructor(private readonly options: ResolvedOptions<T>) {
-    this.store = new ProcessedEventStore(options.schema, options.groupId);
+    this.store = new ProcessedEventStore(options.schema, options.groupId, { preparedStatements: options.preparedStatements });
     this.attemptLog = new AttemptLog(options.schema, options.groupId);
     this.side = new SideConnection(options.db, options.logger);
     this.attemptStarts = new AttemptStarts((starts) => this.side.run((db) => this.attemptLog.addAttempts(db, starts), SIDE_WAIT_MS));
@@ -172,7 +172,7 @@ export class ChunkProcessor<T> {
             statementTimeoutMs: o.statementTimeoutMs,
             ...(epoch === undefined ? {} : { fence: { topic, partition, epoch } }),
             rows,
-            also: this.attemptLog.stateColumns(topic, partition),
+            also: (t, p) => this.attemptLog.stateColumns(t, p),
           });
           const start = this.attemptLog.parseState(opened.also);
           chunk.backend = start.backend;

@@ -165,6 +165,14 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   hooks?: ConsumerHooks;
   /** Stop cleanly on SIGTERM/SIGINT; default false. */
   handleSignals?: boolean;
+  /**
+   * Run the consumer's per-event claim as a named prepared statement (parsed and planned once
+   * per connection instead of per event); default true. Takes effect with node-postgres under
+   * Kysely's `PostgresDialect`. Set false behind a pooler that does not keep protocol-level
+   * prepared statements per client (PgBouncer in transaction mode before 1.21, or without
+   * `max_prepared_statements`).
+   */
+  preparedStatements?: boolean;
   /** Bound for `stop()`; default 30 s. */
   shutdownTimeoutMs?: number;
   /** Extra kafkajs client settings (ssl, sasl). */
@@ -302,6 +310,7 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     traceContext: traceContextProvider(options.traceContext),
     hooks: options.hooks ?? {},
     handleSignals: options.handleSignals ?? false,
+    preparedStatements: options.preparedStatements ?? true,
     shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
     kafka: options.kafka,
     client: options.client,

@@ -3,6 +3,7 @@ import { assertIdentifier, untyped } from '@effectively/core';
 import { storableText } from './storable-text';
 import { idKey } from './classify';
 import type { IdOrigin } from './event-id';
+import { CompiledOnce } from './prepared';
 
 /** An event's key in `processed_events` (besides the group). */
 export interface EventKey {
@@ -26,6 +27,9 @@ export interface ClaimRow {
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
+/** The values of {@link ProcessedEventStore.openOne}'s statement, in order. */
+type OneArgs = [string, string, string, string | null, number | null, string | null, IdOrigin, string, string, string, number, string, string, string | null];
+
 /** What `processed_events` holds for a key already recorded. */
 export interface StoredEvent {
   payloadHash: string;
@@ -46,8 +50,12 @@ export interface OpenOptions {
   /** The partition epoch this member holds; omitted when fencing is off. */
   fence?: { topic: string; partition: number; epoch: string };
   rows: ClaimRow[];
-  /** More columns for the same round trip (`, expr AS name, …`); their values come back in `also`. */
-  also?: RawBuilder<unknown>;
+  /**
+   * More columns for the same round trip (`, expr AS name, …`) about the chunk's topic and
+   * partition (passed in as values only: the statement may be compiled once with placeholders for
+   * them); their values come back in `also`.
+   */
+  also?: (topic: unknown, partition: unknown) => RawBuilder<unknown>;
 }
 
 /** What {@link ProcessedEventStore.open} found. */
@@ -70,13 +78,17 @@ export interface OpenResult {
 export class ProcessedEventStore {
   private readonly events;
   private readonly fences;
+  /** The single-row claim of {@link openOne}, compiled once (and prepared once per connection when named). */
+  private readonly one: CompiledOnce<OneArgs>;
 
   constructor(
     schema: string,
     private readonly group: string,
+    options: { preparedStatements?: boolean } = {},
   ) {
     this.events = sql.id(schema, 'processed_events');
     this.fences = sql.id(schema, 'partition_fences');
+    this.one = new CompiledOnce<OneArgs>(options.preparedStatements ?? true);
   }
 
   /**
@@ -108,7 +120,7 @@ export class ProcessedEventStore {
       fence === undefined
         ? sql`SELECT 1 AS locked`
         : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
-    if (rows.length === 1) return this.openOne(trx, rows[0] as ClaimRow, settings, held, locked, options.also);
+    if (rows.length === 1) return this.openOne(trx, rows[0] as ClaimRow, options);
     const ids = rows.map((r) => r.eventId);
     const origins = rows.map((r) => r.origin);
     const result = await sql<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>`
@@ -135,7 +147,7 @@ export class ProcessedEventStore {
       SELECT EXISTS (SELECT 1 FROM fence) AND (NOT EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM locked)) AS held,
              (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
              (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
-             ${options.also ?? sql``}`.execute(trx);
+             ${options.also === undefined ? sql`` : options.also((rows[0] as ClaimRow).topic, (rows[0] as ClaimRow).partition)}`.execute(trx);
     const row = result.rows[0];
     return {
       held: row?.held === true,
@@ -148,26 +160,60 @@ export class ProcessedEventStore {
   /**
    * {@link open} for a single row (per-event mode, or a chunk with one candidate): the same
    * checks, locks and answers in a statement about half as costly for Postgres to plan (no
-   * arrays to unnest, no set operations, no aggregates).
+   * arrays to unnest, no set operations, no aggregates), compiled once per store and, with
+   * `preparedStatements`, prepared once per connection (see {@link CompiledOnce}).
    */
-  private async openOne(trx: Db, row: ClaimRow, settings: RawBuilder<unknown>, held: RawBuilder<unknown>, locked: RawBuilder<unknown>, also: RawBuilder<unknown> | undefined): Promise<OpenResult> {
-    const key = sql`consumer_group = ${this.group} AND id_origin = ${row.origin} AND event_id = ${row.eventId}`;
-    const result = await sql<{ held: boolean; claimed: boolean; stored: [string, StoredEvent['status']] | null }>`
-      WITH settings AS MATERIALIZED (${settings}),
-      fence AS MATERIALIZED (${held}),
-      claimed AS (
-        INSERT INTO ${this.events} (consumer_group, id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
-        SELECT ${this.group}, ${row.origin}, ${row.eventId}, ${row.payloadHash}, ${row.topic}, ${row.partition}::int, ${row.offset}::bigint, ${row.status},
-               ${row.error === null ? null : storableText(row.error)}::text
-        WHERE EXISTS (SELECT 1 FROM fence)
-        ON CONFLICT (consumer_group, id_origin, event_id) DO NOTHING
-        RETURNING 1),
-      locked AS MATERIALIZED (${locked})
-      SELECT EXISTS (SELECT 1 FROM fence) AND (NOT EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM locked)) AS held,
-             EXISTS (SELECT 1 FROM claimed) AS claimed,
-             (SELECT json_build_array(payload_hash, status) FROM ${this.events}
-              WHERE ${key} AND EXISTS (SELECT 1 FROM fence) AND NOT EXISTS (SELECT 1 FROM claimed)) AS stored
-             ${also ?? sql``}`.execute(trx);
+  private async openOne(trx: Db, row: ClaimRow, options: OpenOptions): Promise<OpenResult> {
+    const { fence } = options;
+    const error = row.error === null ? null : storableText(row.error);
+    const args: OneArgs = [
+      `${options.lockTimeoutMs}ms`,
+      `${options.statementTimeoutMs}ms`,
+      `${options.statementTimeoutMs * 2}ms`,
+      fence?.topic ?? null,
+      fence?.partition ?? null,
+      fence?.epoch ?? null,
+      row.origin,
+      row.eventId,
+      row.payloadHash,
+      row.topic,
+      row.partition,
+      row.offset,
+      row.status,
+      error,
+    ];
+    const key = `${fence === undefined ? 'unfenced' : 'fenced'}:${options.also === undefined ? '' : 'also'}`;
+    const also = options.also;
+    const result = await this.one.execute<{ held: boolean; claimed: boolean; stored: [string, StoredEvent['status']] | null }>(
+      trx,
+      key,
+      args,
+      (lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch, origin, eventId, payloadHash, topic, partition, offset, status, storedError) => {
+        const settings = sql`SELECT set_config('lock_timeout', ${lockTimeout}, true) AS a,
+                                    set_config('statement_timeout', ${statementTimeout}, true) AS b,
+                                    set_config('idle_in_transaction_session_timeout', ${idleTimeout}, true) AS c`;
+        const where = (f: ReturnType<typeof sql.raw>) =>
+          sql`${f}.consumer_group = ${this.group} AND ${f}.topic = ${fenceTopic} AND ${f}.partition = ${fencePartition}::int AND ${f}.epoch = ${fenceEpoch}::bigint`;
+        const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fences} f, settings WHERE ${where(sql.raw('f'))}`;
+        const locked = fence === undefined ? sql`SELECT 1 AS locked` : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
+        const key = sql`consumer_group = ${this.group} AND id_origin = ${origin} AND event_id = ${eventId}`;
+        return sql`
+          WITH settings AS MATERIALIZED (${settings}),
+          fence AS MATERIALIZED (${held}),
+          claimed AS (
+            INSERT INTO ${this.events} (consumer_group, id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
+            SELECT ${this.group}, ${origin}, ${eventId}, ${payloadHash}, ${topic}, ${partition}::int, ${offset}::bigint, ${status}, ${storedError}::text
+            WHERE EXISTS (SELECT 1 FROM fence)
+            ON CONFLICT (consumer_group, id_origin, event_id) DO NOTHING
+            RETURNING 1),
+          locked AS MATERIALIZED (${locked})
+          SELECT EXISTS (SELECT 1 FROM fence) AND (NOT EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM locked)) AS held,
+                 EXISTS (SELECT 1 FROM claimed) AS claimed,
+                 (SELECT json_build_array(payload_hash, status) FROM ${this.events}
+                  WHERE ${key} AND EXISTS (SELECT 1 FROM fence) AND NOT EXISTS (SELECT 1 FROM claimed)) AS stored
+                 ${also === undefined ? sql`` : also(topic, partition)}`;
+      },
+    );
     const r = result.rows[0];
     const k = idKey(row.origin, row.eventId);
     const stored = r?.stored ?? null;

@@ -44,6 +44,52 @@ describe('per-event mode: failures and the fence lock', () => {
     }
   });
 
+  it('the claim is a named prepared statement (its name a hash of its SQL text, which names the schema), prepared once per connection; preparedStatements: false prepares none', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_prepared');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_prepared', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('n1', 1), entry('n2', 2), entry('n1', 1), entry('n3', 3)]);
+      const run = async (preparedStatements: boolean) => {
+        // What the handler's own connection (the chunk transaction's) has prepared.
+        const seen: Array<Array<{ name: string; statement: string }>> = [];
+        // A pool of its own: connections where nothing was prepared yet.
+        const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: databaseUrl, max: 2 }) }) });
+        const consumer = new IdempotentConsumer<Entry>({
+          brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, mode: 'event', preparedStatements,
+          handler: async (event, { trx }) => {
+            const { rows } = await sql<{ name: string; statement: string }>`SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'effectively\_%' ORDER BY name`.execute(trx);
+            seen.push(rows);
+            await apply(trx, s.schema, event.value);
+          },
+        });
+        await consumer.start();
+        try {
+          await waitFor(async () => consumer.stats.processed + consumer.stats.duplicates, (n) => n === 4, 30_000);
+        } finally {
+          await consumer.stop();
+          await db.destroy();
+        }
+        return seen;
+      };
+      const named = await run(true);
+      expect(named).toHaveLength(3);
+      for (const rows of named) {
+        expect(rows).toHaveLength(1);
+        expect(rows[0]?.name).toMatch(/^effectively_[0-9a-f]{40}$/);
+        expect(rows[0]?.statement).toContain(`"${s.schema}"."processed_events"`);
+      }
+      expect(new Set(named.map((rows) => rows[0]?.name)).size).toBe(1);
+      // A second group on new connections: with preparedStatements off, nothing of the consumer's is prepared on them.
+      const unnamed = await run(false);
+      expect(unnamed).toEqual([[], [], []]);
+      // Each group applied each event once.
+      expect(await totals(s.db, s.schema)).toEqual({ a: { total: 12, applied: 6 } });
+    } finally {
+      await s.drop();
+    }
+  });
+
   it('a later copy with another payload is a conflicting duplicate (the stored hash read by the claim statement): skipped, dead-lettered once; an equal copy is a plain duplicate', async () => {
     const s = await createTestSchema(databaseUrl, 'pe_conflict');
     try {
