@@ -1,4 +1,5 @@
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
+import { CompiledOnce } from './prepared';
 import { storableText } from './storable-text';
 
 type Db = Kysely<unknown> | Transaction<unknown>;
@@ -40,12 +41,16 @@ const RELAXED = sql`WITH relaxed AS (SELECT set_config('synchronous_commit', 'of
  */
 export class AttemptLog {
   private readonly table;
+  /** The attempt records of {@link addAttempts} (what every handler about to run alone writes first). */
+  private readonly starts: CompiledOnce<[unknown, unknown, unknown, unknown]>;
 
   constructor(
     schema: string,
     private readonly group: string,
+    options: { preparedStatements?: boolean } = {},
   ) {
     this.table = sql.id(schema, 'consumer_attempts');
+    this.starts = new CompiledOnce(options.preparedStatements ?? true);
   }
 
   /**
@@ -97,11 +102,16 @@ export class AttemptLog {
    * error. With `durable: false` the commit does not wait for the WAL flush.
    */
   async addAttempt(db: Db, topic: string, partition: number, event: { offset: string; eventId: string }, options: { error: string | null; durable: boolean; forgetRun?: { first: string; last: string } }): Promise<void> {
+    await this.addAttemptQuery(topic, partition, event.offset, event.eventId, options).execute(db);
+  }
+
+  /** The statement of {@link addAttempt}; every argument but `options` goes in as a value. */
+  private addAttemptQuery(topic: unknown, partition: unknown, offset: unknown, eventId: unknown, options: { error: string | null; durable: boolean; forgetRun?: { first: string; last: string } }): RawBuilder<unknown> {
     const t = this.table;
     const same = sql`${t}.event_offset = EXCLUDED.event_offset AND ${t}.event_id = EXCLUDED.event_id`;
     const run = options.forgetRun;
     const error = options.error === null ? null : storableText(options.error);
-    const source = sql`${this.key(topic, partition)}, ${event.offset}::bigint, ${event.eventId}, 1, ${error}::text`;
+    const source = sql`${this.group}, ${topic}, ${partition}, ${offset}::bigint, ${eventId}, 1, ${error}::text`;
     const upsert = sql`INSERT INTO ${t} (consumer_group, topic, partition, event_offset, event_id, attempts, last_error)`;
     const conflict = sql`ON CONFLICT (consumer_group, topic, partition) DO UPDATE
       SET attempts = CASE WHEN ${same} THEN ${t}.attempts + 1 ELSE 1 END,
@@ -110,8 +120,7 @@ export class AttemptLog {
           run_first = ${run === undefined ? sql`${t}.run_first` : sql`CASE WHEN ${t}.run_first = ${run.first}::bigint AND ${t}.run_last = ${run.last}::bigint THEN NULL ELSE ${t}.run_first END`},
           run_last = ${run === undefined ? sql`${t}.run_last` : sql`CASE WHEN ${t}.run_first = ${run.first}::bigint AND ${t}.run_last = ${run.last}::bigint THEN NULL ELSE ${t}.run_last END`},
           updated_at = now()`;
-    if (options.durable) await sql`${upsert} VALUES (${source}) ${conflict}`.execute(db);
-    else await sql`${RELAXED} ${upsert} SELECT ${source} FROM relaxed ${conflict}`.execute(db);
+    return options.durable ? sql`${upsert} VALUES (${source}) ${conflict}` : sql`${RELAXED} ${upsert} SELECT ${source} FROM relaxed ${conflict}`;
   }
 
   /**
@@ -122,23 +131,31 @@ export class AttemptLog {
    */
   async addAttempts(db: Db, starts: readonly AttemptStart[]): Promise<void> {
     if (starts.length === 0) return;
+    // Compiled once; prepared once per connection (it runs on the consumer's bookkeeping connection) when named.
     if (starts.length === 1) {
       const s = starts[0] as AttemptStart;
-      await this.addAttempt(db, s.topic, s.partition, { offset: s.offset, eventId: s.eventId }, { error: null, durable: false });
+      await this.starts.execute(db, 'one', [s.topic, s.partition, s.offset, s.eventId], (topic, partition, offset, eventId) =>
+        this.addAttemptQuery(topic, partition, offset, eventId, { error: null, durable: false }),
+      );
       return;
     }
     const t = this.table;
     const same = sql`${t}.event_offset = EXCLUDED.event_offset AND ${t}.event_id = EXCLUDED.event_id`;
-    await sql`${RELAXED}
+    await this.starts.execute(
+      db,
+      'many',
+      [starts.map((x) => x.topic), starts.map((x) => x.partition), starts.map((x) => x.offset), starts.map((x) => x.eventId)],
+      (topics, partitions, offsets, eventIds) => sql`${RELAXED}
       INSERT INTO ${t} (consumer_group, topic, partition, event_offset, event_id, attempts, last_error)
       SELECT ${this.group}, s.topic, s.partition, s.event_offset, s.event_id, 1, NULL::text
-      FROM relaxed, unnest(${starts.map((x) => x.topic)}::text[], ${starts.map((x) => x.partition)}::int[], ${starts.map((x) => x.offset)}::bigint[], ${starts.map((x) => x.eventId)}::text[])
+      FROM relaxed, unnest(${topics}::text[], ${partitions}::int[], ${offsets}::bigint[], ${eventIds}::text[])
            AS s(topic, partition, event_offset, event_id)
       ON CONFLICT (consumer_group, topic, partition) DO UPDATE
       SET attempts = CASE WHEN ${same} THEN ${t}.attempts + 1 ELSE 1 END,
           last_error = CASE WHEN ${same} THEN ${t}.last_error END,
           event_offset = EXCLUDED.event_offset, event_id = EXCLUDED.event_id,
-          updated_at = now()`.execute(db);
+          updated_at = now()`,
+    );
   }
 
   /** Records why the counted attempt of the event at `offset` failed. */

@@ -91,7 +91,7 @@ export class ChunkProcessor<T> {
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.store = new ProcessedEventStore(options.schema, options.groupId, { preparedStatements: options.preparedStatements });
-    this.attemptLog = new AttemptLog(options.schema, options.groupId);
+    this.attemptLog = new AttemptLog(options.schema, options.groupId, { preparedStatements: options.preparedStatements });
     this.side = new SideConnection(options.db, options.logger);
     this.attemptStarts = new AttemptStarts((starts) => this.side.run((db) => this.attemptLog.addAttempts(db, starts), SIDE_WAIT_MS));
   }

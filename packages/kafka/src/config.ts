@@ -166,8 +166,9 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   /** Stop cleanly on SIGTERM/SIGINT; default false. */
   handleSignals?: boolean;
   /**
-   * Run the consumer's per-event claim as a named prepared statement (parsed and planned once
-   * per connection instead of per event); default true. Takes effect with node-postgres under
+   * Run the consumer's per-event statements (the single-event claim, the attempt record written
+   * before a handler runs alone) as named prepared statements, parsed and planned once per
+   * connection instead of per event; default true. Takes effect with node-postgres under
    * Kysely's `PostgresDialect`. Set false behind a pooler that does not keep protocol-level
    * prepared statements per client (PgBouncer in transaction mode before 1.21, or without
    * `max_prepared_statements`).
