@@ -1,26 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
-import { countEffects, createEffectsTable, send, sleep, spawnServer, stableHeaders, type ChildServer } from './helpers';
+import { countEffects, send, sleep, serverProcesses, stableHeaders } from './helpers';
 
 describe('idempotency keys across server processes', () => {
-  const { databaseUrl } = testServices();
-  let ts: TestSchema;
-  const servers: ChildServer[] = [];
-  const start = async (env: Record<string, string> = {}): Promise<ChildServer> => {
-    const s = await spawnServer({ DATABASE_URL: databaseUrl, SCHEMA: ts.schema, ...env });
-    servers.push(s);
-    return s;
-  };
-
-  beforeAll(async () => {
-    ts = await createTestSchema(databaseUrl, 'http_proc');
-    await createEffectsTable(ts.db, ts.schema);
-  });
-  afterAll(async () => {
-    await Promise.all(servers.map((s) => s.kill()));
-    await ts?.drop();
-  });
+  const { schema, start } = serverProcesses('http_proc');
 
   it('replays the identical response after the server restarts', async () => {
     const key = randomUUID();
@@ -37,7 +20,7 @@ describe('idempotency keys across server processes', () => {
     expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(stableHeaders(replay)).toEqual(stableHeaders(original));
     expect(replay.body.equals(original.body)).toBe(true);
-    expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
+    expect(await countEffects(schema().db, schema().schema, key)).toBe(1);
   });
 
   it('lets a retry take over the key of a server killed mid-request once the lease has run out, exactly once', async () => {
@@ -56,10 +39,10 @@ describe('idempotency keys across server processes', () => {
     await blocking.kill('SIGKILL');
     expect(await doomed).toMatchObject({ message: expect.stringContaining('fetch failed') }); // the connection died with the server
     // The killed server's transaction is rolled back; its lease has not run out yet.
-    const lease = await sql<{ live: boolean }>`SELECT locked_until > now() AS live FROM ${sql.id(ts.schema, 'idempotency_keys')} WHERE key = ${key}`.execute(ts.db);
+    const lease = await sql<{ live: boolean }>`SELECT locked_until > now() AS live FROM ${sql.id(schema().schema, 'idempotency_keys')} WHERE key = ${key}`.execute(schema().db);
     const beforeExpiry = await send(healthy.url, '/charges', { key, body });
     if (lease.rows[0]?.live === true) expect(beforeExpiry.status).toBe(409);
-    expect(await countEffects(ts.db, ts.schema, key)).toBe(0);
+    expect(await countEffects(schema().db, schema().schema, key)).toBe(0);
 
     let retry = beforeExpiry;
     for (let i = 0; retry.status === 409 && i < 100; i++) {
@@ -69,11 +52,11 @@ describe('idempotency keys across server processes', () => {
     expect(retry.status).toBe(201);
     expect(retry.headers['idempotent-replayed']).toBeUndefined();
     expect(JSON.parse(retry.text)).toMatchObject({ attempt: 2 });
-    expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
+    expect(await countEffects(schema().db, schema().schema, key)).toBe(1);
 
     const again = await send(healthy.url, '/charges', { key, body });
     expect(again.headers['idempotent-replayed']).toBe('true');
     expect(again.body.equals(retry.body)).toBe(true);
-    expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
+    expect(await countEffects(schema().db, schema().schema, key)).toBe(1);
   });
 });

@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { sql, type Kysely } from 'kysely';
+import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 
 /** A response as the client saw it. */
 export interface ClientResponse {
@@ -136,3 +137,33 @@ export async function spawnServer(env: Record<string, string>): Promise<ChildSer
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A schema with the effects table for the test file and servers started as child processes
+ * against it, all cleaned up after the file: registers the file's beforeAll/afterAll.
+ */
+export function serverProcesses(prefix: string): { schema: () => TestSchema; start: (env?: Record<string, string>) => Promise<ChildServer> } {
+  const { databaseUrl } = testServices();
+  let ts: TestSchema | undefined;
+  const servers: ChildServer[] = [];
+  beforeAll(async () => {
+    ts = await createTestSchema(databaseUrl, prefix);
+    await createEffectsTable(ts.db, ts.schema);
+  });
+  afterAll(async () => {
+    await Promise.all(servers.map((s) => s.kill()));
+    await ts?.drop();
+  });
+  const schema = (): TestSchema => {
+    if (ts === undefined) throw new Error('serverProcesses: the schema exists only inside tests (after beforeAll)');
+    return ts;
+  };
+  return {
+    schema,
+    start: async (env = {}) => {
+      const s = await spawnServer({ DATABASE_URL: databaseUrl, SCHEMA: schema().schema, ...env });
+      servers.push(s);
+      return s;
+    },
+  };
+}

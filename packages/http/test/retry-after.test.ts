@@ -1,30 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
-import { createEffectsTable, send, sleep, spawnServer, type ChildServer } from './helpers';
+import { send, sleep, serverProcesses } from './helpers';
 
 describe('Retry-After on 409', () => {
-  const { databaseUrl } = testServices();
-  let ts: TestSchema;
-  const servers: ChildServer[] = [];
-  const start = async (env: Record<string, string> = {}): Promise<ChildServer> => {
-    const s = await spawnServer({ DATABASE_URL: databaseUrl, SCHEMA: ts.schema, ...env });
-    servers.push(s);
-    return s;
-  };
-
-  beforeAll(async () => {
-    ts = await createTestSchema(databaseUrl, 'http_retry_after');
-    await createEffectsTable(ts.db, ts.schema);
-  });
-  afterAll(async () => {
-    await Promise.all(servers.map((s) => s.kill()));
-    await ts?.drop();
-  });
+  const { schema, start } = serverProcesses('http_retry_after');
 
   /** Whole seconds left on the key's lease, rounded up, by Postgres's clock. */
   const leaseLeft = async (key: string): Promise<number> =>
-    (await sql<{ s: number }>`SELECT ceil(extract(epoch FROM locked_until - now()))::int AS s FROM ${sql.id(ts.schema, 'idempotency_keys')} WHERE key = ${key}`.execute(ts.db)).rows[0]?.s ?? -1;
+    (await sql<{ s: number }>`SELECT ceil(extract(epoch FROM locked_until - now()))::int AS s FROM ${sql.id(schema().schema, 'idempotency_keys')} WHERE key = ${key}`.execute(schema().db)).rows[0]?.s ?? -1;
 
   it('is 1 while the first request runs, and the seconds left on the lease (rounded up) once its server was killed', async () => {
     const key = randomUUID();
@@ -41,7 +24,7 @@ describe('Retry-After on 409', () => {
     await doomed;
     // Postgres notices the dead connection and ends its session (and the holder's lock) soon after.
     for (let i = 0; i < 100; i++) {
-      const held = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = hashtext(${'public'} || chr(10) || ${key})::oid`.execute(ts.db);
+      const held = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = hashtext(${'public'} || chr(10) || ${key})::oid`.execute(schema().db);
       if (Number(held.rows[0]?.n) === 0) break;
       await sleep(100);
     }
