@@ -168,10 +168,10 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   /**
    * Run the consumer's per-event statements (the single-event claim, the attempt record written
    * before a handler runs alone) as named prepared statements, parsed and planned once per
-   * connection instead of per event; default true. Takes effect with node-postgres under
-   * Kysely's `PostgresDialect`. Set false behind a pooler that does not keep protocol-level
-   * prepared statements per client (PgBouncer in transaction mode before 1.21, or without
-   * `max_prepared_statements`).
+   * connection instead of per event; default true. Needs node-postgres under Kysely's
+   * `PostgresDialect` (what `createDatabase` makes). Set false with another Kysely driver, or
+   * behind a pooler that does not keep protocol-level prepared statements (PgBouncer in
+   * transaction mode before 1.21, or without `max_prepared_statements`).
    */
   preparedStatements?: boolean;
   /** Bound for `stop()`; default 30 s. */
