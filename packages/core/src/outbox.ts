@@ -43,7 +43,7 @@ export interface OutboxMessage<V extends OutboxValue = OutboxValue, Topic extend
    * valid Unicode: no lone surrogates); any other value is JSON-encoded (and gets
    * `content-type: application/json`). `null` publishes a tombstone. JSON is refused rather than
    * changed where `JSON.stringify` would lose data: BigInt, functions, symbols, NaN/±Infinity,
-   * `undefined` in arrays, circular values, Map/Set/ArrayBuffer; `undefined` object members are
+   * invalid Dates, `undefined` and holes in arrays, circular values, Map/Set/ArrayBuffer; `undefined` object members are
    * left out and `toJSON` is honoured, as by `JSON.stringify`.
    */
   value: V;

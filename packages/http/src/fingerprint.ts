@@ -31,7 +31,8 @@ type CanonicalBody = { ok: true; kind: string; bytes: Buffer } | { ok: false; pa
 /**
  * Canonical form of a request body. Raw bytes (Buffer or string) that are one JSON value are
  * canonicalised from the text itself (exact numbers, see `canonical-json.ts`); other bytes
- * (not UTF-8, not JSON, nested too deeply) are compared byte for byte; an already parsed value
+ * (not UTF-8, not JSON, nested too deeply) are compared byte for byte; a leading UTF-8 byte order
+ * mark before a JSON value is ignored; an already parsed value
  * is serialised with {@link canonicalJson}. No body and an empty body are the same; `{}` differs.
  */
 function canonicalBody(body: unknown): CanonicalBody {
@@ -45,7 +46,9 @@ function canonicalBody(body: unknown): CanonicalBody {
     } catch {
       return { ok: true, kind: 'raw', bytes: buf };
     }
-    const canonical = canonicalJsonText(text);
+    // A leading byte order mark is not part of the JSON text (RFC 8259 §8.1: parsers may ignore
+    // it, and Express's and Fastify's do): the same data with or without it is the same body.
+    const canonical = canonicalJsonText(text.startsWith('\uFEFF') ? text.slice(1) : text);
     if (canonical.ok) return { ok: true, kind: 'json', bytes: Buffer.from(canonical.text, 'utf8') };
     if (canonical.reason === 'duplicate-member') return { ok: false, path: canonical.path };
     return { ok: true, kind: 'raw', bytes: buf };
