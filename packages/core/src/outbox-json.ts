@@ -21,6 +21,8 @@ const LOSSY: ReadonlyArray<[new (...args: never[]) => object, string]> = [
   [DataView, 'a DataView'],
   [RegExp, 'a RegExp'],
   [Promise, 'a Promise'],
+  [WeakRef, 'a WeakRef'],
+  [SharedArrayBuffer, 'a SharedArrayBuffer'],
 ];
 
 /** A path into a JSON value as written in JavaScript: `value.a[2].b`, `value["x y"]`. */
@@ -32,7 +34,8 @@ function member(path: string, name: string): string {
  * Encodes `value` as `JSON.stringify` does (same text for every value it accepts), refusing
  * instead of silently changing what cannot be represented: BigInt, functions, symbols,
  * `undefined` and holes in arrays or at the top, NaN, ±Infinity and invalid Dates (`JSON.stringify` writes `null`),
- * circular references, Map/Set/ArrayBuffer and similar objects (written as `{}`), strings and
+ * circular references, Map/Set/ArrayBuffer/WeakRef/Error and similar objects (written as `{}`),
+ * typed arrays other than a Buffer (written as `{"0":…}`), strings and
  * member names with lone surrogates. `undefined` object members are left out, as by
  * `JSON.stringify` (that is what an optional property means). `toJSON` is honoured.
  *
@@ -83,6 +86,13 @@ export function encodeJson(value: unknown, where: string): string {
     const object = v as object;
     for (const [type, name] of LOSSY) {
       if (object instanceof type) refuse(path, `is ${name}, which JSON.stringify writes as {} (its contents would be lost); convert it to a plain object or array`);
+    }
+    if (object instanceof Error) {
+      refuse(path, `is ${/^[AEIOU]/.test(object.name) ? 'an' : 'a'} ${object.name} (an Error), which JSON.stringify writes as {} (its message and stack are not enumerable); convert it, e.g. { message: err.message }`);
+    }
+    // Buffers were turned into { type, data } by their toJSON above; other views are not data JSON keeps.
+    if (ArrayBuffer.isView(object)) {
+      refuse(path, `is a ${object.constructor.name}, which JSON.stringify writes as an object of indexes ({"0":…}); convert it with Array.from(…), or pass bytes as a Buffer for the whole value`);
     }
     if (ancestors.has(object)) refuse(path, 'is a circular reference (the value contains itself), which JSON cannot represent; remove the cycle');
     ancestors.add(object);

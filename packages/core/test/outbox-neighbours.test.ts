@@ -9,6 +9,11 @@ import { createOutbox, createOutboxBuffer, InvalidConfigError, type Outbox, type
  */
 type Untyped = Record<string, unknown>;
 
+const revoked = (): Untyped => {
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  return proxy;
+};
 const holey = [1, 2, 3];
 delete holey[1]; // [1, , 3]
 const BAD: Array<[string, Untyped, RegExp]> = [
@@ -36,6 +41,18 @@ const BAD: Array<[string, Untyped, RegExp]> = [
   ['a BigInt key', { topic: 't', key: 5n, value: 'v' }, /key must be a string/],
   ['a key of 1025 bytes in multi-byte characters', { topic: 't', key: 'é'.repeat(512) + 'x', value: 'v' }, /key is 1025 bytes/],
   ['a headers string', { topic: 't', value: 'v', headers: 'a: b' }, /headers must be an object/],
+  ['an Error in the value (JSON.stringify writes {}: message and stack are not enumerable)', { topic: 't', value: { err: new Error('boom') } }, /value\.err.*Error/],
+  ['a TypeError as the value', { topic: 't', value: new TypeError('boom') }, /value .*Error/],
+  ['a Float32Array in the value (JSON.stringify writes {"0":1.5})', { topic: 't', value: { f: new Float32Array([1.5]) } }, /value\.f.*Float32Array/],
+  ['a Uint8Array nested in the value', { topic: 't', value: { b: new Uint8Array([1]) } }, /value\.b.*Uint8Array/],
+  ['an Int16Array as the value', { topic: 't', value: new Int16Array([1]) }, /value .*Int16Array/],
+  ['a SharedArrayBuffer in the value', { topic: 't', value: { s: new SharedArrayBuffer(2) } }, /value\.s.*SharedArrayBuffer/],
+  ['a WeakRef in the value', { topic: 't', value: { w: new WeakRef({}) } }, /value\.w.*WeakRef/],
+  ['a symbol-named header (Object.entries would drop it)', { topic: 't', value: 'v', headers: { a: 'b', [Symbol('s')]: 'x' } }, /header name.*Symbol\(s\)/],
+  ['a header whose getter throws', { topic: 't', value: 'v', headers: { get a(): string { throw new Error('getter'); } } }, /headers.*could not be read.*getter/],
+  ['a topic whose getter throws', { get topic(): string { throw new Error('getter'); }, value: 'v' }, /message.*could not be read.*getter/],
+  ['revoked proxy headers', { topic: 't', value: 'v', headers: revoked() }, /headers.*could not be read.*revoked/],
+  ['a revoked proxy as the message', revoked(), /message.*could not be read.*revoked/],
 ];
 
 describe('neighbours of the outbox inputs: refused before the first statement, the transaction stays usable', () => {
