@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'node:http';
 import { sql } from 'kysely';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
-import { createIdempotency, type Idempotency, type JsonValue } from '../src';
+import { createIdempotency, parseIdempotencyKey, requestFingerprint, type Idempotency, type JsonValue } from '../src';
 import { startApp, type AdapterName, type RunningApp, type TestHandler } from './adapters';
 import type { ClientResponse } from './helpers';
 
@@ -27,6 +27,32 @@ function raw(baseUrl: string, path: string, headers: Record<string, string | str
     req.end(bytes);
   });
 }
+
+describe('neighbours of the fingerprint of an already parsed body (the low-level API)', () => {
+  const fp = (body: unknown): string => requestFingerprint('POST', '/r', body);
+  it('never equates values that differ: NaN and ±Infinity are not null; a Map or Set is not {} (undefined items are null, as in JSON)', () => {
+    expect(fp({ n: Number.NaN })).not.toBe(fp({ n: null }));
+    expect(fp({ n: Number.POSITIVE_INFINITY })).not.toBe(fp({ n: null }));
+    expect(fp({ n: Number.POSITIVE_INFINITY })).not.toBe(fp({ n: Number.NEGATIVE_INFINITY }));
+    expect(fp([undefined])).toBe(fp([null]));
+    expect(fp({ m: new Map([['a', 1]]) })).not.toBe(fp({ m: {} }));
+    expect(fp({ m: new Map([['a', 1]]) })).not.toBe(fp({ m: new Map([['a', 2]]) }));
+    expect(fp({ s: new Set([1]) })).not.toBe(fp({ s: new Set([2]) }));
+    expect(fp({ s: new Set([1]) })).not.toBe(fp({ s: [1] }));
+    // What JSON can hold still agrees with its text.
+    expect(fp({ b: 1, a: [-0, 1e21, 'é'] })).toBe(fp(Buffer.from('{"a":[0,1e21,"\\u00e9"],"b":1.0}')));
+  });
+});
+
+describe('neighbours of a repeated Idempotency-Key: lines a proxy joined into one', () => {
+  const P = /^[\x21-\x7E]+$/;
+  it.each(['k1, k2', 'k1,k2', 'k1 ,k2', '"k1", "k2"', '"k1","k2"', 'k1, "k2"', 'same, same'])('%s is "send exactly one"', (line) => {
+    expect(parseIdempotencyKey(line, 255, P)).toEqual({ ok: false, problem: 'multiple', detail: 'Send exactly one Idempotency-Key header.' });
+  });
+  it('a quoted key may hold a comma; a trailing comma alone is not a second key', () => {
+    expect(parseIdempotencyKey('"a,b"', 255, P)).toEqual({ ok: true, key: 'a,b' });
+  });
+});
 
 /**
  * The neighbours of issue 11's HTTP inputs (fingerprints, repeated headers, Retry-After), the same
@@ -148,7 +174,7 @@ describe.each<AdapterName>(['express', 'fastify'])('neighbours of the same-reque
     expect(replayed(await raw(app.url, '/items', { ...JSON_TYPE, 'Idempotency-Key': key }, '{"a":1}'))).toEqual([201, 'true']);
     expect(replayed(await raw(app.url, '/items', { ...JSON_TYPE, 'idempotency-key': `"${key}"` }, '{"a":1}'))).toEqual([201, 'true']);
     const before = runs;
-    for (const lines of [[key, key.toUpperCase()], [key, ''], ['', ''], [key, key, key]]) {
+    for (const lines of [[key, key.toUpperCase()], [key, ''], ['', ''], [key, key, key], `${key}, ${key}`, `${key},other`]) {
       const r = await post(lines, '{"a":1}');
       expect([lines, r.status]).toEqual([lines, 400]);
       expect(JSON.parse(r.text)).toMatchObject({ detail: 'Send exactly one Idempotency-Key header.' });
