@@ -193,7 +193,7 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
       phase: producing ? 'producing' : 'draining',
       rssMiB: round(c.rss / MiB, 1),
       heapUsedMiB: round(c.heapUsed / MiB, 1),
-      eld: { p50: median(w.map((l) => l.eld.p50)), p99: Math.max(...w.map((l) => l.eld.p99)), max: Math.max(...w.map((l) => l.eld.max)) },
+      eld: { p50: round(median(w.map((l) => l.eld.p50)), 2), p99: Math.max(...w.map((l) => l.eld.p99)), max: Math.max(...w.map((l) => l.eld.max)) },
       connections: conns.total,
       connectionsByState: conns.byState,
       lag,
