@@ -9,7 +9,8 @@
 // per-event mode share the larger of their topics); then --runs rounds, every variant once per
 // round, so ratios compare neighbours in time (median and min-max of per-round ratios). The scaling curve: batch 500 and per-event mode
 // at --scaling partitions at once, and --processes processes. The producer variants (relay vs
-// kafkajs direct) alternate run by run. Then three sections, each on schemas of its own:
+// kafkajs direct) alternate run by run, on one number of rows: --relay-rows to start, grown until the
+// faster one's warm-up lasts --min-seconds. Then three sections, each on schemas of its own:
 // `latency` (bench/latency.ts), `writers` (bench/writers.ts), `table` (bench/outbox-table.ts,
 // Postgres only; also `npm run bench:table`). `--only x` keeps the variants whose name contains x
 // and the sections whose name contains x (`--only latency`, `--only writers`, `--only table`).
@@ -73,8 +74,8 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
     effectively('batch', 2000),
     ...scaling.flatMap((c) => [effectively('batch', 500, c), effectively('event', 500, c)]),
     ...(processes > 1 ? [effectivelyProcesses('batch', 500, processes, Math.max(1, Math.floor(Math.max(...scaling, 2) / processes))), effectivelyProcesses('event', 500, processes, Math.max(1, Math.floor(Math.max(...scaling, 2) / processes)))] : []),
-    direct(relayRows),
-    relay(relayRows),
+    direct(),
+    relay(),
   ].filter((v) => selected(v.name));
   const needKafka = variants.length > 0 || selected('latency');
   say(needKafka ? 'starting Kafka and Postgres …' : 'starting Postgres …');
@@ -102,7 +103,7 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
       runs: Number(args.runs),
       minSeconds: Number(args['min-seconds']),
       partitionsConsumedConcurrently: Number(args.concurrency),
-      relayRows,
+      relayRowsStart: relayRows,
     },
     results: withRatios(results),
   };
@@ -231,16 +232,28 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
   }
   const results: VariantResult[] = consumers.map((v) => summarise(v.name, v.group, runs.get(v) ?? [], { messages: Math.max(...(runs.get(v) ?? []).map((m) => m.items)), ...(v.scaling === undefined ? {} : { scaling: v.scaling }) }));
 
-  // Producers side by side: direct, relay, direct, relay, …
+  // Producers side by side: direct, relay, direct, relay, … on the same number of rows, sized
+  // (like the consumers) so that the faster one's run lasts at least `--min-seconds`.
   const producers = variants.filter((v) => v.group === 'produce');
   const produced = new Map<Variant, Measurement[]>(producers.map((v) => [v, []]));
-  const relayTier: Tier = { topic: '', messages: relayRows, unique: relayRows, lastOffsets: new Map(), truth: scenario.truth };
-  for (let i = 1; i <= Number(args.runs); i++) {
-    for (const variant of producers) produced.get(variant)?.push(await measure(variant, relayTier, `run ${i}`));
+  const producerTier = (rows: number): Tier => ({ topic: '', messages: rows, unique: rows, lastOffsets: new Map(), truth: scenario.truth });
+  let rows = relayRows;
+  for (const variant of producers) {
+    let m = await measure(variant, producerTier(rows), `warm-up at ${rows}`);
+    while (m.seconds < minSeconds && rows < MAX_PRODUCER_ROWS) {
+      rows = Math.min(MAX_PRODUCER_ROWS, Math.ceil(((m.items / m.seconds) * minSeconds * 1.5) / 1_000) * 1_000);
+      m = await measure(variant, producerTier(rows), `warm-up at ${rows}`);
+    }
   }
-  for (const variant of producers) results.push(summarise(variant.name, variant.group, produced.get(variant) ?? [], { messages: relayRows }));
+  for (let i = 1; i <= Number(args.runs); i++) {
+    for (const variant of producers) produced.get(variant)?.push(await measure(variant, producerTier(rows), `run ${i}`));
+  }
+  for (const variant of producers) results.push(summarise(variant.name, variant.group, produced.get(variant) ?? [], { messages: rows }));
   return { results, messages: scenario.truth.messages };
 }
+
+/** Upper bound of the producers' sizing (rows written to the outbox per run). */
+const MAX_PRODUCER_ROWS = 1_000_000;
 
 interface Tier {
   topic: string;

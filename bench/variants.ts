@@ -250,11 +250,12 @@ const payload = (i: number): string => JSON.stringify({ type: 'campaign.budget_e
  * over back-to-back drainOnce() cycles after a warm-up, until relay.stats.published says all N
  * went out; the relay deletes what Kafka acknowledged, so the outbox must then be empty.
  */
-export function relay(n: number, batchSize = 500): Variant {
+export function relay(batchSize = 500): Variant {
   return {
     name: `relay: outbox → Kafka (batch ${batchSize})`,
     group: 'produce',
     run: async (ctx) => {
+      const n = ctx.messages;
       await resetState(ctx);
       const outbox = createOutbox({ schema: ctx.schema });
       const r = new OutboxRelay({ brokers: ctx.brokers, db: ctx.database.db, databaseUrl: ctx.databaseUrl, schema: ctx.schema, batchSize });
@@ -283,12 +284,13 @@ export function relay(n: number, batchSize = 500): Variant {
   };
 }
 
-/** kafkajs producing the same N messages directly (same guarantees: idempotent, one in flight, acks all). */
-export function direct(n: number, batchSize = 500): Variant {
+/** kafkajs producing the same N (`ctx.messages`) messages directly (same guarantees: idempotent, one in flight, acks all). */
+export function direct(batchSize = 500): Variant {
   return {
     name: `kafkajs producer direct (batch ${batchSize})`,
     group: 'produce',
     run: async (ctx) => {
+      const n = ctx.messages;
       const producer = testKafka(ctx.brokers, 'bench-direct').producer({ idempotent: true, maxInFlightRequests: 1 });
       await producer.connect();
       const started = Date.now();

@@ -13,6 +13,7 @@ export const ErrorCodes = {
   ATTEMPT_ENDED: 'ATTEMPT_ENDED',
   STOPPED: 'STOPPED',
   SCHEMA_NOT_MIGRATED: 'SCHEMA_NOT_MIGRATED',
+  SCHEMA_NEWER_THAN_LIBRARY: 'SCHEMA_NEWER_THAN_LIBRARY',
   TOPIC_NOT_FOUND: 'TOPIC_NOT_FOUND',
 } as const;
 
@@ -81,6 +82,28 @@ export class SchemaNotMigratedError extends EffectivelyError {
     super(ErrorCodes.SCHEMA_NOT_MIGRATED, `Schema "${schema}" ${state}. Run \`effectively migrate --schema ${schema}\` (or migrate(db, { schema: '${schema}' })) and start again.`);
     this.schema = schema;
     this.missing = missing;
+  }
+}
+
+/**
+ * The schema has migrations this version of the library does not know: a newer version migrated
+ * it. Its tables may mean something this version would misread (a key, a column's meaning), so
+ * nothing uses it: run the version that migrated it (or newer). `unknown` lists those migrations.
+ */
+export class SchemaNewerThanLibraryError extends EffectivelyError {
+  /** The schema checked. */
+  readonly schema: string;
+  /** Migrations recorded in the schema that this version does not have. */
+  readonly unknown: readonly string[];
+
+  constructor(schema: string, unknown: readonly string[]) {
+    super(
+      ErrorCodes.SCHEMA_NEWER_THAN_LIBRARY,
+      `Schema "${schema}" was migrated by a newer version of effectively (unknown migrations: ${unknown.join(', ')}). ` +
+        'This version cannot guarantee exactly-once on tables it does not know; upgrade @effectively/* to the version that migrated it (or newer). Do not migrate it down by hand.',
+    );
+    this.schema = schema;
+    this.unknown = unknown;
   }
 }
 

@@ -1,4 +1,4 @@
-export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNotMigratedError, ServiceStartError, TopicNotFoundError, ErrorCodes, type ErrorCode } from './errors';
+export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNewerThanLibraryError, SchemaNotMigratedError, ServiceStartError, TopicNotFoundError, ErrorCodes, type ErrorCode } from './errors';
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
 export { createLogger, silentLogger, childLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
 export { untyped, retyped } from './database-type';

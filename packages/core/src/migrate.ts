@@ -1,6 +1,6 @@
 import { Migrator, sql, type Kysely, type MigrationResult } from 'kysely';
 import { migrationsFor, MIGRATIONS, MIGRATION_TABLE, MIGRATION_LOCK_TABLE } from '@effectively/migrations';
-import { MigrationError, SchemaNotMigratedError } from './errors';
+import { MigrationError, SchemaNewerThanLibraryError, SchemaNotMigratedError } from './errors';
 import { untyped } from './database-type';
 import { assertIdentifier } from './identifiers';
 
@@ -31,12 +31,28 @@ function droppedElsewhere(outcome: { error?: unknown; results?: MigrationResult[
   return (e.code === '42P01' || e.code === '42703') && outcome.results === undefined;
 }
 
+/** Names of the migrations recorded in `schema` (none when it has no migration table). */
+async function appliedMigrations(db: Kysely<unknown>, schema: string): Promise<string[]> {
+  const { rows: exists } = await sql<{ present: boolean }>`SELECT to_regclass(${`"${schema}"."${MIGRATION_TABLE}"`}) IS NOT NULL AS present`.execute(db);
+  if (exists[0]?.present !== true) return [];
+  const { rows } = await sql<{ name: string }>`SELECT name FROM ${sql.id(schema, MIGRATION_TABLE)} ORDER BY name`.execute(db);
+  return rows.map((r) => r.name);
+}
+
+/** Refuses a schema that records migrations this version does not know (a newer version migrated it). */
+function assertNotNewer(schema: string, applied: Iterable<string>): void {
+  const known = new Set(MIGRATIONS.map(([name]) => name));
+  const unknown = [...applied].filter((name) => !known.has(name));
+  if (unknown.length > 0) throw new SchemaNewerThanLibraryError(schema, unknown);
+}
+
 /**
  * Brings `schema` up to the latest migration. Safe to call from many processes at once:
  * creation of the schema and every migration run happen under Postgres advisory locks, so
  * concurrent callers wait and then find nothing left to do. Idempotent.
  *
  * @throws MigrationError when a migration fails (the failed migration is rolled back).
+ * @throws SchemaNewerThanLibraryError when a newer version migrated `schema` (nothing is changed).
  */
 export async function migrate<DB>(database: Kysely<DB>, options: MigrateOptions = {}): Promise<MigrateOutcome> {
   const db = untyped(database);
@@ -47,6 +63,8 @@ export async function migrate<DB>(database: Kysely<DB>, options: MigrateOptions 
     await sql`SELECT pg_advisory_xact_lock(hashtext(${'effectively:migrate:' + schema}))`.execute(trx);
     await sql`CREATE SCHEMA IF NOT EXISTS ${sql.id(schema)}`.execute(trx);
   });
+  // A schema a newer version migrated: refused before anything runs (Kysely would only say "corrupted").
+  assertNotNewer(schema, await appliedMigrations(db, schema));
   const migrator = new Migrator({
     db,
     provider: { getMigrations: async () => migrationsFor(schema) },
@@ -77,17 +95,14 @@ export async function migrate<DB>(database: Kysely<DB>, options: MigrateOptions 
  * using the tables, so a wrong or stale schema fails at once instead of in every transaction.
  *
  * @throws SchemaNotMigratedError naming the schema, the missing migrations and the command that fixes it.
+ * @throws SchemaNewerThanLibraryError when a newer version migrated `schema` (it records migrations this version does not know).
  * @throws InvalidIdentifierError when `schema` is not a safe identifier.
  */
 export async function assertSchemaMigrated<DB>(database: Kysely<DB>, schema: string): Promise<void> {
   const db = untyped(database);
   assertIdentifier(schema, 'schema');
-  const { rows: exists } = await sql<{ present: boolean }>`SELECT to_regclass(${`"${schema}"."${MIGRATION_TABLE}"`}) IS NOT NULL AS present`.execute(db);
-  let applied = new Set<string>();
-  if (exists[0]?.present === true) {
-    const { rows } = await sql<{ name: string }>`SELECT name FROM ${sql.id(schema, MIGRATION_TABLE)}`.execute(db);
-    applied = new Set(rows.map((r) => r.name));
-  }
+  const applied = new Set(await appliedMigrations(db, schema));
+  assertNotNewer(schema, applied);
   const missing = MIGRATIONS.map(([name]) => name).filter((name) => !applied.has(name));
   if (missing.length > 0) throw new SchemaNotMigratedError(schema, missing, applied.size);
 }

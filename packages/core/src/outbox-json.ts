@@ -21,6 +21,8 @@ const LOSSY: ReadonlyArray<[new (...args: never[]) => object, string]> = [
   [DataView, 'a DataView'],
   [RegExp, 'a RegExp'],
   [Promise, 'a Promise'],
+  [WeakRef, 'a WeakRef'],
+  [SharedArrayBuffer, 'a SharedArrayBuffer'],
 ];
 
 /** A path into a JSON value as written in JavaScript: `value.a[2].b`, `value["x y"]`. */
@@ -31,8 +33,9 @@ function member(path: string, name: string): string {
 /**
  * Encodes `value` as `JSON.stringify` does (same text for every value it accepts), refusing
  * instead of silently changing what cannot be represented: BigInt, functions, symbols,
- * `undefined` in arrays or at the top, NaN and ±Infinity (`JSON.stringify` writes `null`),
- * circular references, Map/Set/ArrayBuffer and similar objects (written as `{}`), strings and
+ * `undefined` and holes in arrays or at the top, NaN, ±Infinity and invalid Dates (`JSON.stringify` writes `null`),
+ * circular references, Map/Set/ArrayBuffer/WeakRef/Error and similar objects (written as `{}`),
+ * typed arrays other than a Buffer (written as `{"0":…}`), strings and
  * member names with lone surrogates. `undefined` object members are left out, as by
  * `JSON.stringify` (that is what an optional property means). `toJSON` is honoured.
  *
@@ -51,6 +54,9 @@ export function encodeJson(value: unknown, where: string): string {
   };
   const encode = (input: unknown, key: string, path: string): string | undefined => {
     let v = input;
+    if (v instanceof Date && (v as { toJSON?: unknown }).toJSON === Date.prototype.toJSON && Number.isNaN(v.getTime())) {
+      refuse(path, 'is an invalid Date, which JSON.stringify writes as null; send null or a valid Date');
+    }
     if ((typeof v === 'object' && v !== null) || typeof v === 'bigint') {
       const toJson = (v as { toJSON?: unknown }).toJSON;
       if (typeof toJson === 'function') v = (toJson as (key: string) => unknown).call(v, key);
@@ -81,16 +87,27 @@ export function encodeJson(value: unknown, where: string): string {
     for (const [type, name] of LOSSY) {
       if (object instanceof type) refuse(path, `is ${name}, which JSON.stringify writes as {} (its contents would be lost); convert it to a plain object or array`);
     }
+    if (object instanceof Error) {
+      refuse(path, `is ${/^[AEIOU]/.test(object.name) ? 'an' : 'a'} ${object.name} (an Error), which JSON.stringify writes as {} (its message and stack are not enumerable); convert it, e.g. { message: err.message }`);
+    }
+    // Buffers were turned into { type, data } by their toJSON above; other views are not data JSON keeps.
+    if (ArrayBuffer.isView(object)) {
+      refuse(path, `is a ${object.constructor.name}, which JSON.stringify writes as an object of indexes ({"0":…}); convert it with Array.from(…), or pass bytes as a Buffer for the whole value`);
+    }
     if (ancestors.has(object)) refuse(path, 'is a circular reference (the value contains itself), which JSON cannot represent; remove the cycle');
     ancestors.add(object);
     try {
       if (Array.isArray(object)) {
-        const items = object.map((item: unknown, i) => {
+        // An index loop, not map: map skips the holes of a sparse array (join then writes `[1,,3]`, not JSON).
+        const items: string[] = [];
+        for (let i = 0; i < object.length; i++) {
           const itemPath = `${path}[${i}]`;
+          if (!(i in object)) refuse(itemPath, 'is a hole of a sparse array, which JSON.stringify would write as null; fill it (null) or remove it');
+          const item: unknown = object[i];
           const encoded = encode(item, String(i), itemPath);
           if (encoded === undefined) refuse(itemPath, `is ${kindOf(item)}, which JSON.stringify would write as null; use null or remove it`);
-          return encoded as string;
-        });
+          items.push(encoded as string);
+        }
         return `[${items.join(',')}]`;
       }
       const members: string[] = [];

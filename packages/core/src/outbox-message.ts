@@ -65,6 +65,17 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  * @throws InvalidConfigError naming the field and what to do.
  */
 export function toOutboxRow(input: unknown, where: string, trace: TraceContextProvider): OutboxRow {
+  const reading = { field: where };
+  try {
+    return readRow(input, where, trace, reading);
+  } catch (error) {
+    if (error instanceof InvalidConfigError) throw error;
+    // A getter that throws, a revoked Proxy: still an error naming the field, never a raw TypeError.
+    throw new InvalidConfigError(`${reading.field} could not be read (${error instanceof Error ? error.message : String(error)}); pass plain data.`);
+  }
+}
+
+function readRow(input: unknown, where: string, trace: TraceContextProvider, reading: { field: string }): OutboxRow {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new InvalidConfigError(`${where} must be an object { topic, key, value, headers, eventId }, got ${show(input)}.`);
   }
@@ -82,10 +93,13 @@ export function toOutboxRow(input: unknown, where: string, trace: TraceContextPr
 
   // No prototype: a header named "__proto__" is a header like any other.
   const headers = Object.create(null) as Record<string, string>;
+  reading.field = `${where}.headers`;
   if (m.headers !== undefined && m.headers !== null) {
     if (!isPlainObject(m.headers)) {
       throw new InvalidConfigError(`${where}.headers must be an object of header name → string value, got ${show(m.headers)}.`);
     }
+    const symbol = Object.getOwnPropertySymbols(m.headers)[0];
+    if (symbol !== undefined) throw new InvalidConfigError(`${where} header name ${String(symbol)} is a symbol; header names are strings.`);
     for (const [name, value] of Object.entries(m.headers)) {
       const field = `${where}.headers[${JSON.stringify(name)}]`;
       if (name === '') throw new InvalidConfigError(`${where} header name "" is empty; give every header a name.`);
@@ -99,6 +113,7 @@ export function toOutboxRow(input: unknown, where: string, trace: TraceContextPr
     }
   }
 
+  reading.field = `${where}.value`;
   let value: Buffer | null;
   if (m.value === null) value = null;
   else if (m.value instanceof Uint8Array) value = bytes(m.value);
@@ -113,6 +128,7 @@ export function toOutboxRow(input: unknown, where: string, trace: TraceContextPr
   }
 
   if (headers['traceparent'] === undefined) {
+    reading.field = `${where}: the traceContext option`;
     const context = trace();
     if (context !== undefined && isTraceparent(context.traceparent)) {
       headers['traceparent'] = context.traceparent;
@@ -121,6 +137,7 @@ export function toOutboxRow(input: unknown, where: string, trace: TraceContextPr
     }
   }
 
+  reading.field = `${where}.key`;
   let key: Buffer | null = null;
   if (m.key !== null && m.key !== undefined) {
     if (typeof m.key === 'string') {

@@ -43,7 +43,8 @@ export interface OutboxMessage<V extends OutboxValue = OutboxValue, Topic extend
    * valid Unicode: no lone surrogates); any other value is JSON-encoded (and gets
    * `content-type: application/json`). `null` publishes a tombstone. JSON is refused rather than
    * changed where `JSON.stringify` would lose data: BigInt, functions, symbols, NaN/±Infinity,
-   * `undefined` in arrays, circular values, Map/Set/ArrayBuffer; `undefined` object members are
+   * invalid Dates, `undefined` and holes in arrays, circular values, Map/Set/ArrayBuffer/WeakRef, Errors,
+   * typed arrays other than Buffer; `undefined` object members are
    * left out and `toJSON` is honoured, as by `JSON.stringify`.
    */
   value: V;
@@ -209,7 +210,13 @@ function createWriter(options: OutboxOptions): { outbox: Outbox; prepare(input: 
 
   const prepare = (input: OutboxMessage | readonly OutboxMessage[]): Row[] => {
     // Every message is checked before anything is written: one bad message in a batch writes none.
-    if (Array.isArray(input)) return (input as readonly unknown[]).map((m, i) => toOutboxRow(m, `outbox message[${i}]`, trace));
+    let many: boolean;
+    try {
+      many = Array.isArray(input);
+    } catch (error) {
+      throw new InvalidConfigError(`outbox message could not be read (${error instanceof Error ? error.message : String(error)}); pass plain data.`); // a revoked Proxy
+    }
+    if (many) return (input as readonly unknown[]).map((m, i) => toOutboxRow(m, `outbox message[${i}]`, trace));
     return [toOutboxRow(input, 'outbox message', trace)];
   };
   const writeRows = async (trx: Kysely<unknown>, rows: Row[]): Promise<PublishResult> => {

@@ -1,7 +1,7 @@
 import { assertIdentifier, createOutbox, EVENT_ID_HEADER, InvalidConfigError, silentLogger, untyped, uuidv7, type Logger, type OutboxMessage } from '@effectively/core';
 import type { Kysely } from 'kysely';
 import type { IdOrigin } from './event-id';
-import { readTopicToEnd, type KafkaClientSettings, type RawMessage } from './kafka-adapter';
+import { clusterTopics, readTopicToEnd, type KafkaClientSettings, type RawMessage } from './kafka-adapter';
 import { REDRIVE_HEADER } from './redrive';
 
 /** A dead letter as it sits in a dead-letter topic, with what its `dlq-*` headers say. */
@@ -111,14 +111,26 @@ function matches(letter: DeadLetter, filter: DeadLetterFilter): boolean {
  * Reads the dead-letter topics to their current end (a throw-away consumer group that commits
  * nothing) and returns the dead letters that match `filter`, in topic, partition, offset order.
  *
- * @throws InvalidConfigError when no dead-letter topic is given; kafkajs errors when the cluster cannot be read.
+ * @throws InvalidConfigError when no dead-letter topic is given, one does not exist, or `since` is not before `until`; kafkajs errors when the cluster cannot be read.
  */
 export async function listDeadLetters(options: DeadLetterSource): Promise<DeadLetter[]> {
   if (options.deadLetterTopics.length === 0) throw new InvalidConfigError('deadLetterTopics must name at least one dead-letter topic (e.g. "orders.dlq").');
   const logger = options.logger ?? silentLogger();
+  const settings = { brokers: options.brokers, logger, kafka: options.kafka, ...(options.readTimeoutMs === undefined ? {} : { timeoutMs: options.readTimeoutMs }) };
+  // A misspelt topic is refused before anything is read (reading it would fail deep in kafkajs, or wait).
+  const existing = new Set(await clusterTopics(settings));
+  const missing = options.deadLetterTopics.filter((t) => !existing.has(t));
+  if (missing.length > 0) {
+    throw new InvalidConfigError(
+      `dead-letter topic${missing.length === 1 ? '' : 's'} ${missing.map((t) => JSON.stringify(t)).join(', ')} ${missing.length === 1 ? 'does' : 'do'} not exist on the cluster: check the name (a consumer's dead-letter topic is <topic>.dlq unless its deadLetterTopic option says otherwise). Nothing was read or written.`,
+    );
+  }
+  if (options.filter?.since !== undefined && options.filter.until !== undefined && !(options.filter.since.getTime() < options.filter.until.getTime())) {
+    throw new InvalidConfigError(`filter.since (${options.filter.since.toISOString()}) is not before filter.until (${options.filter.until.toISOString()}): the range is empty.`);
+  }
   const out: DeadLetter[] = [];
   for (const topic of options.deadLetterTopics) {
-    const messages = await readTopicToEnd({ brokers: options.brokers, logger, kafka: options.kafka, ...(options.readTimeoutMs === undefined ? {} : { timeoutMs: options.readTimeoutMs }) }, topic);
+    const messages = await readTopicToEnd(settings, topic);
     for (const m of messages) {
       const letter = toDeadLetter(m);
       if (letter !== undefined && matches(letter, options.filter ?? {})) out.push(letter);

@@ -113,6 +113,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
    * Checks the schema, connects, subscribes and starts consuming. Resolves once fetching has started.
    *
    * @throws SchemaNotMigratedError when `schema` lacks any migration of this version (nothing is consumed).
+   * @throws SchemaNewerThanLibraryError when a newer version migrated `schema` (nothing is consumed).
    * @throws TopicNotFoundError when a subscribed topic does not exist (nothing is consumed).
    * When `start()` rejects, everything it opened is closed again and `stopped` resolves.
    */

@@ -260,6 +260,18 @@ export interface TopicReaderSettings {
   timeoutMs?: number;
 }
 
+/** The topics the cluster has (read through a short-lived admin client). */
+export async function clusterTopics(settings: TopicReaderSettings): Promise<string[]> {
+  const kafka = new Kafka({ ...settings.kafka, brokers: settings.brokers, clientId: settings.clientId ?? 'effectively-dlq', logLevel: KafkaLogLevel.INFO, logCreator: kafkajsLogCreator(settings.logger) });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    return await admin.listTopics();
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /**
  * Every record of `topic` from the earliest offset to the end offsets as they are when called,
  * read with a throw-away consumer group that commits nothing. Sorted by partition and offset.

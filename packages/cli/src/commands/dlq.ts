@@ -17,10 +17,14 @@ const SELECTION_OPTIONS = {
   config: DATABASE_OPTIONS.config,
 } as const;
 
+/** A date, or a date and time with an optional zone (`Z`, `+01:00`): what ISO 8601 writes. */
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+
 function time(name: string, raw: string | undefined): Date | undefined {
   if (raw === undefined) return undefined;
   const date = new Date(raw);
-  if (Number.isNaN(date.getTime())) throw new InvalidConfigError(`--${name} must be an ISO 8601 time such as 2026-11-30T12:00:00Z, got ${JSON.stringify(raw)}.`);
+  // Date also accepts "1" (the year 2001) and "May 3": refused, a typo must not widen the range.
+  if (!ISO_8601.test(raw) || Number.isNaN(date.getTime())) throw new InvalidConfigError(`--${name} must be an ISO 8601 time such as 2026-11-30T12:00:00Z, got ${JSON.stringify(raw)}.`);
   return date;
 }
 
@@ -35,6 +39,9 @@ function source(values: OptionValues<typeof SELECTION_OPTIONS>, io: CommandIo): 
   if (values.group !== undefined) filter.groups = values.group;
   const since = time('since', values.since);
   const until = time('until', values.until);
+  if (since !== undefined && until !== undefined && since.getTime() >= until.getTime()) {
+    throw new InvalidConfigError(`--since ${since.toISOString()} is not before --until ${until.toISOString()}: the range is empty; swap them or widen it.`);
+  }
   if (since !== undefined) filter.since = since;
   if (until !== undefined) filter.until = until;
   return { brokers: kafka.brokers, kafka: kafka.settings, deadLetterTopics: topics, filter, logger: commandLogger(io.env) };
