@@ -4,15 +4,22 @@ import { canonicalJsonText, canonicalNumber } from './canonical-json';
 
 /**
  * Serialises a JSON value with object keys sorted (recursively) and no whitespace, so two
- * bodies that differ only in key order or formatting give the same text. Values that JSON
- * cannot represent (`undefined`, functions) are dropped from objects, as `JSON.stringify` does;
- * a BigInt is written as its exact decimal value. For a body parsed from JSON text, fingerprint
+ * bodies that differ only in key order or formatting give the same text. `undefined` members and
+ * functions are dropped from objects, as `JSON.stringify` does; a BigInt is written as its exact
+ * decimal value; `undefined` array items are `null`; NaN, ±Infinity, Maps and Sets are written so
+ * that they equal neither `null` nor `{}` (which `JSON.stringify` would make of them). For a body parsed from JSON text, fingerprint
  * the raw text instead ({@link fingerprintRequest} with a Buffer): parsing rounds numbers.
  */
 export function canonicalJson(value: unknown): string {
   if (typeof value === 'bigint') return canonicalNumber(value.toString());
+  // Never equated with null (JSON.stringify's choice): NaN and ±Infinity keep their own names.
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  // An undefined item (or a hole) is null, as JSON.stringify writes it (what an absent value means in JSON).
+  if (Array.isArray(value)) return `[${Array.from(value, (v: unknown) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  // Contents JSON.stringify would lose ({}): kept, in insertion order, under a name JSON text cannot hold.
+  if (value instanceof Map) return `Map[${[...value].map(([k, v]) => `${canonicalJson(k)}:${canonicalJson(v)}`).join(',')}]`;
+  if (value instanceof Set) return `Set[${[...value].map((v) => canonicalJson(v)).join(',')}]`;
   const toJson = (value as { toJSON?: unknown }).toJSON;
   if (typeof toJson === 'function') return canonicalJson((toJson as () => unknown).call(value));
   const entries = Object.keys(value)
@@ -31,7 +38,7 @@ type CanonicalBody = { ok: true; kind: string; bytes: Buffer } | { ok: false; pa
 /**
  * Canonical form of a request body. Raw bytes (Buffer or string) that are one JSON value are
  * canonicalised from the text itself (exact numbers, see `canonical-json.ts`); other bytes
- * (not UTF-8, not JSON, nested too deeply) are compared byte for byte; a leading UTF-8 byte order
+ * (not UTF-8, not JSON) are compared byte for byte; a leading UTF-8 byte order
  * mark before a JSON value is ignored; an already parsed value
  * is serialised with {@link canonicalJson}. No body and an empty body are the same; `{}` differs.
  */

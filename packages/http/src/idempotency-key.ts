@@ -7,7 +7,8 @@ export type ParsedKey = { ok: true; key: string } | { ok: false; problem: KeyPro
 /**
  * Reads the `Idempotency-Key` header. The IETF draft defines the value as a Structured Field
  * string (`"8e03978e-…"`); plain tokens, as Stripe's clients send them, are accepted too.
- * The key (without quotes) must be 1 to `maxLength` characters matching `pattern`.
+ * The key (without quotes) must be 1 to `maxLength` characters matching `pattern`. Several header
+ * lines, or one line holding a comma outside quotes (lines a proxy joined), are `multiple`.
  */
 export function parseIdempotencyKey(raw: string | readonly string[] | undefined, maxLength: number, pattern: RegExp): ParsedKey {
   if (raw === undefined) return { ok: false, problem: 'missing', detail: 'This operation requires an Idempotency-Key header.' };
@@ -17,10 +18,16 @@ export function parseIdempotencyKey(raw: string | readonly string[] | undefined,
     return { ok: false, problem: 'multiple', detail: 'Send exactly one Idempotency-Key header.' };
   }
   let key = raw.trim();
+  const multiple: ParsedKey = { ok: false, problem: 'multiple', detail: 'Send exactly one Idempotency-Key header.' };
   if (key.startsWith('"')) {
     const unquoted = unquote(key);
-    if (unquoted === undefined) return { ok: false, problem: 'invalid', detail: 'The Idempotency-Key header is not a valid quoted string.' };
+    // `"k1", "k2"`: two lines a proxy joined into one (RFC 9110 §5.3).
+    if (unquoted === undefined) return key.includes(',') ? multiple : { ok: false, problem: 'invalid', detail: 'The Idempotency-Key header is not a valid quoted string.' };
     key = unquoted;
+  } else if (key.includes(',')) {
+    // A comma outside quotes joins field lines (RFC 9110 §5.3: a proxy may merge repeated headers
+    // into one line); a key that holds a comma must be sent quoted.
+    return multiple;
   }
   if (key === '') return { ok: false, problem: 'missing', detail: 'The Idempotency-Key header is empty; send a unique value such as a UUID.' };
   if (key.length > maxLength) {

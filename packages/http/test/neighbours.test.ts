@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'node:http';
 import { sql } from 'kysely';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
-import { createIdempotency, type Idempotency, type JsonValue } from '../src';
+import { createIdempotency, parseIdempotencyKey, requestFingerprint, type Idempotency, type JsonValue } from '../src';
 import { startApp, type AdapterName, type RunningApp, type TestHandler } from './adapters';
 import type { ClientResponse } from './helpers';
 
@@ -28,6 +28,32 @@ function raw(baseUrl: string, path: string, headers: Record<string, string | str
   });
 }
 
+describe('neighbours of the fingerprint of an already parsed body (the low-level API)', () => {
+  const fp = (body: unknown): string => requestFingerprint('POST', '/r', body);
+  it('never equates values that differ: NaN and ±Infinity are not null; a Map or Set is not {} (undefined items are null, as in JSON)', () => {
+    expect(fp({ n: Number.NaN })).not.toBe(fp({ n: null }));
+    expect(fp({ n: Number.POSITIVE_INFINITY })).not.toBe(fp({ n: null }));
+    expect(fp({ n: Number.POSITIVE_INFINITY })).not.toBe(fp({ n: Number.NEGATIVE_INFINITY }));
+    expect(fp([undefined])).toBe(fp([null]));
+    expect(fp({ m: new Map([['a', 1]]) })).not.toBe(fp({ m: {} }));
+    expect(fp({ m: new Map([['a', 1]]) })).not.toBe(fp({ m: new Map([['a', 2]]) }));
+    expect(fp({ s: new Set([1]) })).not.toBe(fp({ s: new Set([2]) }));
+    expect(fp({ s: new Set([1]) })).not.toBe(fp({ s: [1] }));
+    // What JSON can hold still agrees with its text.
+    expect(fp({ b: 1, a: [-0, 1e21, 'é'] })).toBe(fp(Buffer.from('{"a":[0,1e21,"\\u00e9"],"b":1.0}')));
+  });
+});
+
+describe('neighbours of a repeated Idempotency-Key: lines a proxy joined into one', () => {
+  const P = /^[\x21-\x7E]+$/;
+  it.each(['k1, k2', 'k1,k2', 'k1 ,k2', '"k1", "k2"', '"k1","k2"', 'k1, "k2"', 'same, same'])('%s is "send exactly one"', (line) => {
+    expect(parseIdempotencyKey(line, 255, P)).toEqual({ ok: false, problem: 'multiple', detail: 'Send exactly one Idempotency-Key header.' });
+  });
+  it('a quoted key may hold a comma; a trailing comma alone is not a second key', () => {
+    expect(parseIdempotencyKey('"a,b"', 255, P)).toEqual({ ok: true, key: 'a,b' });
+  });
+});
+
 /**
  * The neighbours of issue 11's HTTP inputs (fingerprints, repeated headers, Retry-After), the same
  * answer over Express and Fastify.
@@ -40,7 +66,16 @@ describe.each<AdapterName>(['express', 'fastify'])('neighbours of the same-reque
   let runs = 0;
   const handler: TestHandler = async (body) => {
     runs++;
-    return { status: 201, json: { run: runs, body: body as JsonValue } };
+    // A body nested deeper than JSON.stringify's stack allows is not echoed.
+    const echo = ((): JsonValue => {
+      try {
+        JSON.stringify(body);
+        return body as JsonValue;
+      } catch {
+        return 'too deep to echo';
+      }
+    })();
+    return { status: 201, json: { run: runs, body: echo } };
   };
   const JSON_TYPE = { 'content-type': 'application/json' };
   const post = (key: string | string[] | undefined, body: Buffer | string | undefined, headers: Record<string, string | string[]> = JSON_TYPE, path = '/items'): Promise<ClientResponse> =>
@@ -92,6 +127,19 @@ describe.each<AdapterName>(['express', 'fastify'])('neighbours of the same-reque
       if (!(adapter === 'fastify' && body.includes('__proto__'))) expect([body, problemType(r)]).toEqual([body, expect.stringContaining('json-member-repeated')]);
     }
     expect(runs).toBe(before);
+  });
+
+  it('a deeply nested body (10,000 levels, within the parsers\' limits) is compared as data: its repeated member is refused, its formatting ignored', async () => {
+    const depth = 10_000;
+    const before = runs;
+    const dup = await post(randomUUID(), `${'['.repeat(depth)}{"a":1,"a":2}${']'.repeat(depth)}`);
+    expect(dup.status).toBe(400);
+    expect(problemType(dup)).toContain('json-member-repeated');
+    expect(runs).toBe(before);
+    const key = randomUUID();
+    expect((await post(key, `${'['.repeat(depth)}{"b":1,"a":2}${']'.repeat(depth)}`)).status).toBe(201);
+    expect(replayed(await post(key, `${'[ '.repeat(depth)}{"a":2.0, "b":1}${' ]'.repeat(depth)}`))).toEqual([201, 'true']);
+    expect((await post(key, `${'['.repeat(depth)}{"a":2,"b":3}${']'.repeat(depth)}`)).status).toBe(422);
   });
 
   it('a body with a UTF-8 byte order mark is the same request as without it (the parsers drop the BOM); its repeated members are refused', async () => {
@@ -148,7 +196,7 @@ describe.each<AdapterName>(['express', 'fastify'])('neighbours of the same-reque
     expect(replayed(await raw(app.url, '/items', { ...JSON_TYPE, 'Idempotency-Key': key }, '{"a":1}'))).toEqual([201, 'true']);
     expect(replayed(await raw(app.url, '/items', { ...JSON_TYPE, 'idempotency-key': `"${key}"` }, '{"a":1}'))).toEqual([201, 'true']);
     const before = runs;
-    for (const lines of [[key, key.toUpperCase()], [key, ''], ['', ''], [key, key, key]]) {
+    for (const lines of [[key, key.toUpperCase()], [key, ''], ['', ''], [key, key, key], `${key}, ${key}`, `${key},other`]) {
       const r = await post(lines, '{"a":1}');
       expect([lines, r.status]).toEqual([lines, 400]);
       expect(JSON.parse(r.text)).toMatchObject({ detail: 'Send exactly one Idempotency-Key header.' });
