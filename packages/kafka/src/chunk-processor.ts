@@ -1,10 +1,10 @@
 import { sql, type Transaction } from 'kysely';
-import { childLogger, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
+import { childLogger, createOutbox, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type Outbox, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { Attempt } from './attempt';
 import { AttemptLog, AttemptStarts, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
 import { classify, idKey, type Classified } from './classify';
-import { deadLetterMessage } from './dead-letter';
+import { deadLetterMessage, rekeyTakenDeadLetters } from './dead-letter';
 import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
@@ -88,8 +88,11 @@ export class ChunkProcessor<T> {
   readonly side: SideConnection;
   /** Attempt records of handlers about to run alone, several partitions' in one statement. */
   private readonly attemptStarts: AttemptStarts;
+  /** Writes dead letters that had to take another id (see {@link rekeyTakenDeadLetters}). */
+  private readonly deadLetterOutbox: Outbox;
 
   constructor(private readonly options: ResolvedOptions<T>) {
+    this.deadLetterOutbox = createOutbox({ schema: options.schema, ...(options.traceContext !== undefined ? { traceContext: options.traceContext } : {}) });
     this.store = new ProcessedEventStore(options.schema, options.groupId);
     this.attemptLog = new AttemptLog(options.schema, options.groupId);
     this.side = new SideConnection(options.db, options.logger);
@@ -249,7 +252,9 @@ export class ChunkProcessor<T> {
             await lockFence();
             await outbox.outbox.publish(trx, dlq);
           }
-          await outbox.flush(trx);
+          // Dead letters are queued after the handlers' rows: one whose derived id a producer chose takes another id.
+          const flushed = await outbox.flush(trx);
+          if (dlq.length > 0 && flushed.alreadyPublished.length > 0) await rekeyTakenDeadLetters(trx, this.deadLetterOutbox, o.schema, dlq, flushed.alreadyPublished);
           const beforeDbCommit = o.hooks.beforeDbCommit;
           if (beforeDbCommit !== undefined) {
             await this.runUser(chunk, () => Promise.resolve(beforeDbCommit(hook))).catch((error: unknown) => {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { EVENT_ID_HEADER, MAX_EVENT_ID_BYTES, type OutboxMessage } from '@effectively/core';
+import { EVENT_ID_HEADER, MAX_EVENT_ID_BYTES, type Outbox, type OutboxMessage } from '@effectively/core';
+import { sql, type Transaction } from 'kysely';
 import type { IdOrigin, RefusedIdValue } from './event-id';
 import type { RawMessage } from './kafka-adapter';
 import { isStorableText, storableText } from './storable-text';
@@ -77,4 +78,38 @@ export function deadLetterMessage(
       'dlq-attempts': String(options.attempts),
     },
   };
+}
+
+/** The headers that say which dead letter a message is: same group, record and reason = the same dead letter. */
+const IDENTITY = ['dlq-group', 'dlq-original-topic', 'dlq-original-partition', 'dlq-original-offset', 'dlq-reason'] as const;
+
+/**
+ * Dead letters whose id the outbox reported as already taken (`taken`, from the write of the
+ * chunk's rows). The outbox keeps one row per event id, and a dead letter's id is derived
+ * (`dlq:<group>:<topic>/<partition>/<offset>:<reason>`), so a row a producer published under that
+ * very id (through `ctx.outbox` or `createOutbox`) would make the dead letter vanish. A row that
+ * is the same dead letter (a redelivered record) keeps it written once; any other row holding the
+ * id makes the dead letter take another derived id (`dlq:sha256:<hash of it and a round>`),
+ * written through `outbox` (unbuffered), until one is free.
+ */
+export async function rekeyTakenDeadLetters(trx: Transaction<unknown>, outbox: Outbox, schema: string, letters: readonly OutboxMessage[], taken: readonly string[]): Promise<void> {
+  let takenIds = new Set(taken);
+  let pending = letters.filter((m) => m.eventId !== undefined && takenIds.has(m.eventId));
+  for (let round = 1; pending.length > 0; round++) {
+    const { rows } = await sql<{ event_id: string; headers: Record<string, string> }>`
+      SELECT event_id, headers FROM ${sql.id(schema, 'outbox')} WHERE event_id = ANY(${pending.map((m) => m.eventId)}::text[])`.execute(trx);
+    const holders = new Map(rows.map((r) => [r.event_id, r.headers]));
+    const rekeyed = pending
+      .filter((m) => {
+        const holder = holders.get(m.eventId ?? '');
+        return holder !== undefined && !IDENTITY.every((h) => holder[h] === m.headers?.[h]);
+      })
+      .map((m) => {
+        const base = IDENTITY.map((h) => m.headers?.[h] ?? '').join('\u0000');
+        return { ...m, eventId: `dlq:sha256:${createHash('sha256').update(`${base}\u0000${round}`).digest('hex')}` };
+      });
+    if (rekeyed.length === 0) return;
+    takenIds = new Set((await outbox.publish(trx, rekeyed)).alreadyPublished);
+    pending = rekeyed.filter((m) => takenIds.has(m.eventId));
+  }
 }

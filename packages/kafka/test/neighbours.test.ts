@@ -1,4 +1,4 @@
-import { InvalidIdentifierError, migrate, SchemaNewerThanLibraryError } from '@effectively/core';
+import { createOutbox, InvalidIdentifierError, migrate, SchemaNewerThanLibraryError } from '@effectively/core';
 import { MIGRATION_TABLE } from '@effectively/migrations';
 import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import type { Admin } from 'kafkajs';
@@ -97,6 +97,42 @@ describe('neighbours of issue 10', () => {
         await c.stop();
       }
     });
+  });
+
+  it('item 3, dead-letter ids: outbox rows a producer published under the ids dead letters derive (pending from before, and from a handler of the same chunk) do not make the dead letters vanish', async () => {
+    const [t] = (await createTopics(kafka, [{ prefix: 'nbr_dlq_ids', partitions: 1 }])) as [string];
+    const group = uniqueName('g');
+    const outbox = createOutbox({ schema: s.schema });
+    // Pending before the consumer starts: the id the dead letter of offset 2 (no event id) derives.
+    await outbox.publish(s.db, { topic: 'elsewhere', key: 'p', value: 'producer-row-1', eventId: `dlq:${group}:${t}/0/2:invalid-event-id` });
+    await produceMessages(kafka, t, [
+      { key: 'k', value: value('first'), headers: { 'event-id': 'first' } },
+      { key: 'k', value: value('poison'), headers: { 'event-id': 'poison' } },
+      { key: 'k', value: value('no-id') },
+    ]);
+    const c = consumer(t, group, {
+      maxAttempts: 1,
+      handler: async (event, { trx, outbox: out }) => {
+        if (event.value.account === 'poison') throw new Error('poison');
+        // The id the dead letter of offset 1 derives, chosen by this handler.
+        await out.publish(trx, { topic: 'elsewhere', key: 'p', value: 'producer-row-2', eventId: `dlq:${group}:${t}/0/1:handler-failed` });
+        await apply(trx, s.schema, event.value);
+      },
+    });
+    await c.start();
+    try {
+      await waitFor(async () => settled(c.stats), (n) => n >= 3, 60_000);
+      expect(c.stats).toMatchObject({ processed: 1, deadLettered: 2 });
+      // (A dead letter that took another id is written after the chunk's other rows: sorted by offset here.)
+      expect((await deadLetters(t)).map((h) => [h['dlq-original-offset'], h['dlq-reason']]).sort()).toEqual([
+        ['1', 'handler-failed'],
+        ['2', 'invalid-event-id'],
+      ]);
+      const { rows } = await sql<{ value: string }>`SELECT convert_from(payload, 'UTF8') AS value FROM ${sql.id(s.schema, 'outbox')} WHERE topic = 'elsewhere' ORDER BY id`.execute(s.db);
+      expect(rows.map((r) => r.value)).toEqual(['producer-row-1', 'producer-row-2']);
+    } finally {
+      await c.stop();
+    }
   });
 
   describe('item 4: offsets', () => {
