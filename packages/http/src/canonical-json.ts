@@ -8,7 +8,8 @@
  *   `1e0` and `10E-1` are the same, `-0` is `0`, and `1234567890123456789` differs from
  *   `1234567890123456800`. A number is written as JavaScript writes a number with those
  *   digits, so a body of ordinary numbers canonicalises exactly as `JSON.stringify` of its parse;
- * - a member repeated in one object is refused (parsers disagree on which one wins).
+ * - a member repeated in one object is refused (parsers disagree on which one wins), at any depth
+ *   (the walk keeps its own stack, so no nesting is too deep for it).
  */
 export type CanonicalJson = { ok: true; text: string } | { ok: false; reason: 'not-json' } | { ok: false; reason: 'duplicate-member'; path: string };
 
@@ -70,61 +71,78 @@ export function canonicalJsonText(text: string): CanonicalJson {
     if (text[at] !== char) throw new NotJson();
     at++;
   };
-  const value = (path: string): string => {
+  /** An object or array being read: what it holds so far (no recursion, so any depth is walked). */
+  type Frame = { kind: 'object'; path: string; members: Map<string, string>; name: string } | { kind: 'array'; path: string; items: string[] };
+  const stack: Frame[] = [];
+  const pointer = (path: string, name: string): string => `${path}/${name.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+  /** Reads a member name and its colon into `frame`; returns the path of its value. */
+  const memberName = (frame: Frame & { kind: 'object' }): string => {
+    skip();
+    const name = JSON.parse(token(STRING)) as string;
+    const memberPath = pointer(frame.path, name);
+    if (frame.members.has(name)) throw new Duplicate(memberPath);
+    frame.name = name;
+    skip();
+    expect(':');
+    return memberPath;
+  };
+  /** Starts a value at `path`: its canonical text if it is complete (a scalar, `{}`, `[]`), else `undefined` after pushing its frame. */
+  const open = (path: string): { text: string } | { child: string } => {
     skip();
     const c = text[at];
     if (c === '{') {
       at++;
-      const members = new Map<string, string>();
       skip();
-      if (text[at] === '}') {
-        at++;
-        return '{}';
-      }
-      for (;;) {
-        skip();
-        const name = JSON.parse(token(STRING)) as string;
-        const memberPath = `${path}/${name.replace(/~/g, '~0').replace(/\//g, '~1')}`;
-        if (members.has(name)) throw new Duplicate(memberPath);
-        skip();
-        expect(':');
-        members.set(name, value(memberPath));
-        skip();
-        if (text[at] === ',') {
-          at++;
-          continue;
-        }
-        expect('}');
-        break;
-      }
-      const names = [...members.keys()].sort();
-      return `{${names.map((name) => `${JSON.stringify(name)}:${members.get(name) as string}`).join(',')}}`;
+      if (text[at] === '}') return (at++, { text: '{}' });
+      const frame: Frame = { kind: 'object', path, members: new Map(), name: '' };
+      stack.push(frame);
+      return { child: memberName(frame) };
     }
     if (c === '[') {
       at++;
-      const items: string[] = [];
       skip();
-      if (text[at] === ']') {
-        at++;
-        return '[]';
+      if (text[at] === ']') return (at++, { text: '[]' });
+      stack.push({ kind: 'array', path, items: [] });
+      return { child: `${path}/0` };
+    }
+    if (c === '"') return { text: JSON.stringify(JSON.parse(token(STRING)) as string) };
+    if (text.startsWith('true', at)) return (at += 4), { text: 'true' };
+    if (text.startsWith('false', at)) return (at += 5), { text: 'false' };
+    if (text.startsWith('null', at)) return (at += 4), { text: 'null' };
+    return { text: canonicalNumber(token(NUMBER)) };
+  };
+  const value = (root: string): string => {
+    let path = root;
+    for (;;) {
+      const opened = open(path);
+      if ('child' in opened) {
+        path = opened.child;
+        continue;
       }
+      let done: string = opened.text;
+      // Hand the finished value to the innermost open container; close containers as they end.
       for (;;) {
-        items.push(value(`${path}/${items.length}`));
+        const frame = stack[stack.length - 1];
+        if (frame === undefined) return done;
+        if (frame.kind === 'array') frame.items.push(done);
+        else frame.members.set(frame.name, done);
         skip();
         if (text[at] === ',') {
           at++;
-          continue;
+          path = frame.kind === 'array' ? `${frame.path}/${frame.items.length}` : memberName(frame);
+          break;
         }
-        expect(']');
-        break;
+        stack.pop();
+        if (frame.kind === 'array') {
+          expect(']');
+          done = `[${frame.items.join(',')}]`;
+        } else {
+          expect('}');
+          const names = [...frame.members.keys()].sort();
+          done = `{${names.map((name) => `${JSON.stringify(name)}:${frame.members.get(name) as string}`).join(',')}}`;
+        }
       }
-      return `[${items.join(',')}]`;
     }
-    if (c === '"') return JSON.stringify(JSON.parse(token(STRING)) as string);
-    if (text.startsWith('true', at)) return (at += 4), 'true';
-    if (text.startsWith('false', at)) return (at += 5), 'false';
-    if (text.startsWith('null', at)) return (at += 4), 'null';
-    return canonicalNumber(token(NUMBER));
   };
   try {
     const canonical = value('');
@@ -133,7 +151,7 @@ export function canonicalJsonText(text: string): CanonicalJson {
     return { ok: true, text: canonical };
   } catch (error) {
     if (error instanceof Duplicate) return { ok: false, reason: 'duplicate-member', path: error.path };
-    // Not JSON, or nested too deeply to walk (RangeError): fingerprinted as raw bytes, which never equates different bodies.
+    // Not JSON (the walk keeps its own stack: any depth is walked): fingerprinted as raw bytes, which never equates different bodies.
     if (error instanceof NotJson || error instanceof RangeError || error instanceof SyntaxError) return { ok: false, reason: 'not-json' };
     throw error;
   }

@@ -38,7 +38,7 @@ type CanonicalBody = { ok: true; kind: string; bytes: Buffer } | { ok: false; pa
 /**
  * Canonical form of a request body. Raw bytes (Buffer or string) that are one JSON value are
  * canonicalised from the text itself (exact numbers, see `canonical-json.ts`); other bytes
- * (not UTF-8, not JSON, nested too deeply) are compared byte for byte; a leading UTF-8 byte order
+ * (not UTF-8, not JSON) are compared byte for byte; a leading UTF-8 byte order
  * mark before a JSON value is ignored; an already parsed value
  * is serialised with {@link canonicalJson}. No body and an empty body are the same; `{}` differs.
  */
