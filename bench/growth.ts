@@ -19,6 +19,7 @@ import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema 
 import { memoryFeed, rawMessage } from './memory-client';
 import { lineChart } from './report';
 import { fmtBytes, fmtInt, median } from './stats';
+import { runBench } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -243,14 +244,11 @@ function writeOut(results: SizeResult[], source: string): void {
 }
 
 const state: { postgres?: RunningPostgres; schemas: TestSchema[] } = { schemas: [] };
-let code = 0;
-main(state)
-  .catch((error: unknown) => {
-    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    code = 1;
-  })
-  .finally(async () => {
+runBench(
+  () => main(state),
+  async () => {
     if (!args.keep) for (const s of state.schemas) await s.drop().catch(() => undefined);
-    await state.postgres?.stop().catch(() => undefined);
-    process.exit(code);
-  });
+    await state.postgres?.stop();
+  },
+  say,
+);

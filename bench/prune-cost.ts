@@ -18,6 +18,7 @@ import { IdempotentConsumer, pruneProcessedEvents, type RawMessage } from '@effe
 import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
 import { memoryFeed, rawMessage } from './memory-client';
 import { fmtInt, median } from './stats';
+import { runBench } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -190,14 +191,11 @@ async function main(state: { postgres?: RunningPostgres; schema?: TestSchema }):
 }
 
 const state: { postgres?: RunningPostgres; schema?: TestSchema } = {};
-let code = 0;
-main(state)
-  .catch((error: unknown) => {
-    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    code = 1;
-  })
-  .finally(async () => {
+runBench(
+  () => main(state),
+  async () => {
     await state.schema?.drop().catch(() => undefined);
-    await state.postgres?.stop().catch(() => undefined);
-    process.exit(code);
-  });
+    await state.postgres?.stop();
+  },
+  say,
+);

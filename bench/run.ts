@@ -29,6 +29,7 @@ import { DEFAULT_TABLE_MODES, runTableBench, TABLE_MODES, type TableMode } from 
 import { markdown, summarise, svg, withRatios, type BenchReport, type VariantResult } from './report';
 import { direct, effectively, effectivelyProcesses, naive, rawBatched, relay, type BenchContext, type Measurement, type Variant } from './variants';
 import { runWriterBench } from './writers';
+import { runBench } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -278,21 +279,18 @@ function prefixTotals(events: SpendEvent[]): Record<string, Record<string, numbe
 }
 
 const state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema } = {};
-let code = 0;
 const interrupt = (): void => {
   say('interrupted; stopping services');
   void Promise.allSettled([state.kafka?.stop(), state.postgres?.stop()]).finally(() => process.exit(130));
 };
 process.once('SIGINT', interrupt);
 process.once('SIGTERM', interrupt);
-main(state)
-  .catch((error: unknown) => {
-    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    code = 1;
-  })
-  .finally(async () => {
+runBench(
+  () => main(state),
+  async () => {
     await state.schema?.drop().catch(() => undefined);
     await state.kafka?.stop().catch(() => undefined);
-    await state.postgres?.stop().catch(() => undefined);
-    process.exit(code);
-  });
+    await state.postgres?.stop();
+  },
+  say,
+);

@@ -26,6 +26,7 @@ import { sql } from 'kysely';
 import { createTestSchema, createTopics, startKafka, startPostgres, testKafka, uniqueName, type RunningKafka, type RunningPostgres, type TestSchema } from '@effectively/testkit';
 import { lineChart } from './report';
 import { fmtInt, median, round, sleep } from './stats';
+import { runBench } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -315,17 +316,14 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
 }
 
 const state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema; child?: ChildProcess } = {};
-let code = 0;
-main(state)
-  .catch((error: unknown) => {
-    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    code = 1;
-  })
-  .finally(async () => {
+runBench(
+  () => main(state),
+  async () => {
     if (state.child !== undefined && state.child.exitCode === null) state.child.kill('SIGTERM');
     await sleep(1_000);
     await state.schema?.drop().catch(() => undefined);
     await state.kafka?.stop().catch(() => undefined);
-    await state.postgres?.stop().catch(() => undefined);
-    process.exit(code);
-  });
+    await state.postgres?.stop();
+  },
+  say,
+);
