@@ -1,6 +1,7 @@
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
-import { createOutbox, createOutboxBuffer, InvalidConfigError, type Outbox, type OutboxMessage } from '../src';
+import { createOutbox, createOutboxBuffer, type Outbox, type OutboxMessage } from '../src';
+import { expectRefusedThenUsable } from './support/refusal';
 
 /**
  * The neighbours of issue 11's outbox inputs: other control characters and unpaired surrogates in
@@ -69,19 +70,7 @@ describe('neighbours of the outbox inputs: refused before the first statement, t
     (await sql<{ event_id: string; key: Buffer | null; payload: Buffer | null; headers: Record<string, string> }>`
       SELECT event_id, message_key AS key, payload, headers FROM ${sql.id(s.schema, 'outbox')} WHERE event_id LIKE ${like} ORDER BY id`.execute(s.db)).rows;
 
-  it.each(BAD)('publish refuses %s', async (name, message, field) => {
-    const id = `nb-${name.replace(/\W+/g, '-')}`;
-    await s.db.transaction().execute(async (trx) => {
-      const error = await outbox.publish(trx, message as unknown as OutboxMessage).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      expect(error).toBeInstanceOf(InvalidConfigError);
-      expect((error as Error).message).toMatch(field);
-      await outbox.publish(trx, { topic: 't', key: 'k', value: { after: name }, eventId: id });
-    });
-    expect(await rows(id)).toHaveLength(1);
-  });
+  it.each(BAD)('publish refuses %s', async (name, message, field) => expectRefusedThenUsable(s, outbox, message, field, `nb-${name.replace(/\W+/g, '-')}`));
 
   it.each(BAD)('ctx.outbox (the buffer) refuses %s at publish', async (name, message, field) => {
     const id = `nbb-${name.replace(/\W+/g, '-')}`;

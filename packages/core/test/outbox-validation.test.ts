@@ -1,6 +1,7 @@
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { sql, type Transaction } from 'kysely';
-import { createOutbox, createOutboxBuffer, InvalidConfigError, runWithTraceContext, type Outbox, type OutboxMessage } from '../src';
+import { createOutbox, createOutboxBuffer, InvalidConfigError, runWithTraceContext, type Outbox } from '../src';
+import { expectRefusedThenUsable } from './support/refusal';
 
 /** Messages an untyped (JavaScript) caller may pass; each field is checked before any statement. */
 type Untyped = Record<string, unknown>;
@@ -69,19 +70,7 @@ describe('outbox input is checked before the first statement; the transaction st
     (await sql<{ event_id: string; topic: string; key: Buffer | null; payload: Buffer | null; headers: Record<string, string> }>`
       SELECT event_id, topic, message_key AS key, payload, headers FROM ${sql.id(s.schema, 'outbox')} WHERE event_id LIKE ${like} ORDER BY id`.execute(s.db)).rows;
 
-  it.each(BAD)('refuses %s with an InvalidConfigError naming the field, and a later publish in the transaction commits', async (name, message, field) => {
-    const id = `ok-${name.replace(/\W+/g, '-')}`;
-    await s.db.transaction().execute(async (trx) => {
-      const error = await outbox.publish(trx, message as unknown as OutboxMessage).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      expect(error).toBeInstanceOf(InvalidConfigError);
-      expect((error as Error).message).toMatch(field);
-      await outbox.publish(trx, { topic: 't', key: 'k', value: { after: name }, eventId: id });
-    });
-    expect(await rows(id)).toHaveLength(1);
-  });
+  it.each(BAD)('refuses %s with an InvalidConfigError naming the field, and a later publish in the transaction commits', async (name, message, field) => expectRefusedThenUsable(s, outbox, message, field, `ok-${name.replace(/\W+/g, '-')}`));
 
   it('refuses a batch with one bad message without writing any of it (also outside a transaction)', async () => {
     const batch = [
