@@ -43,7 +43,7 @@ describe('reading a fetched partition (platformatic client)', () => {
     expect(r.lastOffset).toBe(7n);
   });
 
-  it('an aborted transaction whose marker lies beyond this fetch is left out too; the same producer\\'s next transaction is delivered', () => {
+  it("an aborted transaction whose marker lies beyond this fetch is left out too; the same producer's next transaction is delivered", () => {
     const cut = readPartition('t', 0, 0n, { highWatermark: 20n, abortedTransactions: [{ producerId: 7n, firstOffset: 0n }], records: [batch(0, 3, { producerId: 7, transactional: true })] });
     expect(offsets(cut)).toEqual([]);
     expect(cut.lastOffset).toBe(2n);
