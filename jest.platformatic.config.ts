@@ -9,6 +9,8 @@ import base from './jest.config';
  */
 export const PARAMETRISED_TEST_FILES: readonly string[] = [
   'packages/core/test/optional-peer.test.ts',
+  'packages/kafka/test/duplicates.test.ts',
+  'packages/kafka/test/platformatic-records.test.ts',
   'packages/relay/test/classify.test.ts',
   'packages/relay/test/commit-order.test.ts',
   'packages/relay/test/crash.test.ts',
