@@ -7,7 +7,7 @@ import { FencedError, isTransientDatabaseError } from './errors';
 import { LagReporter } from './lag';
 import { zeroPartitionCounters } from './metrics';
 import { startRetentionProbe } from './retention-probe';
-import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage, type SkippedRange } from './kafka-adapter';
+import { type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage, type SkippedRange } from './kafka-adapter';
 import { OffsetPositions } from './offset-positions';
 
 /** Counters since start, also reported through `metrics`. */
@@ -86,7 +86,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.processor = new ChunkProcessor(o);
     this.takeover = new PartitionTakeover(o.db, this.processor.processedEvents, this.processor.side, this.log);
     this.lag = new LagReporter(o.metrics, o.groupId);
-    this.client = (o.client ?? createKafkajsConsumer)({
+    this.client = o.client({
       brokers: o.brokers,
       clientId: o.clientId,
       groupId: o.groupId,
@@ -97,6 +97,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       maxWaitTimeMs: o.fetchMaxWaitMs,
       logger: o.logger,
       kafka: o.kafka,
+      platformatic: o.platformatic,
     });
     this.positions = new OffsetPositions({
       client: this.client,
