@@ -11,6 +11,12 @@ export const PARAMETRISED_TEST_FILES: readonly string[] = [
   'packages/core/test/optional-peer.test.ts',
   'packages/kafka/test/duplicates.test.ts',
   'packages/kafka/test/platformatic-records.test.ts',
+  'packages/relay/test/classify.test.ts',
+  'packages/relay/test/commit-order.test.ts',
+  'packages/relay/test/crash.test.ts',
+  'packages/relay/test/poison.test.ts',
+  'packages/relay/test/publish.test.ts',
+  'packages/relay/test/send-errors.test.ts',
 ];
 
 const config: Config = {

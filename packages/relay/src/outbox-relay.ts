@@ -2,7 +2,7 @@ import { childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effecti
 import { sql, type Transaction } from 'kysely';
 import { backoffMs } from './backoff';
 import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions } from './config';
-import { createKafkajsProducer, TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
+import { TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
 import { LaneLeases } from './lane-leases';
 import { NotifyListener } from './listener';
 import { ZeroedCounters } from './metrics';
@@ -274,7 +274,7 @@ export class OutboxRelay<DB = unknown> {
     this.startedAt = Date.now();
     await this.listener?.start();
     this.loop = this.run();
-    this.log.info({ batchSize: this.options.batchSize, pollIntervalMs: this.options.pollIntervalMs, leaseMs: this.options.leaseMs, listen: this.options.listen }, 'relay started');
+    this.log.info({ client: this.options.clientName, batchSize: this.options.batchSize, pollIntervalMs: this.options.pollIntervalMs, leaseMs: this.options.leaseMs, listen: this.options.listen }, 'relay started');
   }
 
   /**
@@ -423,7 +423,7 @@ export class OutboxRelay<DB = unknown> {
     let entry = this.producers[slot];
     if (entry === undefined) {
       const o = this.options;
-      const client = (o.producerClient ?? createKafkajsProducer)({ brokers: [...o.brokers], clientId: o.clientId, logger: childLogger(o.logger, { schema: o.schema, relayId: o.relayId }), kafka: o.kafka, producer: { ...o.producer } });
+      const client = o.producerClient({ brokers: [...o.brokers], clientId: o.clientId, logger: childLogger(o.logger, { schema: o.schema, relayId: o.relayId }), kafka: o.kafka, producer: { ...o.producer }, platformatic: { ...o.platformatic } });
       entry = { client, ready: this.bounded(client.connect(), 'connection').then(() => this.kafkaAnswered()) };
       this.producers[slot] = entry;
     }
