@@ -18,6 +18,12 @@ export const PARAMETRISED_TEST_FILES: readonly string[] = [
   'packages/kafka/test/offsets.test.ts',
   'packages/kafka/test/platformatic-records.test.ts',
   'packages/kafka/test/rebalance.test.ts',
+  'packages/relay/test/classify.test.ts',
+  'packages/relay/test/commit-order.test.ts',
+  'packages/relay/test/crash.test.ts',
+  'packages/relay/test/poison.test.ts',
+  'packages/relay/test/publish.test.ts',
+  'packages/relay/test/send-errors.test.ts',
 ];
 
 const config: Config = {
