@@ -34,6 +34,8 @@ const config: Config = {
     '^@effectively/migrations$': '<rootDir>/migrations/src/index.ts',
     '^@effectively/(core|kafka|relay|http|cli|testkit)$': '<rootDir>/packages/$1/src/index.ts',
     '^@effectively/testkit/jest/(.*)$': '<rootDir>/packages/testkit/src/jest/$1.ts',
+    // An ES module: loaded by Node's require (Node.js ≥ 22.12), which jest's module system cannot do.
+    '^@platformatic/kafka$': '<rootDir>/packages/testkit/src/jest/platformatic-kafka.ts',
   },
   globalSetup: '<rootDir>/packages/testkit/src/jest/global-setup.ts',
   globalTeardown: '<rootDir>/packages/testkit/src/jest/global-teardown.ts',

@@ -15,6 +15,7 @@ export const ErrorCodes = {
   SCHEMA_NOT_MIGRATED: 'SCHEMA_NOT_MIGRATED',
   SCHEMA_NEWER_THAN_LIBRARY: 'SCHEMA_NEWER_THAN_LIBRARY',
   TOPIC_NOT_FOUND: 'TOPIC_NOT_FOUND',
+  OPTIONAL_PEER_UNAVAILABLE: 'OPTIONAL_PEER_UNAVAILABLE',
 } as const;
 
 /** One of the stable error codes in {@link ErrorCodes}. */

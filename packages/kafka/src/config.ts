@@ -1,6 +1,8 @@
 import { assertIdentifier, InvalidConfigError, NoopMetrics, pgQuery, retyped, silentLogger, untyped, type Logger, type Metrics, type Outbox, type PgQuery, type TraceContextProvider } from '@effectively/core';
 import type { Kysely, Transaction } from 'kysely';
-import type { ConsumerClient, KafkaClientSettings, RawMessage } from './kafka-adapter';
+import { createKafkajsConsumer, type ConsumerClient, type KafkaClientSettings, type RawMessage } from './kafka-adapter';
+import { createPlatformaticConsumer } from './platformatic-adapter';
+import type { PlatformaticClientOptions } from './platformatic-options';
 import type { EventIdSource } from './event-id';
 import type { ConsumerHooks } from './hooks';
 import { isStorableText } from './storable-text';
@@ -183,23 +185,33 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
   rotateGenerations?: boolean;
   /** Bound for `stop()`; default 30 s. */
   shutdownTimeoutMs?: number;
-  /** Extra kafkajs client settings (ssl, sasl). */
+  /** Extra kafkajs client settings (ssl, sasl), for `client: 'kafkajs'`. */
   kafka?: KafkaClientSettings['kafka'];
-  /** Replaces the kafkajs client (a KafkaJS-compatible client, or a wrapper). */
-  client?: (settings: KafkaClientSettings) => ConsumerClient;
+  /** Extra @platformatic/kafka client settings (tls, sasl), for `client: 'platformatic'`. */
+  platformatic?: PlatformaticClientOptions;
+  /**
+   * The Kafka client: `'kafkajs'` (default), `'platformatic'` (@platformatic/kafka, an optional
+   * peer dependency needing Node.js >= 22.22; loaded only when chosen, by `start()`), or a
+   * function creating any {@link ConsumerClient} (a wrapper, another client).
+   */
+  client?: ClientChoice;
 }
+
+/** Which Kafka client a consumer uses; see {@link IdempotentConsumerOptions.client}. */
+export type ClientChoice = 'kafkajs' | 'platformatic' | ((settings: KafkaClientSettings) => ConsumerClient);
 
 /** What the chunk processor passes; the handler's `query` is added around it. */
 type ProcessorContext = Omit<HandlerContext, 'query'>;
 
 /** Options after validation and defaults; frozen. The database type is set aside here (see `untyped`): the consumer's own SQL needs none. */
 export type ResolvedOptions<T> = Readonly<
-  Required<Omit<IdempotentConsumerOptions<T, unknown>, 'handler' | 'batchHandler' | 'kafka' | 'client' | 'hooks' | 'decode' | 'traceContext'>> & {
+  Required<Omit<IdempotentConsumerOptions<T, unknown>, 'handler' | 'batchHandler' | 'kafka' | 'platformatic' | 'client' | 'hooks' | 'decode' | 'traceContext'>> & {
     handler: (event: ConsumedEvent<T>, ctx: ProcessorContext) => Promise<void>;
     batchHandler: ((events: Array<ConsumedEvent<T>>, ctx: Omit<ProcessorContext, 'attempt'>) => Promise<void>) | undefined;
     traceContext: TraceContextProvider | undefined;
     kafka: KafkaClientSettings['kafka'];
-    client: ((settings: KafkaClientSettings) => ConsumerClient) | undefined;
+    platformatic: PlatformaticClientOptions | undefined;
+    client: (settings: KafkaClientSettings) => ConsumerClient;
     hooks: ConsumerHooks;
     decode: (value: Buffer, message: RawMessage) => T;
   }
@@ -322,8 +334,24 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     rotateGenerations: booleanOption(options.rotateGenerations ?? true, 'rotateGenerations'),
     shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
     kafka: options.kafka,
-    client: options.client,
+    platformatic: options.platformatic,
+    client: clientFactory(options),
   });
+}
+
+/** The factory behind `client`; the other client's settings are refused rather than ignored. */
+function clientFactory(options: Pick<IdempotentConsumerOptions, 'client' | 'kafka' | 'platformatic'>): (settings: KafkaClientSettings) => ConsumerClient {
+  const client: unknown = options.client ?? 'kafkajs';
+  if (typeof client === 'function') return client as (settings: KafkaClientSettings) => ConsumerClient;
+  if (client === 'kafkajs') {
+    if (options.platformatic !== undefined) throw new InvalidConfigError('platformatic (settings of the @platformatic/kafka client) is set but client is "kafkajs": pass client: "platformatic", or move the settings to kafka.');
+    return createKafkajsConsumer;
+  }
+  if (client === 'platformatic') {
+    if (options.kafka !== undefined) throw new InvalidConfigError('kafka (settings of the kafkajs client) is set but client is "platformatic": pass connection settings (tls, sasl) as platformatic instead.');
+    return createPlatformaticConsumer;
+  }
+  throw new InvalidConfigError(`client must be "kafkajs", "platformatic" or a function (settings) => ConsumerClient, got ${JSON.stringify(client)}.`);
 }
 
 function booleanOption(value: unknown, name: string): boolean {

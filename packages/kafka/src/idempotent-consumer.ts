@@ -9,7 +9,7 @@ import { zeroPartitionCounters } from './metrics';
 import { startRetentionProbe } from './retention-probe';
 import { startGenerationRotator } from './generation-rotator';
 import { generationsEnabled } from './generations';
-import { createKafkajsConsumer, type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage, type SkippedRange } from './kafka-adapter';
+import { type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage, type SkippedRange } from './kafka-adapter';
 import { OffsetPositions } from './offset-positions';
 
 /** Counters since start, also reported through `metrics`. */
@@ -89,7 +89,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.processor = new ChunkProcessor(o);
     this.takeover = new PartitionTakeover(o.db, this.processor.processedEvents, this.processor.side, this.log);
     this.lag = new LagReporter(o.metrics, o.groupId);
-    this.client = (o.client ?? createKafkajsConsumer)({
+    this.client = o.client({
       brokers: o.brokers,
       clientId: o.clientId,
       groupId: o.groupId,
@@ -100,6 +100,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       maxWaitTimeMs: o.fetchMaxWaitMs,
       logger: o.logger,
       kafka: o.kafka,
+      platformatic: o.platformatic,
     });
     this.positions = new OffsetPositions({
       client: this.client,

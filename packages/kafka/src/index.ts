@@ -1,5 +1,5 @@
 export { IdempotentConsumer, type ConsumerStats, type StopInfo } from './idempotent-consumer';
-export type { IdempotentConsumerOptions, ConsumedEvent, HandlerContext, EventHandler, BatchHandler, FailurePolicy } from './config';
+export type { IdempotentConsumerOptions, ClientChoice, ConsumedEvent, HandlerContext, EventHandler, BatchHandler, FailurePolicy } from './config';
 export type { EventIdSource, InvalidIdReason, IdOrigin } from './event-id';
 export type { ConsumerHooks, HookContext } from './hooks';
 export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings, PartitionPosition, SkippedRange } from './kafka-adapter';
@@ -10,3 +10,6 @@ export { CONSUMER_METRICS, consumerPrometheusMetrics } from './metrics';
 export { listDeadLetters, replayDeadLetters, toDeadLetter, type DeadLetter, type DeadLetterFilter, type DeadLetterSource, type ReplayOptions, type ReplayResult } from './dead-letters';
 export { REDRIVE_HEADER } from './redrive';
 export type { OffsetResetReason } from './offset-positions';
+export { createKafkajsConsumer } from './kafka-adapter';
+export { createPlatformaticConsumer, OffsetCommitRefusedError } from './platformatic-adapter';
+export type { PlatformaticClientOptions, PlatformaticCredential } from './platformatic-options';

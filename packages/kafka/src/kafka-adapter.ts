@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConfigResourceTypes, Kafka, logLevel as KafkaLogLevel, type Consumer, type KafkaConfig } from 'kafkajs';
 import { kafkajsLogCreator, type Logger } from '@effectively/core';
+import type { PlatformaticClientOptions } from './platformatic-options';
 
 /** A record as fetched from Kafka. */
 export interface RawMessage {
@@ -104,7 +105,7 @@ export interface ConsumerClient {
   topicRetentionMs?(topics: string[]): Promise<Map<string, number>>;
 }
 
-/** The kafkajs settings the consumer passes on. Auto-commit and auto-resolve are not among them: they are always off. */
+/** The client settings the consumer passes on. Auto-commit and auto-resolve are not among them: they are always off. */
 export interface KafkaClientSettings {
   brokers: string[];
   clientId: string;
@@ -118,6 +119,8 @@ export interface KafkaClientSettings {
   logger: Logger;
   /** Extra kafkajs client settings (ssl, sasl, …). */
   kafka?: Omit<KafkaConfig, 'brokers' | 'clientId' | 'logCreator' | 'logLevel'> | undefined;
+  /** Extra @platformatic/kafka client settings (tls, sasl, …), for `client: 'platformatic'`. */
+  platformatic?: PlatformaticClientOptions | undefined;
 }
 
 /** Creates the kafkajs-backed {@link ConsumerClient}. */

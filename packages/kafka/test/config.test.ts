@@ -29,6 +29,9 @@ describe('hostile or inconsistent configuration is refused at construction', () 
     ['a dead-letter topic too long for Kafka (the default <topic>.dlq of a 249-character topic)', { topics: ['t'.repeat(249)] }, InvalidConfigError, /dead-letter topic/],
     ['a dead-letter topic that is not a topic name', { deadLetterTopic: (t: string) => `${t} dlq` }, InvalidConfigError, /dead-letter topic/],
     ['a deadLetterTopic that is not a function', { deadLetterTopic: 'dlq' }, InvalidConfigError, /deadLetterTopic/],
+    ['an unknown client', { client: 'rdkafka' }, InvalidConfigError, /client must be "kafkajs", "platformatic" or a function/],
+    ['kafkajs settings with client "platformatic"', { client: 'platformatic', kafka: { ssl: true } }, InvalidConfigError, /pass connection settings \(tls, sasl\) as platformatic/],
+    ['platformatic settings with client "kafkajs"', { platformatic: { tls: {} } }, InvalidConfigError, /pass client: "platformatic"/],
   ])('refuses %s', (_name, patch, type, message) => {
     expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(type);
     expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(message);

@@ -1,9 +1,9 @@
 import { sql } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, seededRandom, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { IdempotentConsumer, type IdempotentConsumerOptions } from '../src';
 import { count, createLedger, handler, makeEvents, model, sameTotals, toMessages, totals, waitFor, type Entry } from './support/ledger';
 
-describe('duplicates are applied once', () => {
+describe(`duplicates are applied once (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   let s: TestSchema;
@@ -14,7 +14,7 @@ describe('duplicates are applied once', () => {
   afterAll(async () => s.drop());
 
   const consumer = (topic: string, groupId: string, extra: Partial<IdempotentConsumerOptions<Entry>> = {}): IdempotentConsumer<Entry> =>
-    new IdempotentConsumer<Entry>({ brokers, groupId, topics: [topic], db: s.db, schema: s.schema, handler: handler(s.schema), sessionTimeoutMs: 10_000, ...extra });
+    new IdempotentConsumer<Entry>({ brokers, groupId, topics: [topic], db: s.db, schema: s.schema, handler: handler(s.schema), sessionTimeoutMs: 10_000, client: testClient(), ...extra });
 
   it.each([
     ['batch', { mode: 'batch' as const, batchSize: 100 }],

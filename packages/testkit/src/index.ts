@@ -9,4 +9,4 @@ export { createTestSchema, type TestSchema } from './postgres/schema';
 export { dockerAvailable } from './docker';
 export { freePort, portInUse } from './ports';
 export { seededRandom, uniqueName } from './random';
-export { testServices, TEST_ENV, type TestServices } from './jest/env';
+export { testServices, testClient, TEST_ENV, TEST_CLIENTS, type TestServices, type TestClient } from './jest/env';

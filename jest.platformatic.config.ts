@@ -1,0 +1,21 @@
+import type { Config } from 'jest';
+import base from './jest.config';
+
+/**
+ * The test files parametrised by Kafka client: each runs on the client `testClient()` names
+ * (`EFFECTIVELY_TEST_CLIENT`). `npm test` runs the whole suite on kafkajs (Node.js 20) and then
+ * these files again on @platformatic/kafka under Node.js 22 (`npm run test:platformatic`). A
+ * test file that passes its `client` option from `testClient()` belongs in this list.
+ */
+export const PARAMETRISED_TEST_FILES: readonly string[] = [
+  'packages/core/test/optional-peer.test.ts',
+  'packages/kafka/test/duplicates.test.ts',
+  'packages/kafka/test/platformatic-records.test.ts',
+];
+
+const config: Config = {
+  ...base,
+  testMatch: PARAMETRISED_TEST_FILES.map((file) => `<rootDir>/${file}`),
+};
+
+export default config;
