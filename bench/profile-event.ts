@@ -1,4 +1,5 @@
-// npm run bench:profile -- [--events 4000] [--duplicate-rate 0.2] [--partitions 8] [--concurrency 4] [--runs 2] [--only name-substring]
+// npm run bench:profile -- [--events 4000] [--duplicate-rate 0.2] [--partitions 8] [--concurrency 4] [--runs 2] [--only name-substring,…]
+// Batch mode: npm run bench:profile -- --events 100000 --only 'raw,batch mode' (raw kafkajs and batch 500, not run by default).
 // Where a per-message transaction's time goes: the naive pattern and effectively's per-event mode
 // on the same topic, alternating run by run. Every statement goes through a logging Kysely (a
 // public seam, no patching): statements per message by kind, and the client-observed time of each
@@ -15,7 +16,7 @@ import type { Database } from '@effectively/core';
 import { createTestSchema, createTopics, seededRandom, startKafka, startPostgres, testKafka, uniqueName } from '@effectively/testkit';
 import { generateScenario, toMessage } from '../examples/ad-spend/src/generator';
 import { createAdSpendTables, saveGroundTruth } from '../examples/ad-spend/src/store';
-import { effectively, naive, type BenchContext, type Variant } from './variants';
+import { effectively, naive, rawBatched, type BenchContext, type Variant } from './variants';
 
 const { values: args } = parseArgs({
   options: {
@@ -164,7 +165,8 @@ async function main(): Promise<void> {
       timeoutMs: 300_000,
     };
     say(`${stream.length} messages (${ctx.unique} distinct events) on ${args.partitions} partitions`);
-    const variants = [naive, effectively('event')].filter((v) => args.only === undefined || v.name.includes(args.only));
+    // Batch mode and raw kafkajs only when asked for (`--only batch,raw`, with more --events): the profile of a chunk of 500.
+    const variants = args.only === undefined ? [naive, effectively('event')] : [naive, effectively('event'), rawBatched, effectively('batch', 500)].filter((v) => (args.only ?? '').split(',').some((part) => part !== '' && v.name.includes(part)));
     const profiles: Profile[] = [];
     for (let run = 1; run <= Number(args.runs); run++) {
       for (const v of variants) {

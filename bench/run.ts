@@ -13,7 +13,7 @@
 // faster one's warm-up lasts --min-seconds. Then three sections, each on schemas of its own:
 // `latency` (bench/latency.ts), `writers` (bench/writers.ts), `table` (bench/outbox-table.ts,
 // Postgres only; also `npm run bench:table`). `--only x` keeps the variants whose name contains x
-// and the sections whose name contains x (`--only latency`, `--only writers`, `--only table`).
+// and the sections whose name contains x (`--only latency`, `--only writers`, `--only table`); `--only x,y`: either.
 // Writes bench/results/latest.{json,md,svg}.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -57,7 +57,8 @@ const { values: args } = parseArgs({
   },
 });
 const say = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
-const selected = (name: string): boolean => args.only === undefined || name.includes(args.only);
+// --only a,b: any of the comma-separated substrings.
+const selected = (name: string): boolean => args.only === undefined || args.only.split(',').some((part) => part !== '' && name.includes(part));
 const tableModes = (args['table-modes'] ?? '').split(',').map((m) => m.trim()) as TableMode[];
 for (const m of tableModes) if (!TABLE_MODES.includes(m)) throw new Error(`unknown --table-modes entry ${m}; choose from ${TABLE_MODES.join(', ')}`);
 

@@ -59,7 +59,12 @@ export class AttemptLog {
    * `partition` go in as values only (the statement may be compiled once with placeholders).
    */
   stateColumns(topic: unknown, partition: unknown): RawBuilder<unknown> {
-    return sql`, pg_backend_pid() AS attempt_pid, (SELECT backend_start::text FROM pg_stat_get_activity(pg_backend_pid())) AS attempt_backend_start,
+    // The backend's start time is read from pg_stat_get_activity (which copies every backend's
+    // status) once per session, then kept in a session setting: a property of this backend, so
+    // correct whoever reads it (also behind a pooler); a rolled-back first read is read again.
+    return sql`, pg_backend_pid() AS attempt_pid,
+             coalesce(nullif(current_setting('effectively.backend_start', true), ''),
+                      set_config('effectively.backend_start', (SELECT backend_start::text FROM pg_stat_get_activity(pg_backend_pid())), false)) AS attempt_backend_start,
              (SELECT json_build_object('run_first', run_first::text, 'run_last', run_last::text, 'offset', event_offset::text, 'id', event_id, 'attempts', attempts, 'error', last_error)
                 FROM ${this.table} WHERE consumer_group = ${this.group} AND topic = ${topic} AND partition = ${partition}::int) AS attempt_state`;
   }
@@ -101,20 +106,23 @@ export class AttemptLog {
    * failure in a run of several, then also forgetting that run), keeping or replacing the last
    * error. With `durable: false` the commit does not wait for the WAL flush.
    */
-  async addAttempt(db: Db, topic: string, partition: number, event: { offset: string; eventId: string }, options: { error: string | null; durable: boolean; forgetRun?: { first: string; last: string } }): Promise<void> {
+  async addAttempt(db: Db, topic: string, partition: number, event: { offset: string; eventId: string }, options: AddAttemptOptions): Promise<void> {
     await this.addAttemptQuery(topic, partition, event.offset, event.eventId, options).execute(db);
   }
 
   /** The statement of {@link addAttempt}; every argument but `options` goes in as a value. */
-  private addAttemptQuery(topic: unknown, partition: unknown, offset: unknown, eventId: unknown, options: { error: string | null; durable: boolean; forgetRun?: { first: string; last: string } }): RawBuilder<unknown> {
+  private addAttemptQuery(topic: unknown, partition: unknown, offset: unknown, eventId: unknown, options: AddAttemptOptions): RawBuilder<unknown> {
     const t = this.table;
     const same = sql`${t}.event_offset = EXCLUDED.event_offset AND ${t}.event_id = EXCLUDED.event_id`;
-    const run = options.forgetRun;
+    const run = options.forgetRun ?? options.absorbRun;
     const error = options.error === null ? null : storableText(options.error);
     const source = sql`${this.group}, ${topic}, ${partition}, ${offset}::bigint, ${eventId}, 1, ${error}::text`;
     const upsert = sql`INSERT INTO ${t} (consumer_group, topic, partition, event_offset, event_id, attempts, last_error)`;
+    // The absorbed run's attempt (see AddAttemptOptions.absorbRun) counts once, only while that run is still the recorded one.
+    const absorbed =
+      options.absorbRun === undefined ? sql`` : sql` + CASE WHEN ${t}.run_first = ${options.absorbRun.first}::bigint AND ${t}.run_last = ${options.absorbRun.last}::bigint THEN 1 ELSE 0 END`;
     const conflict = sql`ON CONFLICT (consumer_group, topic, partition) DO UPDATE
-      SET attempts = CASE WHEN ${same} THEN ${t}.attempts + 1 ELSE 1 END,
+      SET attempts = CASE WHEN ${same} THEN ${t}.attempts + 1 ELSE 1 END${absorbed},
           last_error = coalesce(EXCLUDED.last_error, CASE WHEN ${same} THEN ${t}.last_error END),
           event_offset = EXCLUDED.event_offset, event_id = EXCLUDED.event_id,
           run_first = ${run === undefined ? sql`${t}.run_first` : sql`CASE WHEN ${t}.run_first = ${run.first}::bigint AND ${t}.run_last = ${run.last}::bigint THEN NULL ELSE ${t}.run_first END`},
@@ -169,6 +177,22 @@ export class AttemptLog {
     await sql`UPDATE ${this.table} SET attempts = attempts - 1, updated_at = now()
               WHERE consumer_group = ${this.group} AND topic = ${topic} AND partition = ${partition} AND event_offset = ${offset}::bigint AND attempts > 0`.execute(db);
   }
+}
+
+/** What {@link AttemptLog.addAttempt} does besides adding one attempt. */
+export interface AddAttemptOptions {
+  /** The error of the attempt (null: keep the recorded one if it is the same event). */
+  error: string | null;
+  /** false: the commit does not wait for the WAL flush. */
+  durable: boolean;
+  /** Forget the run `first..last` if it is still the recorded one (the failed event now has a count of its own). */
+  forgetRun?: { first: string; last: string };
+  /**
+   * Per-event mode, the first event not yet committed of a run another consumer recorded (it
+   * was running there when that consumer ended, or was next): add that run's attempt to this
+   * event's count and forget the run, so the events after it count none.
+   */
+  absorbRun?: { first: string; last: string };
 }
 
 /** A handler about to run alone: its attempt, recorded before it starts. */

@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { childLogger, createOutbox, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type Outbox, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
+import { createOutbox, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type Outbox, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { Attempt } from './attempt';
 import { AttemptLog, AttemptStarts, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
@@ -8,6 +8,8 @@ import { deadLetterMessage, rekeyTakenDeadLetters } from './dead-letter';
 import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabaseError } from './errors';
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
+import { lazyChildLogger } from './lazy-logger';
+import { runInTransaction } from './chunk-transaction';
 import { SideConnection } from './side-connection';
 import { ProcessedEventStore, type ClaimRow, type EventKey, type Redriven } from './store';
 import { GenerationStore } from './generation-store';
@@ -52,8 +54,8 @@ class AbortTransaction extends Error {
     /** `failed`: a handler threw with no savepoint to roll back to (alone in its transaction, not its last attempt). */
     readonly kind: 'timeout' | 'transient' | 'stopped' | 'failed',
     readonly inner: unknown,
-    /** The event whose handler timed out; undefined for a batch handler or a hook. */
-    readonly event?: { index: number; offset: string; id: string; attempt: number; alone: boolean },
+    /** The event whose handler timed out; undefined for a batch handler or a hook. `run`: the per-event run of this consumer it ran in (see {@link ChunkProcessor.runs}). */
+    readonly event?: { index: number; offset: string; id: string; attempt: number; alone: boolean; run?: Run | undefined },
     readonly at = Date.now(),
   ) {
     super(`transaction given up (${kind})`);
@@ -71,6 +73,12 @@ interface OpenChunk {
 
 /** What was recorded outside the transaction before handlers started (to take back if the failure is not theirs). */
 type Recorded = { kind: 'event'; offset: string } | { kind: 'run'; first: string; last: string };
+
+/** A range of offsets recorded in `consumer_attempts` as a run. */
+interface Run {
+  first: string;
+  last: string;
+}
 
 function errorText(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
@@ -93,6 +101,16 @@ export class ChunkProcessor<T> {
   private readonly attemptStarts: AttemptStarts;
   /** Writes dead letters that had to take another id (see {@link rekeyTakenDeadLetters}). */
   private readonly deadLetterOutbox: Outbox;
+  /**
+   * Per-event mode, per partition (`topic:partition`): the run this consumer recorded for the
+   * rest of a fetched batch (from the first event it ran to the batch's last offset). Its
+   * events run without an attempt record of their own: events run one at a time in offset
+   * order, so if this consumer ends, the first of them not committed is the one that was
+   * running (or the next one), and the next consumer counts the run against that event only
+   * (`absorbRun`). Forgotten when an event of it fails (the event then has a count of its own),
+   * when the batch is left unfinished, and at every assignment.
+   */
+  private readonly runs = new Map<string, Run>();
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.deadLetterOutbox = createOutbox({ schema: options.schema, ...(options.traceContext !== undefined ? { traceContext: options.traceContext } : {}) });
@@ -130,11 +148,14 @@ export class ChunkProcessor<T> {
     );
   }
 
-  /** @param epoch the partition epoch this member holds, when fencing */
-  async run(messages: RawMessage[], epoch: string | undefined): Promise<ChunkOutcome> {
+  /**
+   * @param epoch the partition epoch this member holds, when fencing
+   * @param fetchedLast per-event mode: the last offset of the fetched batch these messages come from (how far a run may reach)
+   */
+  async run(messages: RawMessage[], epoch: string | undefined, fetchedLast?: string): Promise<ChunkOutcome> {
     const trace = new ChunkTrace(tracing, this.options.groupId, messages);
     try {
-      const outcome = await this.runTransaction(messages, epoch, trace);
+      const outcome = await this.runTransaction(messages, epoch, trace, fetchedLast);
       trace.end('committed', { ...outcome, retry: outcome.failed !== undefined });
       return outcome;
     } catch (error) {
@@ -148,7 +169,27 @@ export class ChunkProcessor<T> {
     }
   }
 
-  private async runTransaction(messages: RawMessage[], epoch: string | undefined, trace: ChunkTrace): Promise<ChunkOutcome> {
+  /** Partitions were (re)assigned: runs recorded before are no longer known to be this consumer's. */
+  forgetRuns(): void {
+    this.runs.clear();
+  }
+
+  /**
+   * A fetched batch of the partition was left before its end (stopping, rebalance, fenced): its
+   * run is forgotten, so the next consumer does not count it against an event that never started.
+   */
+  async leaveRun(topic: string, partition: number): Promise<void> {
+    const run = this.runs.get(`${topic}:${partition}`);
+    if (run === undefined) return;
+    this.runs.delete(`${topic}:${partition}`);
+    try {
+      await this.side.run((db) => this.attemptLog.forgetRun(db, topic, partition, run.first, run.last), SIDE_WAIT_MS);
+    } catch (error) {
+      this.options.logger.debug({ err: error, topic, partition }, 'could not forget the run of a batch left unfinished');
+    }
+  }
+
+  private async runTransaction(messages: RawMessage[], epoch: string | undefined, trace: ChunkTrace, fetchedLast: string | undefined): Promise<ChunkOutcome> {
     const o = this.options;
     const first = messages[0] as RawMessage;
     const last = messages[messages.length - 1] as RawMessage;
@@ -164,7 +205,7 @@ export class ChunkProcessor<T> {
     const hook: HookContext = { topic, partition, firstOffset: first.offset, lastOffset: last.offset, claimed: [] };
     const outcome: ChunkOutcome = { settled: messages.length, processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, deadLetteredDuplicates: 0, redriven: 0, hook };
     const empty = { ...outcome };
-    const log = childLogger(o.logger, { topic, partition });
+    const log = lazyChildLogger(o.logger, { topic, partition });
     const position = new Map(messages.map((m, i) => [m.offset, i]));
     const indexOf = (m: RawMessage): number => position.get(m.offset) as number;
     const chunk: OpenChunk = { attempts: new Set() };
@@ -172,7 +213,8 @@ export class ChunkProcessor<T> {
     this.open.add(chunk);
 
     try {
-      await o.db.transaction().execute(async (trx) => {
+      // Per-event mode with prepared statements: BEGIN travels with the claim (one round trip less per event).
+      await runInTransaction(o.db, o.mode === 'event' && o.preparedStatements, async (trx, begin) => {
         try {
           // Handlers' outbox rows are queued and written in one statement just before COMMIT.
           const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
@@ -189,6 +231,7 @@ export class ChunkProcessor<T> {
           }));
           // One round trip: timeouts, fence check (a share lock on the fence row once something is claimed), claim, stored hashes, the backend and the attempt state.
           const opened = await this.store.open(trx, {
+            begin,
             lockTimeoutMs: o.lockTimeoutMs,
             statementTimeoutMs: o.statementTimeoutMs,
             ...(epoch === undefined ? {} : { fence: { topic, partition, epoch } }),
@@ -196,6 +239,9 @@ export class ChunkProcessor<T> {
             also: (t, p) => this.attemptLog.stateColumns(t, p),
           });
           const start = this.attemptLog.parseState(opened.also);
+          // The run this consumer recorded is no other consumer's unfinished one.
+          const own = this.runs.get(`${topic}:${partition}`);
+          if (own !== undefined && start.state.run !== undefined && start.state.run.first === BigInt(own.first) && start.state.run.last === BigInt(own.last)) start.state.run = undefined;
           chunk.backend = start.backend;
           if (chunk.aborted !== undefined) throw chunk.aborted;
           if (!opened.held) throw new FencedError(topic, partition);
@@ -259,7 +305,7 @@ export class ChunkProcessor<T> {
           }
 
           const events = fresh.filter((c): c is EventItem<T> => c.kind === 'event');
-          const unsettled = await this.handle(chunk as Required<Pick<OpenChunk, 'trx' | 'outbox'>> & OpenChunk, events, start.state, dlq, outcome, log, indexOf, (r) => (recorded = r), trace);
+          const unsettled = await this.handle(chunk as Required<Pick<OpenChunk, 'trx' | 'outbox'>> & OpenChunk, events, start.state, dlq, outcome, log, indexOf, (r) => (recorded = r), trace, fetchedLast);
           const unsettledKeys = new Set(unsettled.map((k) => idKey(k.origin, k.eventId)));
           outcome.redriven = [...redriven.keys()].filter((k) => !unsettledKeys.has(k)).length;
           if (redriven.size > 0) log.warn({ redriven: outcome.redriven, eventIds: [...redriven.values()].map((r) => r.eventId) }, 'dead-lettered events re-driven');
@@ -317,6 +363,7 @@ export class ChunkProcessor<T> {
     indexOf: (message: RawMessage) => number,
     record: (r: Recorded) => void,
     trace: ChunkTrace,
+    fetchedLast: string | undefined,
   ): Promise<EventKey[]> {
     const o = this.options;
     if (events.length === 0) return [];
@@ -344,8 +391,33 @@ export class ChunkProcessor<T> {
     // Count the attempt before any handler starts, outside this transaction, so it survives whatever happens next.
     const lastHandled = handled[handled.length - 1] as EventItem<T>;
     const alone = handled.length === 1;
+    // Per-event mode: a chunk is one message, so the transaction holds nothing but this event.
+    const single = o.mode === 'event';
+    const runKey = `${topic}:${partition}`;
+    const headOffset = BigInt(head.message.offset);
+    // Per-event mode: the run of this consumer the event runs in (no record of its own), see `runs`.
+    let run: Run | undefined;
     try {
-      if (alone) {
+      const own = this.runs.get(runKey);
+      const foreign = state.run;
+      if (single && headPrior.total === 0 && own !== undefined && BigInt(own.first) <= headOffset && headOffset <= BigInt(own.last)) {
+        run = own;
+      } else if (single && headPrior.total === 0 && fetchedLast !== undefined && BigInt(fetchedLast) > headOffset) {
+        // One record for the rest of the fetched batch instead of one per event (the last event alone is recorded as an event).
+        const next = { first: head.message.offset, last: fetchedLast };
+        this.runs.delete(runKey);
+        await this.side.run((db) => this.attemptLog.startRun(db, topic, partition, next.first, next.last), SIDE_WAIT_MS);
+        this.runs.set(runKey, next);
+        run = next;
+        record({ kind: 'run', ...next });
+      } else if (single && foreign !== undefined && foreign.first < foreign.last && headOffset >= foreign.first && headOffset <= foreign.last) {
+        // The first event not committed of another consumer's run: that run's attempt was this event's (events run in
+        // offset order, so those before it committed and none after it started). A run a consumer in batch mode left
+        // (several events in one transaction, any of them may be the cause) is counted against this event too, once.
+        const absorbRun = { first: foreign.first.toString(), last: foreign.last.toString() };
+        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: head.message.offset, eventId: head.id }, { error: null, durable: false, absorbRun }), SIDE_WAIT_MS);
+        record({ kind: 'event', offset: head.message.offset });
+      } else if (alone) {
         await this.attemptStarts.record({ topic, partition, offset: head.message.offset, eventId: head.id });
         record({ kind: 'event', offset: head.message.offset });
       } else {
@@ -357,8 +429,6 @@ export class ChunkProcessor<T> {
       log.warn({ err: error, offset: head.message.offset }, 'could not record the attempt before the handler; running it anyway');
     }
 
-    // Per-event mode: a chunk is one message, so the transaction holds nothing but this event.
-    const single = o.mode === 'event';
     if (o.batchHandler !== undefined && !single && handled.every((e) => prior(e).total === 0)) {
       const batchHandler = o.batchHandler;
       await sql`SAVEPOINT effectively_batch`.execute(chunk.trx);
@@ -382,7 +452,7 @@ export class ChunkProcessor<T> {
       const offset = e.message.offset;
       const p = prior(e);
       const attempt = p.total + 1;
-      const eventLog = childLogger(log, { offset, eventId: e.id });
+      const eventLog = lazyChildLogger(log, { offset, eventId: e.id });
       // A savepoint keeps the rest of the transaction when this handler fails. Alone in its
       // transaction, an event needs one only when a failure is dead-lettered in the same
       // transaction (its last attempt); otherwise a failure rolls the whole transaction back,
@@ -398,13 +468,13 @@ export class ChunkProcessor<T> {
       } catch (error) {
         const failedAt = Date.now();
         if (error instanceof HandlerTimeoutError) {
-          throw new AbortTransaction('timeout', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone });
+          throw new AbortTransaction('timeout', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone, run });
         }
         if (isTransientDatabaseError(error)) throw new AbortTransaction('transient', error);
         trace.handlerFailed(e.message, e.id, attempt, error);
         if (!savepoint) {
           eventLog.warn({ err: error, attempt, maxAttempts: o.maxAttempts }, 'handler failed; will retry');
-          throw new AbortTransaction('failed', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone }, failedAt);
+          throw new AbortTransaction('failed', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone, run }, failedAt);
         }
         await sql`ROLLBACK TO SAVEPOINT effectively_event`.execute(chunk.trx);
         chunk.outbox.rollbackTo(mark);
@@ -495,7 +565,14 @@ export class ChunkProcessor<T> {
   /** A handler alone in its transaction threw: the transaction was rolled back; its attempt was counted before it started. */
   private async afterFailure(aborted: AbortTransaction, event: NonNullable<AbortTransaction['event']>, empty: ChunkOutcome, topic: string, partition: number): Promise<ChunkOutcome> {
     try {
-      await this.side.run((db) => this.attemptLog.setError(db, topic, partition, event.offset, errorText(aborted.inner)), SIDE_WAIT_MS);
+      const run = event.run;
+      if (run !== undefined) {
+        // Ran in this consumer's run: the event gets a count of its own, and the run ends here.
+        this.dropRun(topic, partition, run);
+        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: event.offset, eventId: event.id }, { error: errorText(aborted.inner), durable: true, forgetRun: run }), SIDE_WAIT_MS);
+      } else {
+        await this.side.run((db) => this.attemptLog.setError(db, topic, partition, event.offset, errorText(aborted.inner)), SIDE_WAIT_MS);
+      }
     } catch (error) {
       this.options.logger.debug({ err: error, topic, partition, offset: event.offset }, 'could not record the error of a failed attempt');
     }
@@ -513,7 +590,11 @@ export class ChunkProcessor<T> {
       return { ...empty, settled: 0, failed: { index: firstIndex, error: aborted.inner, attempt: 1, exhausted: false, at: aborted.at } };
     }
     try {
-      if (event.alone) {
+      const run = event.run;
+      if (run !== undefined) {
+        this.dropRun(topic, partition, run);
+        await this.side.run((db) => this.attemptLog.addAttempt(db, topic, partition, { offset: event.offset, eventId: event.id }, { error: text, durable: false, forgetRun: run }), SIDE_WAIT_MS);
+      } else if (event.alone) {
         await this.side.run((db) => this.attemptLog.setError(db, topic, partition, event.offset, text), SIDE_WAIT_MS);
       } else {
         const forget = recorded?.kind === 'run' ? { forgetRun: recorded } : {};
@@ -530,10 +611,18 @@ export class ChunkProcessor<T> {
     };
   }
 
+  /** Forgets (in memory) this consumer's run of the partition if it is `run`. */
+  private dropRun(topic: string, partition: number, run: Run): void {
+    const key = `${topic}:${partition}`;
+    const own = this.runs.get(key);
+    if (own !== undefined && own.first === run.first && own.last === run.last) this.runs.delete(key);
+  }
+
   /** The transaction failed for a reason that is not the handlers' (database, stop): the attempt recorded for it does not count. */
   private async takeBack(recorded: Recorded, topic: string, partition: number, log: ChunkProcessorLogger): Promise<void> {
     try {
       const r = recorded;
+      if (r.kind === 'run') this.dropRun(topic, partition, r);
       await this.side.run((db) => (r.kind === 'event' ? this.attemptLog.takeBack(db, topic, partition, r.offset) : this.attemptLog.forgetRun(db, topic, partition, r.first, r.last)), SIDE_WAIT_MS);
     } catch (error) {
       log.debug({ err: error }, 'could not take back the attempt recorded for a failed transaction');

@@ -149,6 +149,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       this.lag.assigned(assignment.partitions);
       this.assigned = new Set(assignment.partitions.map((p) => `${p.topic}:${p.partition}`));
       this.placed = this.positions.assigned(assignment);
+      this.processor.forgetRuns();
       this.takePartitions(assignment);
     });
     this.client.onSkippedRange?.((range) => void this.settleSkipped(range));
@@ -285,30 +286,32 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       return;
     }
     try {
-      await this.processBatch(batch);
+      // Per-event mode: a batch left before its end forgets its run (see ChunkProcessor.leaveRun).
+      if (!(await this.processBatch(batch)) && this.options.mode === 'event') await this.processor.leaveRun(batch.topic, batch.partition);
     } finally {
       await this.flushOffset(batch);
     }
   }
 
-  private async processBatch(batch: FetchedBatch): Promise<void> {
+  /** @returns whether every message of the batch was settled (false: left before its end, or waiting for a retry) */
+  private async processBatch(batch: FetchedBatch): Promise<boolean> {
     const o = this.options;
     const key = `${batch.topic}:${batch.partition}`;
     const live = (): boolean => this.state === 'running' && batch.isRunning() && !batch.isStale();
     this.lag.report(batch.topic, batch.partition, batch.highWatermark, batch.messages[0]?.offset);
     let remaining = batch.messages;
     while (remaining.length > 0 && live()) {
-      if (!(await this.waitForRetry(key, batch, live))) return;
+      if (!(await this.waitForRetry(key, batch, live))) return false;
       const chunk = remaining.slice(0, o.batchSize);
-      const outcome = await this.runWithTransientRetry(chunk, key, batch, live);
-      if (outcome === undefined) return;
+      const outcome = await this.runWithTransientRetry(chunk, key, batch, live, batch.messages[batch.messages.length - 1]?.offset);
+      if (outcome === undefined) return false;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) {
         this.lag.report(batch.topic, batch.partition, batch.highWatermark, BigInt((chunk[outcome.settled - 1] as RawMessage).offset) + 1n);
         await this.settle(batch, chunk[outcome.settled - 1] as RawMessage, outcome);
       }
       remaining = remaining.slice(outcome.settled);
-      if (!(await this.heartbeat(batch))) return;
+      if (!(await this.heartbeat(batch))) return false;
       if (outcome.failed !== undefined) {
         this.stats.handlerRetries++;
         o.metrics.increment('retries_total', { group: o.groupId, topic: batch.topic, partition: batch.partition, kind: 'handler' });
@@ -320,11 +323,12 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
         const lead = o.fetchMaxWaitMs + 250;
         if (due - Date.now() > lead) {
           this.pauseFor(batch.topic, batch.partition, due - Date.now() - lead);
-          return;
+          return false;
         }
       }
     }
     if (remaining.length === 0 && live()) this.settleTail(batch);
+    return remaining.length === 0;
   }
 
   /**
@@ -372,12 +376,12 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   }
 
   /** Runs one chunk, retrying transient database errors with backoff (heartbeating meanwhile). */
-  private async runWithTransientRetry(chunk: RawMessage[], key: string, batch: FetchedBatch, live: () => boolean): Promise<ChunkOutcome | undefined> {
+  private async runWithTransientRetry(chunk: RawMessage[], key: string, batch: FetchedBatch, live: () => boolean, fetchedLast: string | undefined): Promise<ChunkOutcome | undefined> {
     const o = this.options;
     for (let attempt = 1; ; attempt++) {
       const started = process.hrtime.bigint();
       try {
-        const outcome = await this.processor.run(chunk, o.fencing ? this.epochs.get(key) : undefined);
+        const outcome = await this.processor.run(chunk, o.fencing ? this.epochs.get(key) : undefined, fetchedLast);
         o.metrics.observe('batch_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, { group: o.groupId });
         return outcome;
       } catch (error) {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createQueryId, type CompiledQuery, type Kysely, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
+import { CompiledQuery, createQueryId, type Kysely, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
+import { Query, type Connection } from 'pg';
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
@@ -35,7 +36,7 @@ export class CompiledOnce<A extends unknown[]> {
    * `key` must tell apart every call whose statement text differs (`build` may branch only on
    * what `key` says, and must pass each argument into the SQL untransformed, as a value).
    */
-  async execute<R>(db: Db, key: string, args: A, build: (...args: A) => RawBuilder<unknown>): Promise<QueryResult<R>> {
+  async execute<R>(db: Db, key: string, args: A, build: (...args: A) => RawBuilder<unknown>, options: { begin?: boolean } = {}): Promise<QueryResult<R>> {
     let c = this.compiled.get(key);
     if (c === undefined) {
       const slots = args.map((_, i) => ({ [SLOT]: i }) as Slot) as unknown as A;
@@ -50,9 +51,78 @@ export class CompiledOnce<A extends unknown[]> {
       const slot = c.slots[i] as number;
       return slot < 0 ? p : args[slot];
     });
-    const sql = this.named ? namedText(c.sql, c.name) : c.sql;
+    if (options.begin === true && !this.named) await db.executeQuery(CompiledQuery.raw('begin'));
+    const sql = !this.named ? c.sql : options.begin === true ? beginThen(c.sql, c.name, parameters) : namedText(c.sql, c.name);
     return db.executeQuery<R>({ query: c.query, queryId: createQueryId(), sql, parameters });
   }
+}
+
+/** What {@link beginThen} uses of node-postgres' `Query` besides its typed interface (stable across pg 8). */
+interface QueryInternals {
+  name?: string;
+  callback?: (error: Error | undefined, result?: unknown) => void;
+  prepare(connection: Connection): void;
+  hasBeenParsed(connection: Connection): boolean;
+  handleCommandComplete(message: unknown, connection: Connection): void;
+  handleError(error: Error, connection: Connection): void;
+}
+
+/**
+ * The named prepared statement `name` (SQL `text`) with `values`, preceded by `BEGIN` in the same
+ * round trip: node-postgres' query object for it, which Kysely's `PostgresDialect` hands to
+ * `client.query` as it does the text (node-postgres runs an object with `submit` as is; Kysely
+ * awaits it, so it is also a thenable). BEGIN goes through the extended protocol (Parse, Bind,
+ * Execute of the unnamed statement) ahead of the statement's own messages and before their one
+ * Sync, so Postgres runs both and answers once; the BEGIN's completion is not reported (the
+ * result is the statement's). If the statement fails, the transaction is open (failed): the
+ * caller rolls back, as after any failed statement. Reads as the SQL text wherever a string is
+ * expected (a Kysely `log` function).
+ */
+function beginThen(text: string, name: string, values: readonly unknown[]): string {
+  const query = new Query({ text, name, values: [...values] });
+  const q = query as unknown as QueryInternals;
+  const proto = Query.prototype as unknown as QueryInternals;
+  let beginAnswered = false;
+  let parsedHere = false;
+  q.prepare = function (this: QueryInternals, connection: Connection): void {
+    parsedHere = !proto.hasBeenParsed.call(this, connection);
+    connection.parse({ text: 'BEGIN', name: '', types: [] }, true);
+    connection.bind({ statement: '', portal: '', values: [] }, true);
+    connection.execute({ portal: '' }, true);
+    proto.prepare.call(this, connection);
+  };
+  q.handleCommandComplete = function (this: QueryInternals, message: unknown, connection: Connection): void {
+    if (!beginAnswered) {
+      beginAnswered = true;
+      return;
+    }
+    proto.handleCommandComplete.call(this, message, connection);
+  };
+  q.handleError = function (this: QueryInternals, error: Error, connection: Connection): void {
+    // node-postgres marks the name parsed at the first ParseComplete (the BEGIN's): if the statement's own Parse failed, it is not.
+    const parsed = (connection as unknown as { parsedStatements?: Record<string, string> }).parsedStatements;
+    if (parsedHere && this.name !== undefined && parsed !== undefined) delete parsed[this.name];
+    proto.handleError.call(this, error, connection);
+  };
+  let done: Promise<unknown> | undefined;
+  const then = (resolve: (value: unknown) => unknown, reject: (error: unknown) => unknown): Promise<unknown> => {
+    done ??= new Promise((ok, fail) => {
+      q.callback = (error, result) => (error === undefined || error === null ? ok(result) : fail(error));
+    });
+    return done.then(resolve, reject);
+  };
+  const stringMethods = String.prototype as unknown as Record<PropertyKey, unknown>;
+  const proxy = new Proxy(query, {
+    get(target, property) {
+      if (property === 'then') return then;
+      if (property === 'toString' || property === 'valueOf') return () => text;
+      if (property === 'length') return text.length;
+      if (property in target) return Reflect.get(target, property) as unknown;
+      const method = stringMethods[property];
+      return typeof method === 'function' ? (method as (...args: unknown[]) => unknown).bind(text) : undefined;
+    },
+  });
+  return proxy as unknown as string;
 }
 
 /**

@@ -51,6 +51,8 @@ export interface OpenOptions {
   /** The partition epoch this member holds; omitted when fencing is off. */
   fence?: { topic: string; partition: number; epoch: string };
   rows: ClaimRow[];
+  /** The transaction is not begun yet: this statement begins it (with a single row and prepared statements, in the same round trip). */
+  begin?: boolean;
   /**
    * More columns for the same round trip (`, expr AS name, …`) about the chunk's topic and
    * partition (passed in as values only: the statement may be compiled once with placeholders for
@@ -122,6 +124,7 @@ export class ProcessedEventStore {
         ? sql`SELECT 1 AS locked`
         : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
     if (rows.length === 1) return this.openOne(trx, rows[0] as ClaimRow, options);
+    if (options.begin === true) await sql`begin`.execute(trx);
     const ids = rows.map((r) => r.eventId);
     const origins = rows.map((r) => r.origin);
     const result = await sql<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>`
@@ -214,6 +217,7 @@ export class ProcessedEventStore {
                   WHERE ${key} AND EXISTS (SELECT 1 FROM fence) AND NOT EXISTS (SELECT 1 FROM claimed)) AS stored
                  ${also === undefined ? sql`` : also(topic, partition)}`;
       },
+      { begin: options.begin === true },
     );
     const r = result.rows[0];
     const k = idKey(row.origin, row.eventId);

@@ -114,13 +114,13 @@ describe('attempts: counted, persisted, paced', () => {
     }
   }, 60_000);
 
-  it('an event whose handler ends the process (process.exit) maxAttempts times is dead-lettered by the next consumer; the rest are applied once', async () => {
+  it.each(['batch', 'event'])('an event whose handler ends the process (process.exit) maxAttempts times is dead-lettered by the next consumer; the rest are applied once (%s mode)', async (mode) => {
     const s = await createTestSchema(databaseUrl, 'exit');
     try {
       await createLedger(s.db, s.schema);
       const [topic] = await createTopics(kafka, [{ prefix: 'exit', partitions: 1 }]);
       await produceMessages(kafka, topic as string, entries(['a1', 'a2', 'killer', 'a3', 'a4']));
-      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: s.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '50', MAX_ATTEMPTS: '3', EXIT_ON_ID: 'killer' };
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: s.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '50', MAX_ATTEMPTS: '3', EXIT_ON_ID: 'killer', MODE: mode };
       const exits: string[] = [];
       for (let run = 0; run < 6; run++) {
         const child = startConsumerChild(env);
