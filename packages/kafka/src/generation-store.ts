@@ -107,6 +107,7 @@ export class GenerationStore extends ProcessedEventStore {
                  (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
                  ${also === undefined ? sql`` : also(alsoTopic, alsoPartition)}`;
       },
+      { begin: options.begin === true },
     );
     const row = result.rows[0];
     if (row?.slot !== null && row?.slot !== undefined) this.slotOf.set(trx, row.slot);
