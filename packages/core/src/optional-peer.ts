@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { EffectivelyError, ErrorCodes } from './errors';
 
 /** Why an optional peer could not be loaded. */
@@ -96,3 +97,35 @@ export const PLATFORMATIC_KAFKA: Readonly<OptionalPeer> = Object.freeze({
   minNode: '22.22.0',
   instead: "or use client: 'kafkajs' (the default, any Node.js ≥ 20.19)",
 });
+
+/** A value, or a function giving it (e.g. a rotating password). */
+export type PlatformaticCredential = string | (() => string | Promise<string>);
+
+/**
+ * Connection settings of the `@platformatic/kafka` client (types only: nothing here loads it),
+ * for `client: 'platformatic'`; the kafkajs-typed `kafka` option is not used by that client.
+ */
+export interface PlatformaticClientOptions {
+  /** TLS (`node:tls` connect options); `{}` for TLS with the system CAs. */
+  tls?: TlsConnectionOptions;
+  /** Server name for TLS SNI; `true` uses the broker's host. */
+  tlsServerName?: string | boolean;
+  /** SASL authentication. */
+  sasl?: {
+    mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512' | 'OAUTHBEARER';
+    username?: PlatformaticCredential;
+    password?: PlatformaticCredential;
+    /** OAUTHBEARER token. */
+    token?: PlatformaticCredential;
+  };
+  /** Time to open a connection. */
+  connectTimeout?: number;
+  /** Time to wait for a response. */
+  requestTimeout?: number;
+  /** Attempts of a failed request before it fails. */
+  retries?: number;
+  /** Delay between those attempts, ms. */
+  retryDelay?: number;
+  /** Broker rack, for fetching from the nearest replica. */
+  clientRack?: string;
+}

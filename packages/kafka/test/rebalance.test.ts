@@ -1,8 +1,8 @@
-import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, seededRandom, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { startConsumerChild } from './support/child';
 import { count, createLedger, makeEvents, model, sameTotals, toMessages, totals, waitFor } from './support/ledger';
 
-describe('rebalances and zombies', () => {
+describe(`rebalances and zombies (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
 

@@ -1,8 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, untyped, type Logger, type Metrics } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, untyped, type Logger, type Metrics, type PlatformaticClientOptions } from '@effectively/core';
 import type { Kysely } from 'kysely';
-import type { KafkaSettings, ProducerClient, ProducerClientSettings, ProducerSettings } from './kafka-adapter';
+import { createKafkajsProducer, type KafkaSettings, type ProducerClient, type ProducerClientSettings, type ProducerSettings } from './kafka-adapter';
+import { createPlatformaticProducer } from './platformatic-producer';
+
+/**
+ * Which Kafka client the relay publishes with: `'kafkajs'` (default), `'platformatic'`
+ * (@platformatic/kafka, an optional peer dependency needing Node.js ≥ 22.22, loaded on first
+ * connection), or a function creating any {@link ProducerClient} (a wrapper, another client).
+ */
+export type RelayClientChoice = 'kafkajs' | 'platformatic' | ((settings: ProducerClientSettings) => ProducerClient);
 
 /** Points in the relay's cycle where your code can run (metrics, tracing, fault injection). */
 export interface RelayHooks {
@@ -81,17 +89,32 @@ export interface OutboxRelayOptions<DB = unknown> {
   metrics?: Metrics;
   hooks?: RelayHooks;
   /**
-   * Extra kafkajs client settings (ssl, sasl, …). Defaults keep a send short: `connectionTimeout`
-   * 1 s, `requestTimeout` = `sendTimeoutMs`, `retry` { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 }.
+   * The Kafka client: `'kafkajs'` (default), `'platformatic'` (@platformatic/kafka: `npm install
+   * @platformatic/kafka`, Node.js ≥ 22.22), or a function `(settings) => ProducerClient`. Either
+   * client is idempotent with `acks: -1` and one request in flight, and puts a key on the same
+   * partition (the Java client's partitioner).
+   */
+  client?: RelayClientChoice;
+  /**
+   * Extra kafkajs client settings (ssl, sasl, …), for `client: 'kafkajs'`. Defaults keep a send
+   * short: `connectionTimeout` 1 s, `requestTimeout` = `sendTimeoutMs`, `retry` { retries: 1,
+   * initialRetryTime: 100, maxRetryTime: 1000 }.
    */
   kafka?: KafkaSettings;
   /**
-   * Extra kafkajs producer settings (retry, timeouts). `idempotent` is always true and
-   * `maxInFlightRequests` always 1; other values are refused. Default `retry`
+   * Extra kafkajs producer settings (retry, timeouts), for `client: 'kafkajs'`. `idempotent` is
+   * always true and `maxInFlightRequests` always 1; other values are refused. Default `retry`
    * { retries: 1, initialRetryTime: 100, maxRetryTime: 1000 }: the relay, not kafkajs, retries.
    */
   producer?: ProducerSettings;
-  /** Replaces the kafkajs producer (a KafkaJS-compatible client, or a wrapper). */
+  /**
+   * Extra @platformatic/kafka settings (tls, sasl, time-outs), for `client: 'platformatic'`.
+   * Defaults keep a send short: `connectTimeout` 1 s, `requestTimeout` = `sendTimeoutMs`,
+   * `retries` 2 (at least 2: the client turns 0 or 1 into unlimited retries for an idempotent
+   * producer), `retryDelay` 100 ms; the relay, not the client, retries after that.
+   */
+  platformatic?: PlatformaticClientOptions;
+  /** @deprecated The same as `client` given a function; use `client`. */
   producerClient?: (settings: ProducerClientSettings) => ProducerClient;
 }
 
@@ -120,7 +143,11 @@ export type ResolvedRelayOptions = Readonly<{
   hooks: Readonly<RelayHooks>;
   kafka: KafkaSettings;
   producer: Readonly<ProducerSettings>;
-  producerClient: ((settings: ProducerClientSettings) => ProducerClient) | undefined;
+  platformatic: Readonly<PlatformaticClientOptions>;
+  /** The chosen client's name, for logs: `kafkajs`, `platformatic` or `custom`. */
+  clientName: 'kafkajs' | 'platformatic' | 'custom';
+  /** Creates the chosen client. */
+  producerClient: (settings: ProducerClientSettings) => ProducerClient;
 }>;
 
 /** kafkajs retries once, briefly: the relay's own backoff does the rest, outside the claim. */
@@ -151,6 +178,36 @@ function resolveProducer(producer: ProducerSettings | undefined): Readonly<Produ
     throw new InvalidConfigError('producer.retry.retries must be at least 1: an idempotent producer must be allowed to retry transient errors.');
   }
   return Object.freeze({ retry: { ...SHORT_RETRY }, ...p, idempotent: true, maxInFlightRequests: 1 });
+}
+
+/** The client factory `client` (or the older `producerClient`) names, and the settings that go with it. */
+function resolveClient<DB>(options: OutboxRelayOptions<DB>): { clientName: ResolvedRelayOptions['clientName']; producerClient: ResolvedRelayOptions['producerClient'] } {
+  if (options.client !== undefined && options.producerClient !== undefined) {
+    throw new InvalidConfigError('client and producerClient are both set: producerClient is the older name of client given a function; pass only client.');
+  }
+  const client = options.client ?? options.producerClient ?? 'kafkajs';
+  if (typeof client === 'function') return { clientName: 'custom', producerClient: client };
+  if (client === 'kafkajs') {
+    if (options.platformatic !== undefined) throw new InvalidConfigError('platformatic (settings of the @platformatic/kafka client) is set but client is "kafkajs": pass client: "platformatic", or move the settings to kafka.');
+    return { clientName: 'kafkajs', producerClient: createKafkajsProducer };
+  }
+  if (client === 'platformatic') {
+    for (const key of ['kafka', 'producer'] as const) {
+      if (options[key] !== undefined) throw new InvalidConfigError(`${key} (settings of the kafkajs client) is set but client is "platformatic": pass connection settings (tls, sasl, time-outs) as platformatic instead.`);
+    }
+    return { clientName: 'platformatic', producerClient: createPlatformaticProducer };
+  }
+  throw new InvalidConfigError(`client must be "kafkajs", "platformatic" or a function (settings) => ProducerClient, got ${JSON.stringify(client)}.`);
+}
+
+/** The @platformatic/kafka settings with the relay's defaults (a send stays short; the relay retries). */
+function resolvePlatformatic(platformatic: PlatformaticClientOptions | undefined, sendTimeoutMs: number): Readonly<PlatformaticClientOptions> {
+  if (platformatic !== undefined && (typeof platformatic !== 'object' || platformatic === null)) throw new InvalidConfigError('platformatic must be an object of @platformatic/kafka settings (tls, sasl, connectTimeout, requestTimeout, retries, retryDelay).');
+  const p = { connectTimeout: 1_000, requestTimeout: sendTimeoutMs, retries: 2, retryDelay: 100, ...platformatic };
+  if (!Number.isInteger(p.retries) || p.retries < 2) {
+    throw new InvalidConfigError(`platformatic.retries must be an integer of at least 2, got ${JSON.stringify(p.retries)}: @platformatic/kafka turns 0 or 1 into unlimited retries for an idempotent producer, and a send must end within sendTimeoutMs.`);
+  }
+  return Object.freeze(p);
 }
 
 /**
@@ -210,6 +267,7 @@ export function resolveRelayOptions<DB>(options: OutboxRelayOptions<DB>): Resolv
     metrics: options.metrics ?? new NoopMetrics(),
     kafka: Object.freeze({ connectionTimeout: 1_000, requestTimeout: sendTimeoutMs, retry: { ...SHORT_RETRY }, ...options.kafka }),
     producer: resolveProducer(options.producer),
-    producerClient: options.producerClient,
+    platformatic: resolvePlatformatic(options.platformatic, sendTimeoutMs),
+    ...resolveClient(options),
   });
 }

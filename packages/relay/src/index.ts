@@ -1,10 +1,12 @@
 export { OutboxRelay, type DrainResult, type RelayStats, type RelayHealth } from './outbox-relay';
-export type { OutboxRelayOptions, RelayHooks } from './config';
+export type { OutboxRelayOptions, RelayHooks, RelayClientChoice } from './config';
+export { createPlatformaticProducer, classifyPlatformaticError, PlatformaticSendError } from './platformatic-producer';
 export { pruneOutbox, outboxBacklog, type PruneOutboxOptions, type OutboxBacklog } from './outbox-store';
 export { listParked, requeueParked, discardParked, type ParkedRow, type ParkedSelection } from './parked';
 export {
   createKafkajsProducer,
   classifyKafkajsError,
+  classifyKafkaErrorTypes,
   type ProducerClient,
   type ProducerClientSettings,
   type ProducerSettings,

@@ -3,7 +3,7 @@
  * {@link ProducerClient} interface, so a KafkaJS-compatible client can replace it here.
  */
 import { Kafka, Partitioners, logLevel as KafkaLogLevel, type Admin, type KafkaConfig, type ProducerConfig } from 'kafkajs';
-import { kafkajsLogCreator, type Logger } from '@effectively/core';
+import { kafkajsLogCreator, type Logger, type PlatformaticClientOptions } from '@effectively/core';
 
 /** One record to publish. */
 export interface OutgoingMessage {
@@ -36,7 +36,7 @@ export const TOPIC_FAILURES: ReadonlySet<ProduceFailureKind> = new Set<ProduceFa
 /** Kinds Kafka reports as permanent for the record or topic: retrying soon cannot help. */
 export const PERMANENT_FAILURES: ReadonlySet<ProduceFailureKind> = new Set<ProduceFailureKind>(['unknown-topic', 'not-authorized', 'message-too-large', 'invalid-record']);
 
-/** The producer-side seam. */
+/** The producer-side seam: {@link createKafkajsProducer}, `createPlatformaticProducer`, or your own. */
 export interface ProducerClient {
   connect(): Promise<void>;
   /** Sends all batches with `acks: -1`; resolves only when every record is acknowledged. */
@@ -63,8 +63,12 @@ export interface ProducerClientSettings {
   brokers: string[];
   clientId: string;
   logger: Logger;
+  /** kafkajs client settings (for the kafkajs client). */
   kafka: KafkaSettings | undefined;
+  /** kafkajs producer settings (for the kafkajs client). */
   producer: ProducerSettings;
+  /** @platformatic/kafka connection settings (for the platformatic client); the relay's defaults filled in. */
+  platformatic: PlatformaticClientOptions;
 }
 
 const UNKNOWN_TOPIC_TYPES = new Set(['UNKNOWN_TOPIC_OR_PARTITION', 'INVALID_TOPIC_EXCEPTION']);
@@ -99,18 +103,27 @@ function errorTraits(error: unknown): { types: Set<string>; names: Set<string> }
 }
 
 /**
- * Classifies a kafkajs produce error by the Kafka error types (and kafkajs error names) it
- * carries, unwrapping retries and aggregates. Permanent kinds win over transient ones.
+ * What a failed send means, from the Kafka error types it carries (`UNKNOWN_TOPIC_OR_PARTITION`,
+ * …, the protocol's names, as every client reports them) and whether the client itself reported a
+ * lost connection or a time-out. Permanent kinds win over transient ones. Shared by the clients.
  */
-export function classifyKafkajsError(error: unknown): ProduceFailureKind {
-  const { types, names } = errorTraits(error);
+export function classifyKafkaErrorTypes(types: ReadonlySet<string>, transportFailed: boolean): ProduceFailureKind {
   const any = (set: ReadonlySet<string>): boolean => [...types].some((t) => set.has(t));
   if (types.has('TOPIC_AUTHORIZATION_FAILED')) return 'not-authorized';
   if (any(UNKNOWN_TOPIC_TYPES)) return 'unknown-topic';
   if (any(TOO_LARGE_TYPES)) return 'message-too-large';
   if (any(INVALID_RECORD_TYPES)) return 'invalid-record';
-  if (any(UNAVAILABLE_TYPES) || [...names].some((n) => UNAVAILABLE_NAMES.has(n))) return 'unavailable';
+  if (any(UNAVAILABLE_TYPES) || transportFailed) return 'unavailable';
   return 'retriable';
+}
+
+/**
+ * Classifies a kafkajs produce error by the Kafka error types (and kafkajs error names) it
+ * carries, unwrapping retries and aggregates. Permanent kinds win over transient ones.
+ */
+export function classifyKafkajsError(error: unknown): ProduceFailureKind {
+  const { types, names } = errorTraits(error);
+  return classifyKafkaErrorTypes(types, [...names].some((n) => UNAVAILABLE_NAMES.has(n)));
 }
 
 /** Creates the kafkajs-backed {@link ProducerClient}: idempotent, one request in flight, `acks: -1`, no topic auto-creation. */

@@ -2,7 +2,7 @@ import { childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effecti
 import { sql, type Transaction } from 'kysely';
 import { backoffMs } from './backoff';
 import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions } from './config';
-import { createKafkajsProducer, TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
+import { TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
 import { LaneLeases } from './lane-leases';
 import { NotifyListener } from './listener';
 import { ZeroedCounters } from './metrics';
@@ -145,6 +145,11 @@ function keyOf(row: OutboxRow): string | undefined {
   return row.message_key === null ? undefined : `${row.topic}\u0000${row.message_key.toString('hex')}`;
 }
 
+/** Most batches one claim sends back to back (each read while the one before is in flight). */
+const PIPELINE_MAX_BATCHES = 8;
+/** No further batch is read once a claim has run this long. */
+const PIPELINE_MAX_MS = 250;
+
 /** What a claim did inside its transaction, and the error to raise once it is committed. */
 interface ClaimOutcome {
   result: DrainResult;
@@ -269,7 +274,7 @@ export class OutboxRelay<DB = unknown> {
     this.startedAt = Date.now();
     await this.listener?.start();
     this.loop = this.run();
-    this.log.info({ batchSize: this.options.batchSize, pollIntervalMs: this.options.pollIntervalMs, leaseMs: this.options.leaseMs, listen: this.options.listen }, 'relay started');
+    this.log.info({ client: this.options.clientName, batchSize: this.options.batchSize, pollIntervalMs: this.options.pollIntervalMs, leaseMs: this.options.leaseMs, listen: this.options.listen }, 'relay started');
   }
 
   /**
@@ -418,7 +423,7 @@ export class OutboxRelay<DB = unknown> {
     let entry = this.producers[slot];
     if (entry === undefined) {
       const o = this.options;
-      const client = (o.producerClient ?? createKafkajsProducer)({ brokers: [...o.brokers], clientId: o.clientId, logger: childLogger(o.logger, { schema: o.schema, relayId: o.relayId }), kafka: o.kafka, producer: { ...o.producer } });
+      const client = o.producerClient({ brokers: [...o.brokers], clientId: o.clientId, logger: childLogger(o.logger, { schema: o.schema, relayId: o.relayId }), kafka: o.kafka, producer: { ...o.producer }, platformatic: { ...o.platformatic } });
       entry = { client, ready: this.bounded(client.connect(), 'connection').then(() => this.kafkaAnswered()) };
       this.producers[slot] = entry;
     }
@@ -542,8 +547,15 @@ export class OutboxRelay<DB = unknown> {
   }
 
   /**
-   * The claim transaction: lock lanes, read rows, send each topic's rows as its own request (at
-   * the same time; they share no partition), delete what was acknowledged, record failures.
+   * The claim transaction: lock lanes, then batch after batch: read rows, send each topic's rows
+   * as its own request (at the same time; they share no partition), delete what was
+   * acknowledged, record failures. Pipelined: while a batch is in flight to Kafka, the previous
+   * (acknowledged) batch is deleted and the next one read, leaving out the rows in flight; the
+   * next batch is sent only once every row of this one was acknowledged (one request in flight
+   * per producer, so a key's rows reach Kafka in id order), and not at all after a failure (a
+   * failed row's key must not move on). Up to {@link PIPELINE_MAX_BATCHES} batches or
+   * {@link PIPELINE_MAX_MS} per claim, so a claim stays short (its deletes commit together, and
+   * every batch's read walks past the rows this claim deleted).
    */
   private async claim(trx: Transaction<unknown>, lanes: number[], result: DrainResult, slot: number): Promise<ClaimOutcome> {
     const o = this.options;
@@ -560,26 +572,59 @@ export class OutboxRelay<DB = unknown> {
     const outcome: ClaimOutcome = { result, full: false, lost: lanes.filter((l) => !lockedSet.has(l)) };
     result.lanes = locked.length;
     if (locked.length === 0) return outcome;
-    const due = await fetchPending(trx, o.schema, locked, o.batchSize);
-    const rows = capBytes(due, o.maxBatchBytes);
-    result.fetched = rows.length;
-    outcome.full = due.length === o.batchSize || rows.length < due.length;
-    if (rows.length === 0) return outcome;
-    this.counters.batches++;
-    o.metrics.observe('relay_batch_size', rows.length, this.labels);
-    this.zeroed.topicsOf(rows);
+    const claimStarted = Date.now();
+    let due = await fetchPending(trx, o.schema, locked, o.batchSize);
+    let producer: ProducerClient | undefined;
+    /** Acknowledged by Kafka, not deleted yet (deleted while the next batch is in flight). */
+    let unacked: OutboxRow[] = [];
+    for (let batch = 1; ; batch++) {
+      const rows = capBytes(due, o.maxBatchBytes);
+      outcome.full = due.length === o.batchSize || rows.length < due.length;
+      if (rows.length === 0) break;
+      result.fetched += rows.length;
+      this.counters.batches++;
+      o.metrics.observe('relay_batch_size', rows.length, this.labels);
+      this.zeroed.topicsOf(rows);
+      producer ??= await this.ensureProducer(slot);
+      const readNext = outcome.full && batch < PIPELINE_MAX_BATCHES && Date.now() - claimStarted < PIPELINE_MAX_MS && this.state !== 'stopping';
+      const started = process.hrtime.bigint();
+      const sending = Promise.all([...byTopic(rows)].map(([topic, topicRows]) => this.sendTopic(producer as ProducerClient, topic, topicRows)));
+      const previous = unacked;
+      unacked = [];
+      // The previous batch's delete and the next batch's read, in one statement.
+      const databaseWork = readNext
+        ? this.acknowledged<OutboxRow[]>(trx, previous, locked, result, (ids) => fetchPending(trx, o.schema, locked, o.batchSize, { exclude: rows.map((r) => r.id), deleteFirst: ids }))
+        : this.acknowledged<OutboxRow[]>(trx, previous, locked, result);
+      const [sent, next] = await Promise.allSettled([sending, databaseWork]);
+      o.metrics.observe('relay_send_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, this.labels);
+      // sendTopic never throws; a database error ends the claim (rolled back: nothing of it is deleted).
+      if (next.status === 'rejected') throw next.reason;
+      const sends = (sent as PromiseFulfilledResult<TopicSend[]>).value;
+      if (sends.every((t) => t.error === undefined)) {
+        this.kafkaAnswered();
+        unacked = rows;
+        if (next.value === undefined || next.value.length === 0) break;
+        due = next.value;
+        continue;
+      }
+      // Rows read ahead stay for a later claim: more is due once the failed rows are settled.
+      if (next.value !== undefined && next.value.length > 0) outcome.full = true;
+      await this.settleFailures(trx, rows, sends, locked, result, outcome, slot);
+      return outcome;
+    }
+    await this.acknowledged(trx, unacked, locked, result);
+    return outcome;
+  }
 
-    const producer = await this.ensureProducer(slot);
-    const started = process.hrtime.bigint();
-    const sends = await Promise.all([...byTopic(rows)].map(([topic, topicRows]) => this.sendTopic(producer, topic, topicRows)));
-    o.metrics.observe('relay_send_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, this.labels);
+  /**
+   * A batch with failed topics: the fallback (one request per row, backoff, parking) for what
+   * failed, then deletes what was acknowledged. Rows read ahead are not sent in this claim.
+   */
+  private async settleFailures(trx: Transaction<unknown>, rows: readonly OutboxRow[], sends: readonly TopicSend[], locked: readonly number[], result: DrainResult, outcome: ClaimOutcome, slot: number): Promise<void> {
+    const o = this.options;
     const acked = sends.filter((t) => t.error === undefined).flatMap((t) => t.rows);
     const failed = sends.filter((t) => t.error !== undefined);
     try {
-      if (failed.length === 0) {
-        this.kafkaAnswered();
-        return outcome;
-      }
       if (acked.length > 0 || failed.some((t) => t.kind !== 'unavailable')) this.kafkaAnswered();
       // A refused topic is found before any record is appended; after any other failure the
       // idempotent producer's sequence numbers may be out of step with the broker (a later
@@ -588,7 +633,7 @@ export class OutboxRelay<DB = unknown> {
       if (acked.length === 0 && failed.every((t) => t.kind === 'unavailable') && !(await this.kafkaAnswers(slot))) {
         const first = failed[0] as TopicSend;
         outcome.deferred = new KafkaUnavailable(`Kafka is unavailable; ${rows.length} rows stay in the outbox: ${describe(first.error)}`, { cause: first.error });
-        return outcome;
+        return;
       }
       const deadline = Date.now() + o.sendTimeoutMs;
       for (const t of failed) {
@@ -606,7 +651,6 @@ export class OutboxRelay<DB = unknown> {
           break;
         }
       }
-      return outcome;
     } finally {
       await this.acknowledged(trx, acked, locked, result);
     }
@@ -625,14 +669,22 @@ export class OutboxRelay<DB = unknown> {
     }
   }
 
-  /** Kafka acknowledged `rows`: run the hook, delete them in the claim transaction, count them. */
-  private async acknowledged(trx: Transaction<unknown>, rows: readonly OutboxRow[], lanes: readonly number[], result: DrainResult): Promise<void> {
-    if (rows.length === 0) return;
+  /**
+   * Kafka acknowledged `rows`: run the hook, delete them in the claim transaction (or let
+   * `deleteWith` do it, a statement that deletes them among other work), count them.
+   */
+  private async acknowledged<T>(trx: Transaction<unknown>, rows: readonly OutboxRow[], lanes: readonly number[], result: DrainResult, deleteWith?: (ids: string[]) => Promise<T>): Promise<T | undefined> {
     const o = this.options;
-    const now = Date.now();
-    for (const row of rows) o.metrics.observe('relay_publish_latency_seconds', Math.max(0, now - row.created_ms) / 1000, this.labels);
-    await o.hooks.afterKafkaAck?.({ eventIds: rows.map((r) => r.event_id), lanes });
-    await deletePublished(trx, o.schema, rows.map((r) => r.id));
+    const ids = rows.map((r) => r.id);
+    if (rows.length > 0) {
+      const now = Date.now();
+      for (const row of rows) o.metrics.observe('relay_publish_latency_seconds', Math.max(0, now - row.created_ms) / 1000, this.labels);
+      await o.hooks.afterKafkaAck?.({ eventIds: rows.map((r) => r.event_id), lanes });
+    }
+    let value: T | undefined;
+    if (deleteWith !== undefined) value = await deleteWith(ids);
+    else await deletePublished(trx, o.schema, ids);
+    if (rows.length === 0) return value;
     result.published += rows.length;
     this.counters.published += rows.length;
     const perTopic = new Map<string, number>();
@@ -641,6 +693,7 @@ export class OutboxRelay<DB = unknown> {
     if (this.log.isLevelEnabled('debug')) {
       for (const row of rows) this.log.debug({ topic: row.topic, eventId: row.event_id, outboxId: row.id, lane: row.lane }, 'outbox row published');
     }
+    return value;
   }
 
   /**

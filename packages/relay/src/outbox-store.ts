@@ -40,16 +40,27 @@ export async function lockOwnedLanes(trx: Transaction<unknown>, schema: string, 
  * Rows ready to publish in `lanes`, oldest id first. Not an `id > last_seen` watermark: a
  * transaction that took a lower id but committed later is still found. A row waits while an
  * earlier row of its topic and key backs off or is parked, so keys stay in order; keyless rows
- * never wait. (`OFFSET 0` keeps the check a per-row probe of the small blocking index: with stale
- * statistics the planner otherwise picked a nested-loop anti-join that took 41 s over 100k rows.)
+ * never wait. A row never tried (`attempts = 0`: new, or re-queued) is always due: only a row
+ * that is backing off waits for `available_at`, and it then holds back the later rows of its key
+ * too (a re-queued row, whose `available_at` is later than the claim's `now()`, was otherwise
+ * neither due nor blocking, and a later row of its key went first). `exclude`: rows of this
+ * claim already sent and not yet deleted; `deleteFirst`: acknowledged rows to delete in the same
+ * statement (one round trip fewer per batch). (`OFFSET 0` keeps the check a per-row probe of the
+ * small blocking index: with stale statistics the planner otherwise picked a nested-loop
+ * anti-join that took 41 s over 100k rows.)
  */
-export async function fetchPending(db: Db, schema: string, lanes: readonly number[], limit: number): Promise<OutboxRow[]> {
+export async function fetchPending(db: Db, schema: string, lanes: readonly number[], limit: number, options: { exclude?: readonly string[]; deleteFirst?: readonly string[] } = {}): Promise<OutboxRow[]> {
   const outbox = sql.id(schema, 'outbox');
-  const { rows } = await sql<OutboxRow>`
+  const deleting = options.deleteFirst ?? [];
+  // The SELECT does not see the CTE's delete (one snapshot per statement): leave those rows out too.
+  const exclude = [...(options.exclude ?? []), ...deleting];
+  const { rows } = await sql<OutboxRow>`${deleting.length === 0 ? sql`` : sql`
+    WITH deleted AS (DELETE FROM ${outbox} WHERE id = ANY(${[...deleting]}::bigint[]))`}
     SELECT o.id::text AS id, o.event_id, o.topic, o.message_key, o.payload, o.headers, o.attempts, o.lane,
       (EXTRACT(EPOCH FROM o.created_at) * 1000)::float8 AS created_ms
     FROM ${outbox} o
-    WHERE o.lane = ANY(${[...lanes]}::int[]) AND o.status = 'pending' AND o.available_at <= now()
+    WHERE o.lane = ANY(${[...lanes]}::int[]) AND o.status = 'pending' AND (o.attempts = 0 OR o.available_at <= now())${exclude.length === 0 ? sql`` : sql`
+      AND o.id <> ALL(${[...exclude]}::bigint[])`}
       AND NOT EXISTS (
         SELECT 1 FROM ${outbox} b
         WHERE b.lane = o.lane AND b.topic = o.topic AND b.message_key = o.message_key AND b.id < o.id
@@ -69,7 +80,7 @@ export async function fetchPending(db: Db, schema: string, lanes: readonly numbe
 export async function anyDue(db: Db, schema: string, lanes: readonly number[]): Promise<boolean> {
   const { rows } = await sql<{ one: number }>`
     SELECT 1 AS one FROM ${sql.id(schema, 'outbox')}
-    WHERE status = 'pending' AND lane = ANY(${[...lanes]}::int[]) AND available_at <= now()
+    WHERE status = 'pending' AND lane = ANY(${[...lanes]}::int[]) AND (attempts = 0 OR available_at <= now())
     ORDER BY id LIMIT 1`.execute(db);
   return rows.length > 0;
 }

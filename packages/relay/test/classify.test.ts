@@ -1,6 +1,9 @@
 import { createRequire } from 'node:module';
 import { KafkaJSConnectionError, KafkaJSRequestTimeoutError } from 'kafkajs';
-import { classifyKafkajsError, type ProduceFailureKind } from '../src';
+import { importOptionalPeer, PLATFORMATIC_KAFKA } from '@effectively/core';
+import { testClient } from '@effectively/testkit';
+import type * as Platformatic from '@platformatic/kafka';
+import { classifyKafkajsError, classifyPlatformaticError, PlatformaticSendError, type ProduceFailureKind } from '../src';
 
 /**
  * What a failed send means, from the error objects kafkajs itself builds (its factory for Kafka
@@ -28,7 +31,10 @@ const cases: Array<[string, number, ProduceFailureKind]> = [
   ['OUT_OF_ORDER_SEQUENCE_NUMBER', 45, 'unavailable'],
 ];
 
-describe('classifyKafkajsError', () => {
+const onKafkajs = testClient() === 'kafkajs' ? describe : describe.skip;
+const onPlatformatic = testClient() === 'platformatic' ? describe : describe.skip;
+
+onKafkajs('classifyKafkajsError', () => {
   it.each(cases)('%s (code %i) is %s, bare or wrapped by the kafkajs retrier', (type, code, kind) => {
     const error = createErrorFromCode(code);
     expect((error as Error & { type: string }).type).toBe(type);
@@ -45,5 +51,39 @@ describe('classifyKafkajsError', () => {
   it('a permanent error wins over a transient one wrapped with it', () => {
     const error = Object.assign(new Error('aggregate'), { errors: [createErrorFromCode(5), createErrorFromCode(29)] });
     expect(classifyKafkajsError(error)).toBe('not-authorized');
+  });
+});
+
+/** The same, from the error objects @platformatic/kafka builds (its protocol errors, response aggregates, retries). */
+onPlatformatic('classifyPlatformaticError', () => {
+  let plt: typeof Platformatic;
+  beforeAll(async () => {
+    plt = await importOptionalPeer<typeof Platformatic>({ ...PLATFORMATIC_KAFKA, from: __filename });
+  });
+  const responseError = (code: number): Error => new plt.ResponseError(0, 9, { '/topics/0/partitions/0': [code, null] }, {});
+  const retried = (error: Error): Error => new plt.MultipleErrors('produce failed 3 times.', [error, error, error]);
+
+  it.each(cases)('%s (code %i) is %s, bare, in a response, or wrapped by the client’s retries', (type, code, kind) => {
+    const error = new plt.ProtocolError(code);
+    expect(error.apiId).toBe(type === 'NOT_LEADER_FOR_PARTITION' ? 'NOT_LEADER_OR_FOLLOWER' : type);
+    expect(classifyPlatformaticError(error)).toBe(kind);
+    expect(classifyPlatformaticError(responseError(code))).toBe(kind);
+    expect(classifyPlatformaticError(retried(responseError(code)))).toBe(kind);
+  });
+
+  it('an unknown topic (the client’s own error for it), lost connections and time-outs; anything unknown is retriable', () => {
+    expect(classifyPlatformaticError(new plt.UserError('Unknown topic orders.'))).toBe('unknown-topic');
+    expect(classifyPlatformaticError(retried(new plt.UserError('Unknown topic orders.')))).toBe('unknown-topic');
+    expect(classifyPlatformaticError(new plt.NetworkError('Connection closed'))).toBe('unavailable');
+    expect(classifyPlatformaticError(new plt.TimeoutError('Request timed out'))).toBe('unavailable');
+    expect(classifyPlatformaticError(new plt.UserError('Failed to serialize a message.'))).toBe('retriable');
+    expect(classifyPlatformaticError(new Error('something else'))).toBe('retriable');
+  });
+
+  it('a permanent error wins over a transient one in the same response, and the send error names both', () => {
+    const error = new plt.MultipleErrors('aggregate', [new plt.ProtocolError(5), new plt.ProtocolError(29)]);
+    expect(classifyPlatformaticError(error)).toBe('not-authorized');
+    const sent = new PlatformaticSendError('x', { cause: error });
+    expect(classifyPlatformaticError(sent)).toBe('not-authorized');
   });
 });

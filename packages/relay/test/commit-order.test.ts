@@ -1,5 +1,5 @@
 import { createOutbox } from '@effectively/core';
-import { createTestSchema, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, readTopic, testClient, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { OutboxRelay } from '../src';
 import { enqueue, eventIdsOf, laneOfKey, laneOfKeyless, newTopic, outboxCount, outboxIds, topicSize, waitFor, within } from './support/outbox';
@@ -11,7 +11,7 @@ function gate<T = void>(): { promise: Promise<T>; open: (value: T) => void } {
   return { promise, open };
 }
 
-describe('commit order: rows are published whatever order their transactions commit in', () => {
+describe(`commit order: rows are published whatever order their transactions commit in (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   let s: TestSchema;
@@ -28,7 +28,7 @@ describe('commit order: rows are published whatever order their transactions com
 
   const startRelay = async (): Promise<OutboxRelay> => {
     await relay?.stop();
-    relay = new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50 });
+    relay = new OutboxRelay({ client: testClient(), brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50 });
     await relay.start();
     return relay;
   };

@@ -1,4 +1,4 @@
-import { createTestSchema, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, readTopic, testClient, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { dedupe, enqueue, eventIdsOf, header, idsPerKey, makeMessages, newTopic, outboxCount, outOfOrderKeys, startChildRelay, topicSize, waitFor, within, type ChildRelay } from './support/outbox';
 
 /**
@@ -6,7 +6,7 @@ import { dedupe, enqueue, eventIdsOf, header, idsPerKey, makeMessages, newTopic,
  * claim transaction that deletes those rows commits. The rows must stay and be sent again
  * (at least once); a consumer deduplicating by event-id then sees each row once, in key order.
  */
-describe('relay killed after Kafka acknowledged, before the rows were deleted', () => {
+describe(`relay killed after Kafka acknowledged, before the rows were deleted (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   let s: TestSchema;

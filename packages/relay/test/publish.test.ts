@@ -1,13 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { createOutbox, InvalidConfigError, InvalidIdentifierError, runWithTraceContext, type OutboxMessage } from '@effectively/core';
-import { createTestSchema, readTopic, testKafka, testServices, type ReadMessage, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, readTopic, testClient, testKafka, testServices, type ReadMessage, type TestSchema } from '@effectively/testkit';
+import { Partitioners } from 'kafkajs';
 import { sql } from 'kysely';
-import { createKafkajsProducer, OutboxRelay, pruneOutbox, type DrainResult, type OutboxRelayOptions } from '../src';
-import { countByStatus, dedupe, eventIdsOf, header, idsPerKey, newTopic, outboxCount, outboxIds, outOfOrderKeys, waitFor } from './support/outbox';
+import { OutboxRelay, pruneOutbox, type DrainResult, type OutboxRelayOptions } from '../src';
+import { countByStatus, dedupe, eventIdsOf, header, idsPerKey, newTopic, outboxCount, outboxIds, outOfOrderKeys, testProducer, waitFor } from './support/outbox';
 
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-describe('outbox writer and relay: what commits is published, what rolls back is not', () => {
+describe(`outbox writer and relay: what commits is published, what rolls back is not (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   let s: TestSchema;
@@ -22,7 +23,7 @@ describe('outbox writer and relay: what commits is published, what rolls back is
   });
 
   const relay = (extra: Partial<OutboxRelayOptions> = {}): OutboxRelay => {
-    const r = new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, ...extra });
+    const r = new OutboxRelay({ client: testClient(), brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, ...extra });
     relays.push(r);
     return r;
   };
@@ -69,6 +70,14 @@ describe('outbox writer and relay: what commits is published, what rolls back is
     expect(() => new OutboxRelay(options({ sendTimeoutMs: 50 }))).toThrow(/sendTimeoutMs/);
     expect(() => new OutboxRelay(options({ parallelClaims: 0 }))).toThrow(/parallelClaims/);
     expect(() => new OutboxRelay(options({ parallelClaims: 17 }))).toThrow(/parallelClaims/);
+    // The client, and settings only the other client reads (checked here, loaded on connection).
+    expect(() => new OutboxRelay(options({ client: 'rdkafka' as never }))).toThrow(/client must be "kafkajs", "platformatic" or a function/);
+    expect(() => new OutboxRelay(options({ client: 'platformatic', producer: { retry: { retries: 2 } } }))).toThrow(/producer \(settings of the kafkajs client\) is set but client is "platformatic"/);
+    expect(() => new OutboxRelay(options({ client: 'platformatic', kafka: { connectionTimeout: 500 } }))).toThrow(/kafka \(settings of the kafkajs client\)/);
+    expect(() => new OutboxRelay(options({ platformatic: { retries: 3 } }))).toThrow(/client is "kafkajs"/);
+    expect(() => new OutboxRelay(options({ client: 'platformatic', platformatic: { retries: 1 } }))).toThrow(/platformatic.retries must be an integer of at least 2/);
+    expect(() => new OutboxRelay(options({ client: 'kafkajs', producerClient: () => ({}) as never }))).toThrow(/pass only client/);
+    expect(() => new OutboxRelay(options({ client: 'platformatic', platformatic: { retries: 3, tls: {} } }))).not.toThrow();
     // The caller's options object is not changed.
     const given = options({ producer: { retry: { retries: 2 } } });
     const before = JSON.stringify({ ...given, db: undefined });
@@ -263,6 +272,20 @@ describe('outbox writer and relay: what commits is published, what rolls back is
     await expect(r.drainOnce()).rejects.toThrow(/stopped/);
   });
 
+  it('puts a key on the partition the Java client and kafkajs pick (murmur2, positive, modulo the partition count)', async () => {
+    const topic = await newTopic(kafka, 'relay_partitions', 7); // not a power of two: a sign-handling difference would show
+    const keys = Array.from({ length: 200 }, (_, i) => `key-${i}-${randomBytes(4).toString('hex')}`);
+    await createOutbox({ schema: s.schema }).publish(s.db, keys.map((key) => ({ topic, key, value: key })));
+    const r = relay({ listen: false, databaseUrl: undefined, batchSize: 500 });
+    await r.drainOnce();
+    await r.stop();
+    const javaPartition = Partitioners.DefaultPartitioner();
+    const partitionMetadata = Array.from({ length: 7 }, (_, partitionId) => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
+    const messages = await readTopic(kafka, topic);
+    expect(messages).toHaveLength(keys.length);
+    for (const m of messages) expect([String(m.key), m.partition]).toEqual([String(m.key), javaPartition({ topic, partitionMetadata, message: { key: m.key, value: null } })]);
+  });
+
   it('caps a claim by bytes, so rows that together exceed the broker batch limit still go out in whole batches, in order', async () => {
     const topic = await newTopic(kafka, 'relay_bytes', 1);
     const writer = createOutbox({ schema: s.schema });
@@ -274,8 +297,8 @@ describe('outbox writer and relay: what commits is published, what rolls back is
       listen: false,
       databaseUrl: undefined,
       batchSize: 600,
-      producerClient: (settings) => {
-        const inner = createKafkajsProducer(settings);
+      client: (settings) => {
+        const inner = testProducer(settings);
         return { ...inner, sendBatch: async (batches) => { sends.push(batches.reduce((n, b) => n + b.messages.length, 0)); await inner.sendBatch(batches); } };
       },
     });

@@ -1,16 +1,17 @@
 import { createOutbox } from '@effectively/core';
-import { createTestSchema, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, testClient, testServices, uniqueName } from '@effectively/testkit';
 import { Registry } from 'prom-client';
 import { OutboxRelay, relayPrometheusMetrics } from '../src';
 import { waitFor } from './support/outbox';
 
-describe('relay_send_errors_total', () => {
+describe(`relay_send_errors_total (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
+  const client = testClient();
 
   it('counts failed sends by kind: a row for a topic that does not exist fails the batch, then its own send', async () => {
     const s = await createTestSchema(databaseUrl, 'relay_send_err');
     const registry = new Registry();
-    const relay = new OutboxRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, maxAttempts: 2, retryDelayMs: 20, metrics: relayPrometheusMetrics(registry) });
+    const relay = new OutboxRelay({ client, brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 50, maxAttempts: 2, retryDelayMs: 20, metrics: relayPrometheusMetrics(registry) });
     try {
       await createOutbox({ schema: s.schema }).publish(s.db, { topic: uniqueName('relay_missing'), key: 'k', value: 'v' });
       await relay.start();

@@ -10,9 +10,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import readline from 'node:readline';
 import { createOutbox, type OutboxMessage, type OutboxOptions } from '@effectively/core';
-import { createTopics, type ReadMessage } from '@effectively/testkit';
+import { createTopics, testClient, type ReadMessage } from '@effectively/testkit';
 import type { Kafka } from 'kafkajs';
 import { sql, type Kysely, type Transaction } from 'kysely';
+import { createKafkajsProducer, createPlatformaticProducer, type ProducerClient, type ProducerClientSettings } from '../../src';
+
+/** The {@link ProducerClient} of the client under test ({@link testClient}), for tests that wrap it. */
+export function testProducer(settings: ProducerClientSettings): ProducerClient {
+  return (testClient() === 'platformatic' ? createPlatformaticProducer : createKafkajsProducer)(settings);
+}
 
 /** An outbox row as the tests look at it. */
 export interface Row {
