@@ -157,6 +157,37 @@ describe('effectively command line', () => {
     });
   });
 
+  describe('retention', () => {
+    let s: TestSchema;
+    beforeAll(async () => {
+      s = await createTestSchema(databaseUrl, 'cli_retention');
+    });
+    afterAll(() => s.drop());
+
+    it('enable, status, rotate; bad values refused with exit 2; prune --processed-events refused once on generations', () => {
+      for (const [args, message] of [
+        [['retention', 'enable', '--schema', s.schema, '--window', '7d'], /needs --window WINDOW and --interval INTERVAL/],
+        [['retention', 'enable', '--schema', s.schema, '--window', '7 days', '--interval', '1d'], /--window must be a duration/],
+        [['retention', 'enable', '--schema', s.schema, '--window', '1d', '--interval', '7d'], /must not exceed windowMs/],
+        [['retention', 'rotate', '--schema', s.schema], /not enabled/],
+      ] as Array<[string[], RegExp]>) {
+        const r = cli(args, env);
+        expect({ args, code: r.code }).toEqual({ args, code: 2 });
+        expect(r.stderr).toMatch(message);
+      }
+      expect(JSON.parse(cli(['retention', 'status', '--schema', s.schema], env).stdout)).toMatchObject({ enabled: false });
+      const enabled = cli(['retention', 'enable', '--schema', s.schema, '--window', '7d', '--interval', '1d'], env);
+      expect(enabled.code).toBe(0);
+      expect(JSON.parse(enabled.stdout)).toMatchObject({ enabled: true, windowMs: 604_800_000, intervalMs: 86_400_000, slots: 9, currentGeneration: 1 });
+      const rotated = cli(['retention', 'rotate', '--schema', s.schema], env);
+      expect(rotated.code).toBe(0);
+      expect(JSON.parse(rotated.stdout)).toMatchObject({ rotated: false, currentGeneration: 1, forgotten: [] });
+      const pruned = cli(['prune', '--schema', s.schema, '--processed-events', '14d'], env);
+      expect(pruned.code).toBe(2);
+      expect(pruned.stderr).toMatch(/by generations.*effectively retention rotate/);
+    });
+  });
+
   it('smoke round-trips through the outbox and relay and leaves no schema or topic behind', async () => {
     const r = cli(['smoke'], env);
     expect(r).toMatchObject({ code: 0, stderr: '' });

@@ -176,6 +176,13 @@ export interface IdempotentConsumerOptions<T = unknown, DB = unknown> {
    * transaction mode before 1.21, or without `max_prepared_statements`).
    */
   preparedStatements?: boolean;
+  /**
+   * When the schema's dedup retention is by generations (`enableGenerations`), run
+   * `rotateProcessedEvents` from this consumer, every quarter of the rotation interval (at most
+   * every minute); default true. Any number of consumers (and a cron job) may rotate at once.
+   * Set false to rotate only from outside (`effectively retention rotate`).
+   */
+  rotateGenerations?: boolean;
   /** Bound for `stop()`; default 30 s. */
   shutdownTimeoutMs?: number;
   /** Extra kafkajs client settings (ssl, sasl), for `client: 'kafkajs'`. */
@@ -324,6 +331,7 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     hooks: options.hooks ?? {},
     handleSignals: options.handleSignals ?? false,
     preparedStatements: options.preparedStatements ?? true,
+    rotateGenerations: booleanOption(options.rotateGenerations ?? true, 'rotateGenerations'),
     shutdownTimeoutMs: positiveInt(options.shutdownTimeoutMs ?? 30_000, 'shutdownTimeoutMs'),
     kafka: options.kafka,
     platformatic: options.platformatic,
@@ -344,6 +352,11 @@ function clientFactory(options: Pick<IdempotentConsumerOptions, 'client' | 'kafk
     return createPlatformaticConsumer;
   }
   throw new InvalidConfigError(`client must be "kafkajs", "platformatic" or a function (settings) => ConsumerClient, got ${JSON.stringify(client)}.`);
+}
+
+function booleanOption(value: unknown, name: string): boolean {
+  if (typeof value !== 'boolean') throw new InvalidConfigError(`${name} must be true or false, got ${JSON.stringify(value)}.`);
+  return value;
 }
 
 function traceContextProvider(provider: TraceContextProvider | undefined): TraceContextProvider | undefined {

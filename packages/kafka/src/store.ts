@@ -1,5 +1,6 @@
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
-import { assertIdentifier, untyped } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, untyped } from '@effectively/core';
+import { generationsEnabled } from './generations';
 import { storableText } from './storable-text';
 import { idKey } from './classify';
 import type { IdOrigin } from './event-id';
@@ -315,13 +316,20 @@ export class ProcessedEventStore {
  * Deletes processed-event records older than `olderThanMs`, `batchSize` rows per statement
  * (short transactions, no long locks), until none are left. Returns how many were deleted.
  *
+ * Not for a schema whose retention is by generations (`enableGenerations`): there it throws
+ * `InvalidConfigError` before deleting anything.
+ *
  * The window MUST exceed the longest replay you may ever do (an offset reset to earliest,
  * topic retention, a consumer group whose offsets expired): an event redelivered after its
  * record was pruned is applied again.
  */
 export async function pruneProcessedEvents<DB>(database: Kysely<DB>, options: { schema?: string; olderThanMs: number; batchSize?: number; maxBatches?: number }): Promise<number> {
   const db = untyped(database);
-  const table = sql.id(assertIdentifier(options.schema ?? 'effectively', 'schema'), 'processed_events');
+  const schema = assertIdentifier(options.schema ?? 'effectively', 'schema');
+  const table = sql.id(schema, 'processed_events');
+  if (await generationsEnabled(db, schema)) {
+    throw new InvalidConfigError(`dedup retention in schema ${schema} is by generations: records are forgotten whole generations at a time by rotateProcessedEvents (effectively retention rotate), with the window set by enableGenerations; pruneProcessedEvents deletes nothing there. Stop calling it for processed events.`);
+  }
   const batchSize = options.batchSize ?? 1000;
   let total = 0;
   for (let i = 0; i < (options.maxBatches ?? Number.MAX_SAFE_INTEGER); i++) {
