@@ -8,9 +8,17 @@ import base from './jest.config';
  * test file that passes its `client` option from `testClient()` belongs in this list.
  */
 export const PARAMETRISED_TEST_FILES: readonly string[] = [
+  'packages/cli/test/relay-worker.test.ts',
   'packages/core/test/optional-peer.test.ts',
+  'packages/kafka/test/bad-input.test.ts',
+  'packages/kafka/test/concurrency.test.ts',
+  'packages/kafka/test/crash-points.test.ts',
   'packages/kafka/test/duplicates.test.ts',
+  'packages/kafka/test/fencing.test.ts',
+  'packages/kafka/test/frozen-member.test.ts',
+  'packages/kafka/test/offsets.test.ts',
   'packages/kafka/test/platformatic-records.test.ts',
+  'packages/kafka/test/rebalance.test.ts',
   'packages/relay/test/classify.test.ts',
   'packages/relay/test/commit-order.test.ts',
   'packages/relay/test/crash.test.ts',

@@ -5,6 +5,7 @@ import { idempotencyKeys } from './0003-idempotency-keys';
 import { outboxLanes } from './0004-outbox-lanes';
 import { idOriginAndRedrive } from './0006-id-origin-and-redrive';
 import { consumerAttempts } from './0007-consumer-attempts';
+import { dedupGenerations } from './0008-dedup-generations';
 
 export { OUTBOX_LANES } from './0004-outbox-lanes';
 
@@ -27,6 +28,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Schema
   ['0004-outbox-lanes', outboxLanes],
   ['0006-id-origin-and-redrive', idOriginAndRedrive],
   ['0007-consumer-attempts', consumerAttempts],
+  ['0008-dedup-generations', dedupGenerations],
 ];
 
 /** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */

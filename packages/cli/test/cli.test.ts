@@ -5,7 +5,7 @@ import path from 'node:path';
 import { createDatabase } from '@effectively/core';
 import { createTestSchema, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
-import { kafkaConnection } from '../src/settings';
+import { kafkaConnection, relayClient } from '../src/settings';
 
 const bin = path.join(__dirname, '..', 'src', 'bin.ts');
 const version = (JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -53,6 +53,7 @@ describe('effectively command line', () => {
       [['migrate', '--schema'], /--schema/],
       [['migrate', 'extra', '--schema', 'x'], /unexpected argument "extra"/],
       [['relay', '--schema', 'x', '--http-port', 'abc'], /--http-port .* non-negative integer/],
+      [['relay', '--schema', 'x', '--client', 'rdkafka'], /--client must be one of kafkajs, platformatic/],
       [['outbox'], /needs an action/],
       [['outbox', 'frobnicate'], /unknown outbox action/],
       [['prune', '--schema', 'x'], /at least one of/],
@@ -95,7 +96,7 @@ describe('effectively command line', () => {
     writeFileSync(file, JSON.stringify({ databaseUrl, schema, kafka: { brokers, tls: true } }));
     const refused = cli(['migrate', '--config', file]);
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(/unknown key "tls"; allowed: brokers, clientId, ssl, sasl/);
+    expect(refused.stderr).toMatch(/unknown key "tls"; allowed: brokers, clientId, client, ssl, sasl/);
     const database = createDatabase({ connectionString: databaseUrl, max: 1 });
     await sql`DROP SCHEMA ${sql.id(schema)} CASCADE`.execute(database.db);
     await database.destroy();
@@ -137,6 +138,23 @@ describe('effectively command line', () => {
     expect(() => kafkaConnection({}, {}, {})).toThrow(/no Kafka brokers/);
   });
 
+  it('gives the relay the chosen client with the same TLS and SASL in that client’s terms', () => {
+    const connection = { brokers: ['c:9092'], clientId: undefined, settings: { ssl: { ca: 'pem', servername: 'kafka.internal' }, sasl: { mechanism: 'scram-sha-512' as const, username: 'u', password: 'p' } } };
+    expect(relayClient({}, {}, {}, connection)).toEqual({ client: 'kafkajs', kafka: connection.settings });
+    expect(relayClient({ client: 'platformatic' }, {}, {}, connection)).toEqual({
+      client: 'platformatic',
+      platformatic: { tls: { ca: 'pem', servername: 'kafka.internal' }, sasl: { mechanism: 'SCRAM-SHA-512', username: 'u', password: 'p' } },
+    });
+    // Flag over environment over config file.
+    expect(relayClient({}, { EFFECTIVELY_KAFKA_CLIENT: 'platformatic' }, { kafka: { client: 'kafkajs' } }, { ...connection, settings: { ssl: true } })).toEqual({ client: 'platformatic', platformatic: { tls: {} } });
+    expect(relayClient({ client: 'kafkajs' }, { EFFECTIVELY_KAFKA_CLIENT: 'platformatic' }, {}, { ...connection, settings: {} })).toEqual({ client: 'kafkajs', kafka: {} });
+    expect(relayClient({}, {}, { kafka: { client: 'platformatic' } }, { ...connection, settings: { sasl: { mechanism: 'plain', username: 'a', password: 'b' } } })).toEqual({
+      client: 'platformatic',
+      platformatic: { sasl: { mechanism: 'PLAIN', username: 'a', password: 'b' } },
+    });
+    expect(() => relayClient({}, { EFFECTIVELY_KAFKA_CLIENT: 'java' }, {}, connection)).toThrow(/EFFECTIVELY_KAFKA_CLIENT must be one of kafkajs, platformatic/);
+  });
+
   describe('prune --idempotency-keys', () => {
     let s: TestSchema;
     beforeAll(async () => {
@@ -154,6 +172,37 @@ describe('effectively command line', () => {
       expect(r).toMatchObject({ code: 0, stderr: '', stdout: 'expired idempotency keys deleted: 3\n' });
       const { rows } = await sql<{ key: string }>`SELECT key FROM ${keys} ORDER BY key`.execute(s.db);
       expect(rows.map((row) => row.key)).toEqual(['k4', 'k5']);
+    });
+  });
+
+  describe('retention', () => {
+    let s: TestSchema;
+    beforeAll(async () => {
+      s = await createTestSchema(databaseUrl, 'cli_retention');
+    });
+    afterAll(() => s.drop());
+
+    it('enable, status, rotate; bad values refused with exit 2; prune --processed-events refused once on generations', () => {
+      for (const [args, message] of [
+        [['retention', 'enable', '--schema', s.schema, '--window', '7d'], /needs --window WINDOW and --interval INTERVAL/],
+        [['retention', 'enable', '--schema', s.schema, '--window', '7 days', '--interval', '1d'], /--window must be a duration/],
+        [['retention', 'enable', '--schema', s.schema, '--window', '1d', '--interval', '7d'], /must not exceed windowMs/],
+        [['retention', 'rotate', '--schema', s.schema], /not enabled/],
+      ] as Array<[string[], RegExp]>) {
+        const r = cli(args, env);
+        expect({ args, code: r.code }).toEqual({ args, code: 2 });
+        expect(r.stderr).toMatch(message);
+      }
+      expect(JSON.parse(cli(['retention', 'status', '--schema', s.schema], env).stdout)).toMatchObject({ enabled: false });
+      const enabled = cli(['retention', 'enable', '--schema', s.schema, '--window', '7d', '--interval', '1d'], env);
+      expect(enabled.code).toBe(0);
+      expect(JSON.parse(enabled.stdout)).toMatchObject({ enabled: true, windowMs: 604_800_000, intervalMs: 86_400_000, slots: 9, currentGeneration: 1 });
+      const rotated = cli(['retention', 'rotate', '--schema', s.schema], env);
+      expect(rotated.code).toBe(0);
+      expect(JSON.parse(rotated.stdout)).toMatchObject({ rotated: false, currentGeneration: 1, forgotten: [] });
+      const pruned = cli(['prune', '--schema', s.schema, '--processed-events', '14d'], env);
+      expect(pruned.code).toBe(2);
+      expect(pruned.stderr).toMatch(/by generations.*effectively retention rotate/);
     });
   });
 

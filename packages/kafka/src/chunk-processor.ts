@@ -12,6 +12,8 @@ import { lazyChildLogger } from './lazy-logger';
 import { runInTransaction } from './chunk-transaction';
 import { SideConnection } from './side-connection';
 import { ProcessedEventStore, type ClaimRow, type EventKey, type Redriven } from './store';
+import { GenerationStore } from './generation-store';
+import { LEGACY_CLOSED_SQLSTATE } from './generations';
 import { ChunkTrace } from './tracing';
 
 const tracing = openTelemetryTracing('@effectively/kafka');
@@ -89,7 +91,8 @@ function errorText(error: unknown): string {
  * rejected, release the claims of what failed, commit.
  */
 export class ChunkProcessor<T> {
-  private readonly store: ProcessedEventStore;
+  /** The claim path: {@link ProcessedEventStore}, or {@link GenerationStore} once the schema's retention is by generations. */
+  private store: ProcessedEventStore;
   private readonly attemptLog: AttemptLog;
   private readonly open = new Set<OpenChunk>();
   /** Where statements outside chunk transactions run (never a second pool connection while a chunk holds one). */
@@ -121,6 +124,16 @@ export class ChunkProcessor<T> {
     return this.store;
   }
 
+  /** True once claims go to the generations (see {@link useGenerations}). */
+  get onGenerations(): boolean {
+    return this.store instanceof GenerationStore;
+  }
+
+  /** Claims go to `processed_event_generations` from the next chunk on (the schema's retention is by generations). */
+  useGenerations(): void {
+    if (!(this.store instanceof GenerationStore)) this.store = new GenerationStore(this.options.schema, this.options.groupId, { preparedStatements: this.options.preparedStatements });
+  }
+
   /**
    * Gives up every open chunk transaction (the consumer is stopping and they outlived
    * `shutdownTimeoutMs`): user code is refused from now on and each connection is ended, so
@@ -146,6 +159,11 @@ export class ChunkProcessor<T> {
       trace.end('committed', { ...outcome, retry: outcome.failed !== undefined });
       return outcome;
     } catch (error) {
+      // Generations were enabled while this consumer claimed in processed_events: switch, and the retry claims there.
+      if ((error as { code?: unknown } | null)?.code === LEGACY_CLOSED_SQLSTATE && !this.onGenerations) {
+        this.useGenerations();
+        this.options.logger.warn('dedup generations were enabled in this schema: claims now go to processed_event_generations');
+      }
       trace.end(error instanceof FencedError ? 'fenced' : 'rolled_back', { processed: 0, duplicates: 0, conflicts: 0, deadLettered: 0, retry: true }, error);
       throw error;
     }

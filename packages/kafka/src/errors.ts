@@ -36,6 +36,7 @@ const TRANSIENT_SQLSTATES = new Set([
   '57P03', // cannot_connect_now (starting up / shutting down)
   '53300', // too_many_connections
   '25P03', // idle_in_transaction_session_timeout
+  'EF001', // a claim on processed_events after dedup generations were enabled: retried on the generations
 ]);
 
 /**

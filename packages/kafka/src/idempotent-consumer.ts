@@ -7,6 +7,8 @@ import { FencedError, isTransientDatabaseError } from './errors';
 import { LagReporter } from './lag';
 import { zeroPartitionCounters } from './metrics';
 import { startRetentionProbe } from './retention-probe';
+import { startGenerationRotator } from './generation-rotator';
+import { generationsEnabled } from './generations';
 import { type Assignment, type ConsumerClient, type FetchedBatch, type RawMessage, type SkippedRange } from './kafka-adapter';
 import { OffsetPositions } from './offset-positions';
 
@@ -58,6 +60,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   /** Where the assigned partitions start, decided at each assignment (quick: offsets and log bounds). */
   private placed: Promise<void> = Promise.resolve();
   private retentionProbe: { stop(): void } | undefined;
+  private rotator: { stop(): Promise<void> } | undefined;
   private readonly lag: LagReporter;
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private stopping: Promise<void> | undefined;
@@ -123,6 +126,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     this.state = 'running';
     try {
       await assertSchemaMigrated(this.options.db, this.options.schema);
+      if (await generationsEnabled(this.options.db, this.options.schema)) this.processor.useGenerations();
     } catch (error) {
       this.state = 'stopped';
       this.stopping = Promise.resolve();
@@ -162,6 +166,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     await this.client.subscribe(this.options.topics, true);
     await this.client.run((batch) => this.onBatch(batch), this.options.partitionsConsumedConcurrently);
     const o = this.options;
+    this.rotator = startGenerationRotator({ db: o.db, schema: o.schema, groupId: o.groupId, metrics: o.metrics, logger: this.log, rotate: o.rotateGenerations, active: () => this.processor.onGenerations });
     this.retentionProbe = startRetentionProbe({ db: o.db, schema: o.schema, groupId: o.groupId, topics: o.topics, client: this.client, metrics: o.metrics, logger: this.log, intervalMs: 60_000 });
     this.log.info({ topics: this.options.topics, mode: this.options.mode, batchSize: this.options.batchSize }, 'idempotent consumer started');
   }
@@ -193,6 +198,7 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     process.removeListener('SIGINT', this.signalHandler);
     for (const t of this.retryTimers) clearTimeout(t);
     this.retentionProbe?.stop();
+    await this.rotator?.stop();
     const bounded = <R>(p: Promise<R>): Promise<R | undefined> =>
       Promise.race([p, new Promise<undefined>((r) => setTimeout(() => r(undefined), this.options.shutdownTimeoutMs).unref())]);
     let drained = false;

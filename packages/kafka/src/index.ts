@@ -5,6 +5,7 @@ export type { ConsumerHooks, HookContext } from './hooks';
 export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings, PartitionPosition, SkippedRange } from './kafka-adapter';
 export { HandlerTimeoutError, FencedError, AttemptEndedError, isTransientDatabaseError } from './errors';
 export { pruneProcessedEvents } from './store';
+export { enableGenerations, readGenerations, rotateProcessedEvents, GENERATION_LIMITS, type EnableGenerationsOptions, type GenerationsState, type LiveGeneration, type RotationResult } from './generations';
 export { CONSUMER_METRICS, consumerPrometheusMetrics } from './metrics';
 export { listDeadLetters, replayDeadLetters, toDeadLetter, type DeadLetter, type DeadLetterFilter, type DeadLetterSource, type ReplayOptions, type ReplayResult } from './dead-letters';
 export { REDRIVE_HEADER } from './redrive';

@@ -18,7 +18,11 @@ export const CONSUMER_METRICS = {
   batch_duration_seconds: { type: 'histogram', help: 'Duration of one chunk transaction.', labelNames: ['group'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] },
   consumer_lag_messages: { type: 'gauge', help: "Records behind the partition's high watermark as this member sees it (high watermark at the last fetch minus the next offset to process).", labelNames: partitionLabels },
   consumer_topic_retention_seconds: { type: 'gauge', help: "A subscribed topic's retention.ms in seconds, read at start (+Inf: unlimited).", labelNames: ['group', 'topic'] },
-  dedup_oldest_record_age_seconds: { type: 'gauge', help: "Age of the oldest record in the consumer schema's processed_events (it drops when records are pruned); read every minute.", labelNames: ['group'] },
+  dedup_oldest_record_age_seconds: { type: 'gauge', help: "Age of the oldest dedup record in the consumer schema (processed_events and processed_event_generations; it drops when records are pruned or a generation is forgotten); read every minute.", labelNames: ['group'] },
+  dedup_live_generations: { type: 'gauge', help: 'Generations of dedup records still checked by claims (the current one included; 0 when retention is not by generations); read at each rotation check.', labelNames: ['group'] },
+  dedup_last_rotation_timestamp_seconds: { type: 'gauge', help: 'Unix time at which the current dedup generation became current (by any process; 0 when retention is not by generations); read at each rotation check.', labelNames: ['group'] },
+  dedup_rotations_total: { type: 'counter', help: 'Rotation checks this consumer ran, by result: rotated, not_due, postponed (no empty slot), failed.', labelNames: ['group', 'result'] },
+  dedup_generations_forgotten_total: { type: 'counter', help: 'Generations (and the pre-generations processed_events) this consumer emptied because their records were older than the window.', labelNames: ['group'] },
   dedup_hit_ratio: { type: 'gauge', help: 'Share of messages seen so far that were duplicates.', labelNames: ['group'] },
 } as const satisfies Record<string, MetricDefinition>;
 

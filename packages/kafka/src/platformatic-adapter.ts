@@ -40,6 +40,7 @@ class PlatformaticConsumerClient implements ConsumerClient {
   /** Offsets of commits in flight: emptied when the member rejoins, so the client's retry in the new generation commits nothing. */
   private readonly commitsInFlight = new Set<{ offsets: Array<{ topic: string; partition: number; offset: bigint; leaderEpoch: number }>; withdrawn: boolean }>();
   private rejoining: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
 
   constructor(private readonly settings: KafkaClientSettings) {
     this.log = childLogger(settings.logger, { component: 'platformatic-kafka', clientId: settings.clientId });
@@ -249,8 +250,13 @@ class PlatformaticConsumerClient implements ConsumerClient {
     }
   }
 
-  /** Stops fetching, waits for the batches being handled (their offsets are committed), and leaves the group. */
-  async stop(): Promise<void> {
+  /** Stops fetching, waits for the batches being handled (their offsets are committed), and leaves the group. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
     if (!this.running) return;
     await this.fetcher?.stop();
     this.running = false;
@@ -267,7 +273,8 @@ class PlatformaticConsumerClient implements ConsumerClient {
   }
 
   async disconnect(): Promise<void> {
-    await this.stop();
+    // After a stop that did not finish (the consumer's shutdownTimeoutMs), close anyway.
+    if (this.stopping === undefined) await this.stop();
     const [consumer, pool] = [this.consumer, this.pool];
     this.consumer = undefined;
     this.pool = undefined;

@@ -18,13 +18,14 @@ export interface RetentionProbeSettings {
 /**
  * Reports what the "dedup retention shorter than the topic's" alert compares: each subscribed
  * topic's `retention.ms` once at start (`consumer_topic_retention_seconds`), and every
- * `intervalMs` the age of the oldest record in `processed_events`
- * (`dedup_oldest_record_age_seconds`; it drops each time records are pruned). Failures are
+ * `intervalMs` the age of the oldest record in `processed_events` and `processed_event_generations`
+ * (`dedup_oldest_record_age_seconds`; it drops each time records are pruned or a generation is forgotten). Failures are
  * logged at debug and retried at the next tick: this is observation, never on the critical path.
  */
 export function startRetentionProbe(s: RetentionProbeSettings): { stop(): void } {
   const labels = { group: s.groupId };
   const table = sql.id(s.schema, 'processed_events');
+  const generations = sql.id(s.schema, 'processed_event_generations');
   let stopped = false;
   const topicRetention = s.client.topicRetentionMs?.bind(s.client);
   if (topicRetention !== undefined) {
@@ -36,7 +37,7 @@ export function startRetentionProbe(s: RetentionProbeSettings): { stop(): void }
   }
   const probe = async (): Promise<void> => {
     try {
-      const { rows } = await sql<{ age: number | null }>`SELECT extract(epoch FROM now() - min(processed_at))::float8 AS age FROM ${table}`.execute(s.db);
+      const { rows } = await sql<{ age: number | null }>`SELECT extract(epoch FROM now() - least((SELECT min(processed_at) FROM ${table}), (SELECT min(processed_at) FROM ${generations})))::float8 AS age`.execute(s.db);
       if (!stopped) s.metrics.set('dedup_oldest_record_age_seconds', Math.max(0, rows[0]?.age ?? 0), labels);
     } catch (error) {
       s.logger.debug({ err: error }, 'could not read the oldest dedup record’s age');

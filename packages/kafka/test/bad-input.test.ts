@@ -1,9 +1,9 @@
 import { sql } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
 
-describe('poison and bad input are dead-lettered atomically; the partition moves on', () => {
+describe(`poison and bad input are dead-lettered atomically; the partition moves on (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   let s: TestSchema;
@@ -42,6 +42,7 @@ describe('poison and bad input are dead-lettered atomically; the partition moves
       topics: [topic as string],
       db: s.db,
       schema: s.schema,
+      client: testClient(),
       batchSize: 50,
       maxAttempts: 3,
       retryDelayMs: 50,

@@ -1,13 +1,13 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import { Pool } from 'pg';
-import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, seededRandom, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { count, createLedger, handler, makeEvents, model, sameTotals, totals, waitFor, type Entry } from './support/ledger';
 
 // Several partitions in flight at once (partitionsConsumedConcurrently: 4), copies of an event spread over
 // different partitions so concurrent transactions race for the same claim, and a pool smaller
 // than the number of partitions in flight.
-describe('partitions consumed concurrently', () => {
+describe(`partitions consumed concurrently (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
 
@@ -29,7 +29,7 @@ describe('partitions consumed concurrently', () => {
         return [message(Math.floor(random() * 4)), ...copies];
       });
       await produceMessages(kafka, topic as string, messages);
-      const consumer = new IdempotentConsumer<Entry>({ brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, handler: handler(s.schema), partitionsConsumedConcurrently: 4, ...options });
+      const consumer = new IdempotentConsumer<Entry>({ brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, handler: handler(s.schema), partitionsConsumedConcurrently: 4, client: testClient(), ...options });
       await consumer.start();
       try {
         const expected = model(events);

@@ -1,4 +1,4 @@
-import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, seededRandom, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { startConsumerChild } from './support/child';
 import { count, createLedger, makeEvents, model, sameTotals, toMessages, totals, waitFor } from './support/ledger';
 
@@ -6,7 +6,7 @@ import { count, createLedger, makeEvents, model, sameTotals, toMessages, totals,
  * A consumer process is SIGKILLed at each dangerous point; a restarted consumer must converge
  * to exactly the model (no lost effect, no double effect).
  */
-describe('SIGKILL at the crash points', () => {
+describe(`SIGKILL at the crash points (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
 

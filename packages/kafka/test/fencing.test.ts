@@ -1,10 +1,10 @@
 import { sql } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, seededRandom, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { startConsumerChild } from './support/child';
 import { count, createLedger, handler, makeEvents, model, sameTotals, toMessages, totals, waitFor, type Entry } from './support/ledger';
 
-describe('zombie fencing and shutdown', () => {
+describe(`zombie fencing and shutdown (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
 
@@ -17,7 +17,7 @@ describe('zombie fencing and shutdown', () => {
       const first = makeEvents(50, seededRandom(1), 'a');
       const second = makeEvents(50, seededRandom(2), 'b');
       await produceMessages(kafka, topic as string, toMessages(first));
-      const options = { brokers, groupId: group, topics: [topic as string], db: s.db, schema: s.schema, handler: handler(s.schema), batchSize: 10, sessionTimeoutMs: 10_000 };
+      const options = { brokers, groupId: group, topics: [topic as string], db: s.db, schema: s.schema, handler: handler(s.schema), batchSize: 10, sessionTimeoutMs: 10_000, client: testClient() };
       const zombie = new IdempotentConsumer<Entry>(options);
       await zombie.start();
       try {

@@ -1,11 +1,11 @@
 import { sql } from 'kysely';
 import pino from 'pino';
-import { createTestSchema, createTopics, produceMessages, seededRandom, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, seededRandom, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { startConsumerChild } from './support/child';
 import { count, createLedger, handler, makeEvents, model, sameTotals, toMessages, totals, waitFor, type Entry } from './support/ledger';
 
-describe('a frozen member delays only the partitions it held', () => {
+describe(`a frozen member delays only the partitions it held (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
 
@@ -32,6 +32,7 @@ describe('a frozen member delays only the partitions it held', () => {
         const lines: Array<Record<string, unknown>> = [];
         const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
         const owner = new IdempotentConsumer<Entry>({
+          client: testClient(),
           brokers, groupId: group, topics: [topic as string], db: s.db, schema: s.schema, handler: handler(s.schema), logger,
           batchSize: 20, sessionTimeoutMs: 6000, heartbeatIntervalMs: 1000, takeoverTimeoutMs: 5000,
         });

@@ -1,5 +1,5 @@
 import type { Metrics, MetricLabels } from '@effectively/core';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import type { Admin } from 'kafkajs';
 import pino from 'pino';
 import { IdempotentConsumer, type IdempotentConsumerOptions } from '../src';
@@ -20,7 +20,7 @@ class RecordingMetrics implements Metrics {
  * markers and aborted records included; a committed offset that fell out of the log resumes at
  * the earliest record still there, said at warn and counted.
  */
-describe('committed offsets: to the end of the log, and never past records still in it', () => {
+describe(`committed offsets: to the end of the log, and never past records still in it (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   let admin: Admin;
@@ -38,7 +38,7 @@ describe('committed offsets: to the end of the log, and never past records still
 
   const entry = (account: string): string => JSON.stringify({ account, amount: 1 });
   const consumer = (topic: string, group: string, extra: Partial<IdempotentConsumerOptions<Entry>> = {}): IdempotentConsumer<Entry> =>
-    new IdempotentConsumer<Entry>({ brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, handler: async (event, { trx }) => apply(trx, s.schema, event.value), ...extra });
+    new IdempotentConsumer<Entry>({ brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, handler: async (event, { trx }) => apply(trx, s.schema, event.value), client: testClient(), ...extra });
   const committed = async (group: string, topic: string): Promise<string | undefined> => (await admin.fetchOffsets({ groupId: group, topics: [topic] }))[0]?.partitions[0]?.offset;
   const highWatermark = async (topic: string): Promise<string | undefined> => (await admin.fetchTopicOffsets(topic))[0]?.high;
   const atEnd = async (group: string, topic: string): Promise<{ committed: string | undefined; end: string | undefined }> => ({ committed: await committed(group, topic), end: await highWatermark(topic) });

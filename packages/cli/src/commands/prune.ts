@@ -34,9 +34,10 @@ export const pruneCommand = defineCommand({
     const logger = commandLogger(io.env);
     const database = createDatabase({ connectionString: databaseUrl(values, io.env, config), max: 1, logger, applicationName: 'effectively-prune' });
     try {
-      if (events !== undefined) io.stdout.write(`processed events deleted: ${await pruneProcessedEvents(database.db, { schema, olderThanMs: events })}\n`);
       if (outbox !== undefined) io.stdout.write(`published outbox rows deleted: ${(await pruneOutbox(database.db, { schema, olderThanMs: outbox })).deleted}\n`);
       if (keys) io.stdout.write(`expired idempotency keys deleted: ${await createIdempotency({ db: database.db, schema, logger }).prune()}\n`);
+      // Last: on a schema whose retention is by generations it refuses (InvalidConfigError, exit 2) after the others ran.
+      if (events !== undefined) io.stdout.write(`processed events deleted: ${await pruneProcessedEvents(database.db, { schema, olderThanMs: events })}\n`);
       return ExitCode.ok;
     } finally {
       await database.destroy();

@@ -1,0 +1,185 @@
+import { sql, type Transaction, type Kysely } from 'kysely';
+import { idKey } from './classify';
+import type { IdOrigin } from './event-id';
+import { CompiledOnce } from './prepared';
+import { storableText } from './storable-text';
+import { ProcessedEventStore, type EventKey, type OpenOptions, type OpenResult, type Redriven, type StoredEvent } from './store';
+
+type Db = Kysely<unknown> | Transaction<unknown>;
+
+/** The values of {@link GenerationStore.open}'s statement, in order. */
+type ClaimArgs = [string, string, string, string | null, number | null, string | null, IdOrigin[], string[], string[], string[], number[], string[], string[], Array<string | null>, unknown, unknown];
+
+/**
+ * The claim path once retention by generations is on (migration 0008, `enableGenerations`):
+ * records go to `processed_event_generations`, in the current generation's slot; the
+ * pre-generations `processed_events` is only read (until a rotation empties it). Every claim
+ * statement first calls `dedup_claim_gate`, which holds the generations' advisory lock shared
+ * until the transaction ends (a rotation's switch holds it exclusively: no claim straddles a
+ * switch) and, in a snapshot taken after that lock, names the keys an older live generation or
+ * the legacy table already holds; those are not inserted. Within the current slot the primary
+ * key (with ON CONFLICT) decides, as without generations. So a key is recorded at most once
+ * across the live generations. The statement is compiled once for any number of rows and, with
+ * `preparedStatements`, prepared once per connection.
+ */
+export class GenerationStore extends ProcessedEventStore {
+  private readonly gens;
+  private readonly legacy;
+  private readonly gate;
+  private readonly fenceTable;
+  private readonly claim: CompiledOnce<ClaimArgs>;
+  /** The current slot each open transaction's gate returned (where a re-drive moves a record). */
+  private readonly slotOf = new WeakMap<object, number>();
+
+  constructor(
+    schema: string,
+    private readonly groupId: string,
+    options: { preparedStatements?: boolean } = {},
+  ) {
+    super(schema, groupId, options);
+    this.gens = sql.id(schema, 'processed_event_generations');
+    this.legacy = sql.id(schema, 'processed_events');
+    this.gate = sql.id(schema, 'dedup_claim_gate');
+    this.fenceTable = sql.id(schema, 'partition_fences');
+    this.claim = new CompiledOnce<ClaimArgs>(options.preparedStatements ?? true);
+  }
+
+  override async open(trx: Db, options: OpenOptions): Promise<OpenResult> {
+    const { rows, fence } = options;
+    const first = rows[0];
+    const args: ClaimArgs = [
+      `${options.lockTimeoutMs}ms`,
+      `${options.statementTimeoutMs}ms`,
+      `${options.statementTimeoutMs * 2}ms`,
+      fence?.topic ?? null,
+      fence?.partition ?? null,
+      fence?.epoch ?? null,
+      rows.map((r) => r.origin),
+      rows.map((r) => r.eventId),
+      rows.map((r) => r.payloadHash),
+      rows.map((r) => r.topic),
+      rows.map((r) => r.partition),
+      rows.map((r) => r.offset),
+      rows.map((r) => r.status),
+      rows.map((r) => (r.error === null ? null : storableText(r.error))),
+      first?.topic ?? null,
+      first?.partition ?? null,
+    ];
+    const also = options.also;
+    const key = `${fence === undefined ? 'unfenced' : 'fenced'}:${also === undefined ? '' : 'also'}`;
+    const result = await this.claim.execute<{ held: boolean; slot: number | null; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>(
+      trx,
+      key,
+      args,
+      (lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch, origins, ids, hashes, topics, partitions, offsets, statuses, errors, alsoTopic, alsoPartition) => {
+        const settings = sql`SELECT set_config('lock_timeout', ${lockTimeout}, true) AS a,
+                                    set_config('statement_timeout', ${statementTimeout}, true) AS b,
+                                    set_config('idle_in_transaction_session_timeout', ${idleTimeout}, true) AS c`;
+        const where = (f: ReturnType<typeof sql.raw>) =>
+          sql`${f}.consumer_group = ${this.groupId} AND ${f}.topic = ${fenceTopic} AND ${f}.partition = ${fencePartition}::int AND ${f}.epoch = ${fenceEpoch}::bigint`;
+        const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fenceTable} f, settings WHERE ${where(sql.raw('f'))}`;
+        const locked = fence === undefined ? sql`SELECT 1 AS locked` : sql`SELECT 1 AS locked FROM ${this.fenceTable} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
+        return sql`
+          WITH settings AS MATERIALIZED (${settings}),
+          fence AS MATERIALIZED (${held}),
+          gate AS MATERIALIZED (SELECT g.current_slot, g.seen FROM fence, LATERAL ${this.gate}(${this.groupId}, ${origins}::text[], ${ids}::text[]) g),
+          claimed AS (
+            INSERT INTO ${this.gens} (consumer_group, id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error, slot)
+            SELECT ${this.groupId}, u.id_origin, u.event_id, u.payload_hash, u.topic, u.partition, u.kafka_offset, u.status, u.error, gate.current_slot
+            FROM unnest(${origins}::text[], ${ids}::text[], ${hashes}::text[], ${topics}::text[], ${partitions}::int[], ${offsets}::bigint[], ${statuses}::text[], ${errors}::text[])
+                 WITH ORDINALITY AS u(id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error, n), gate
+            WHERE NOT (u.n::int = ANY (gate.seen))
+            ON CONFLICT (consumer_group, id_origin, event_id, slot) DO NOTHING
+            RETURNING id_origin, event_id),
+          unclaimed AS (
+            SELECT id_origin, event_id FROM unnest(${origins}::text[], ${ids}::text[]) AS k(id_origin, event_id) WHERE EXISTS (SELECT 1 FROM gate)
+            EXCEPT SELECT id_origin, event_id FROM claimed),
+          stored AS (
+            SELECT x.id_origin, x.event_id, e.payload_hash, e.status FROM unclaimed x,
+            LATERAL (SELECT payload_hash, status FROM ${this.gens} WHERE consumer_group = ${this.groupId} AND id_origin = x.id_origin AND event_id = x.event_id
+                     UNION ALL
+                     SELECT payload_hash, status FROM ${this.legacy} WHERE consumer_group = ${this.groupId} AND id_origin = x.id_origin AND event_id = x.event_id
+                     LIMIT 1) e),
+          locked AS MATERIALIZED (${locked})
+          SELECT EXISTS (SELECT 1 FROM fence) AND (NOT EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM locked)) AS held,
+                 (SELECT current_slot FROM gate) AS slot,
+                 (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
+                 (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
+                 ${also === undefined ? sql`` : also(alsoTopic, alsoPartition)}`;
+      },
+      { begin: options.begin === true },
+    );
+    const row = result.rows[0];
+    if (row?.slot !== null && row?.slot !== undefined) this.slotOf.set(trx, row.slot);
+    return {
+      held: row?.held === true,
+      claimed: new Set((row?.claimed ?? []).map(([origin, id]) => idKey(origin, id))),
+      stored: new Map((row?.stored ?? []).map(([origin, id, payloadHash, status]) => [idKey(origin, id), { payloadHash, status }])),
+      also: (row ?? {}) as Record<string, unknown>,
+    };
+  }
+
+  override async storedHashes(trx: Db, keys: EventKey[]): Promise<Map<string, StoredEvent>> {
+    if (keys.length === 0) return new Map();
+    const result = await sql<{ id_origin: IdOrigin; event_id: string; payload_hash: string; status: StoredEvent['status'] }>`
+      SELECT p.id_origin, p.event_id, p.payload_hash, p.status
+      FROM (SELECT consumer_group, id_origin, event_id, payload_hash, status FROM ${this.gens}
+            UNION ALL SELECT consumer_group, id_origin, event_id, payload_hash, status FROM ${this.legacy}) p
+      JOIN unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
+        ON p.id_origin = k.id_origin AND p.event_id = k.event_id
+      WHERE p.consumer_group = ${this.groupId}`.execute(trx);
+    return new Map(result.rows.map((r) => [idKey(r.id_origin, r.event_id), { payloadHash: r.payload_hash, status: r.status }]));
+  }
+
+  /**
+   * {@link ProcessedEventStore.redrive} over both tables: a record in a generation moves to the
+   * current one (its window starts again, as `processed_at` did before generations); a record in
+   * the legacy table is updated where it is (forgotten with the legacy table).
+   */
+  override async redrive(trx: Db, requests: Array<EventKey & { redriveId: string; offset: string }>): Promise<Redriven[]> {
+    if (requests.length === 0) return [];
+    const slot = this.slotOf.get(trx);
+    if (slot === undefined) throw new Error('GenerationStore.redrive: open() was not called in this transaction');
+    const taken: Redriven[] = [];
+    for (const table of [this.gens, this.legacy]) {
+      const move = table === this.gens ? sql`, slot = ${slot}::int` : sql``;
+      const result = await sql<{ id_origin: IdOrigin; event_id: string; previous_redrive_id: string | null; previous_error: string | null; previous_attempts: number }>`
+        WITH r AS (SELECT * FROM unnest(${requests.map((q) => q.origin)}::text[], ${requests.map((q) => q.eventId)}::text[], ${requests.map((q) => q.redriveId)}::text[], ${requests.map((q) => q.offset)}::bigint[])
+                   AS r(id_origin, event_id, redrive_id, kafka_offset)),
+        previous AS (
+          SELECT p.id_origin, p.event_id, p.redrive_id, p.error, p.attempts FROM ${table} p JOIN r ON p.id_origin = r.id_origin AND p.event_id = r.event_id
+          WHERE p.consumer_group = ${this.groupId} AND p.status = 'dead_lettered' AND p.redrive_id IS DISTINCT FROM r.redrive_id
+          FOR UPDATE OF p)
+        UPDATE ${table} p SET status = 'processed', redrive_id = r.redrive_id, error = NULL, kafka_offset = r.kafka_offset, processed_at = now()${move}
+        FROM previous, r
+        WHERE p.consumer_group = ${this.groupId} AND p.id_origin = previous.id_origin AND p.event_id = previous.event_id
+          AND r.id_origin = previous.id_origin AND r.event_id = previous.event_id
+        RETURNING p.id_origin, p.event_id, previous.redrive_id AS previous_redrive_id, previous.error AS previous_error, previous.attempts AS previous_attempts`.execute(trx);
+      taken.push(...result.rows.map((r) => ({ origin: r.id_origin, eventId: r.event_id, previousRedriveId: r.previous_redrive_id, previousError: r.previous_error, previousAttempts: r.previous_attempts })));
+    }
+    return taken;
+  }
+
+  override async restore(trx: Db, taken: Redriven[]): Promise<void> {
+    if (taken.length === 0) return;
+    for (const table of [this.gens, this.legacy]) {
+      await sql`
+        UPDATE ${table} p SET status = 'dead_lettered', redrive_id = t.redrive_id, error = t.error, attempts = t.attempts
+        FROM unnest(${taken.map((k) => k.origin)}::text[], ${taken.map((k) => k.eventId)}::text[], ${taken.map((k) => k.previousRedriveId)}::text[],
+                    ${taken.map((k) => k.previousError)}::text[], ${taken.map((k) => k.previousAttempts)}::int[]) AS t(id_origin, event_id, redrive_id, error, attempts)
+        WHERE p.consumer_group = ${this.groupId} AND p.id_origin = t.id_origin AND p.event_id = t.event_id`.execute(trx);
+    }
+  }
+
+  /** Claims are only ever made in the generations (never in the legacy table). */
+  override async release(trx: Db, keys: EventKey[]): Promise<void> {
+    if (keys.length === 0) return;
+    await sql`DELETE FROM ${this.gens} p USING unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
+              WHERE p.consumer_group = ${this.groupId} AND p.id_origin = k.id_origin AND p.event_id = k.event_id`.execute(trx);
+  }
+
+  override async markDeadLettered(trx: Db, key: EventKey, error: string, attempts: number): Promise<void> {
+    await sql`UPDATE ${this.gens} SET status = 'dead_lettered', error = ${storableText(error)}, attempts = ${attempts}
+              WHERE consumer_group = ${this.groupId} AND id_origin = ${key.origin} AND event_id = ${key.eventId}`.execute(trx);
+  }
+}

@@ -1,0 +1,217 @@
+import { sql, type Kysely } from 'kysely';
+import { createDatabase, InvalidConfigError } from '@effectively/core';
+import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
+import { enableGenerations, pruneProcessedEvents, readGenerations, rotateProcessedEvents } from '../src';
+import { GenerationStore } from '../src/generation-store';
+import type { ClaimRow, OpenResult } from '../src/store';
+import { count } from './support/ledger';
+
+// Retention by generations, at the level of the claim statement and the rotation (no Kafka):
+// interleavings of a claim with a rotation that a consumer cannot be made to hit on purpose.
+const GROUP = 'g';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function row(id: string, offset = 0): ClaimRow {
+  return { eventId: id, origin: 'producer', payloadHash: `h-${id}`, topic: 't', partition: 0, offset: String(offset), status: 'processed', error: null };
+}
+
+/** Claims `ids` in one transaction; `hold` keeps it open (claim made, not committed) until it resolves; `opened` is called once the claim statement returned. */
+async function claim(db: Kysely<unknown>, store: GenerationStore, ids: string[], hold?: Promise<void>, opened?: () => void): Promise<OpenResult> {
+  return db.transaction().execute(async (trx) => {
+    const r = await store.open(trx, { lockTimeoutMs: 20_000, statementTimeoutMs: 30_000, rows: ids.map((id, i) => row(id, i)) });
+    opened?.();
+    if (hold !== undefined) await hold;
+    return r;
+  });
+}
+
+/** Whether `id` is claimed anew now (committed) — i.e. not remembered. */
+async function isNew(db: Kysely<unknown>, store: GenerationStore, id: string): Promise<boolean> {
+  return (await claim(db, store, [id])).claimed.size === 1;
+}
+
+describe('retention by generations: claims and rotation', () => {
+  const { databaseUrl } = testServices();
+  let s: TestSchema;
+  let other: ReturnType<typeof createDatabase>;
+  beforeEach(async () => {
+    s = await createTestSchema(databaseUrl, 'gens', { max: 6 });
+    other = createDatabase({ connectionString: databaseUrl, max: 3, applicationName: 'effectively-test-rotator' });
+  });
+  afterEach(async () => {
+    await other.destroy();
+    await s.drop();
+  });
+
+  it('refuses bad settings with what to do, and pruneProcessedEvents on a schema on generations', async () => {
+    await expect(enableGenerations(s.db, { schema: s.schema, windowMs: 500, intervalMs: 100 })).rejects.toThrow(/windowMs must be .* at least 1000/);
+    await expect(enableGenerations(s.db, { schema: s.schema, windowMs: 10_000, intervalMs: 20_000 })).rejects.toThrow(/must not exceed windowMs/);
+    await expect(enableGenerations(s.db, { schema: s.schema, windowMs: 86_400_000, intervalMs: 60_000 })).rejects.toThrow(/choose a longer intervalMs/);
+    await expect(enableGenerations(s.db, { schema: s.schema, windowMs: 1.5e3 + 0.5, intervalMs: 100 })).rejects.toBeInstanceOf(InvalidConfigError);
+    await expect(rotateProcessedEvents(s.db, { schema: s.schema })).rejects.toThrow(/not enabled .* effectively retention enable/);
+    await expect(enableGenerations(s.db, { schema: 'a;drop', windowMs: 10_000, intervalMs: 1_000 })).rejects.toThrow(/safe identifier/);
+    expect((await readGenerations(s.db, { schema: s.schema })).enabled).toBe(false);
+    const state = await enableGenerations(s.db, { schema: s.schema, windowMs: 10_000, intervalMs: 1_000 });
+    expect(state).toMatchObject({ enabled: true, windowMs: 10_000, intervalMs: 1_000, slots: 12, currentGeneration: 1 });
+    await expect(pruneProcessedEvents(s.db, { schema: s.schema, olderThanMs: 1000 })).rejects.toThrow(/by generations/);
+  });
+
+  it('a copy claimed while a rotation switches generations is still a duplicate (claim in flight in the old generation)', async () => {
+    await enableGenerations(s.db, { schema: s.schema, windowMs: 5_000, intervalMs: 1_000 });
+    const store = new GenerationStore(s.schema, GROUP);
+    await sleep(1_050); // the current generation is due
+    let commitA!: () => void;
+    let openedA!: () => void;
+    const aOpened = new Promise<void>((r) => (openedA = r));
+    const a = claim(s.db, store, ['x'], new Promise<void>((r) => (commitA = r)), openedA);
+    await aOpened; // A holds its claim of x in generation 1, uncommitted
+    const rotation = rotateProcessedEvents(other.db, { schema: s.schema, lockTimeoutMs: 20_000 });
+    await sleep(200); // the rotation waits for A
+    const b = claim(s.db, store, ['x', 'y']); // B queues behind the rotation
+    await sleep(200);
+    commitA();
+    expect((await a).claimed.size).toBe(1);
+    expect((await rotation).rotated).toBe(true);
+    const rb = await b;
+    expect([...rb.claimed]).toEqual([expect.stringContaining('y')]);
+    // x once, in generation 1's slot; y in generation 2's.
+    const { rows } = await sql<{ event_id: string; slot: number }>`SELECT event_id, slot FROM ${sql.id(s.schema, 'processed_event_generations')} ORDER BY event_id`.execute(s.db);
+    expect(rows).toEqual([{ event_id: 'x', slot: 0 }, { event_id: 'y', slot: 1 }]);
+  });
+
+  it('two consumers, one still in the old generation and one in the new: the id is claimed once', async () => {
+    await enableGenerations(s.db, { schema: s.schema, windowMs: 5_000, intervalMs: 250 });
+    const store = new GenerationStore(s.schema, GROUP);
+    for (let round = 0; round < 15; round++) {
+      await sleep(260);
+      const id = `r${round}`;
+      // Two claims of the same id and a rotation, started together in every order.
+      const results = await Promise.all([claim(s.db, store, [id]), rotateProcessedEvents(other.db, { schema: s.schema, lockTimeoutMs: 20_000 }), claim(other.db, store, [id, `${id}-b`])]);
+      // Exactly one of the two claims took the id.
+      expect(results[0].claimed.size + (results[2].claimed.has(`producer\u0000${id}`) ? 1 : 0)).toBe(1);
+    }
+    const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM ${sql.id(s.schema, 'processed_event_generations')} WHERE event_id LIKE 'r%' AND event_id NOT LIKE '%-b' GROUP BY event_id HAVING count(*) > 1`.execute(s.db);
+    expect(rows).toEqual([]);
+    expect((await readGenerations(s.db, { schema: s.schema })).currentGeneration).toBeGreaterThan(5);
+  });
+
+  it('rotation from several processes at once: one switch per due interval, generations consecutive, nothing lost', async () => {
+    await enableGenerations(s.db, { schema: s.schema, windowMs: 1_000, intervalMs: 200 });
+    const store = new GenerationStore(s.schema, GROUP);
+    const dbs = [s.db, other.db, s.db, other.db];
+    let claims = 0;
+    const end = Date.now() + 3_000;
+    const rotated: number[] = [];
+    const claiming = (async () => {
+      while (Date.now() < end) expect((await claim(s.db, store, [`c${claims++}`])).claimed.size).toBe(1);
+    })();
+    while (Date.now() < end) {
+      const results = await Promise.all(dbs.map((db) => rotateProcessedEvents(db, { schema: s.schema })));
+      for (const r of results) if (r.rotated) rotated.push(r.currentGeneration);
+      await sleep(50);
+    }
+    await claiming;
+    expect(rotated.length).toBeGreaterThan(5);
+    // No generation made twice (calls started together may each have made a different one).
+    expect(new Set(rotated).size).toBe(rotated.length);
+    expect([...rotated].sort((x, y) => x - y)).toEqual(rotated.map((_, i) => Math.min(...rotated) + i));
+    const state = await readGenerations(s.db, { schema: s.schema });
+    expect(state.live.filter((g) => g.endedAt === null)).toHaveLength(1);
+    expect(state.live.map((g) => g.generation)).toEqual(state.live.map((g, i) => (state.live[0]?.generation ?? 0) + i));
+    expect(state.live.length).toBeLessThanOrEqual(state.slots - 1);
+  });
+
+  it('the window is honoured: an id is remembered at least windowMs, forgotten by window + interval + one check', async () => {
+    const windowMs = 2_000;
+    const intervalMs = 500;
+    await enableGenerations(s.db, { schema: s.schema, windowMs, intervalMs });
+    const store = new GenerationStore(s.schema, GROUP);
+    let stop = false;
+    const rotating = (async () => {
+      while (!stop) {
+        await rotateProcessedEvents(other.db, { schema: s.schema });
+        await sleep(50);
+      }
+    })();
+    try {
+      await sleep(300);
+      expect(await isNew(s.db, store, 'w')).toBe(true);
+      const written = Date.now();
+      // Younger than the window: always remembered (a copy is a duplicate), across several rotations.
+      while (Date.now() - written < windowMs - 100) {
+        expect(await isNew(s.db, store, 'w')).toBe(false);
+        await sleep(50);
+      }
+      // Then forgotten, not before the window, and no later than window + interval + a check and margin.
+      let forgottenAt = 0;
+      while (Date.now() - written < windowMs + intervalMs + 1_500) {
+        const checked = Date.now();
+        if (await isNew(s.db, store, 'w')) {
+          forgottenAt = checked;
+          break;
+        }
+        await sleep(25);
+      }
+      expect(forgottenAt).toBeGreaterThan(0);
+      expect(forgottenAt - written).toBeGreaterThanOrEqual(windowMs);
+    } finally {
+      stop = true;
+      await rotating;
+    }
+  });
+
+  it('a rotation ended mid-way (its session killed while switching) leaves a usable state', async () => {
+    await enableGenerations(s.db, { schema: s.schema, windowMs: 5_000, intervalMs: 500 });
+    const store = new GenerationStore(s.schema, GROUP);
+    expect(await isNew(s.db, store, 'k1')).toBe(true);
+    await sleep(550);
+    // A claim held open makes the rotation wait inside its transaction; its session is then ended.
+    let commitA!: () => void;
+    let openedA!: () => void;
+    const aOpened = new Promise<void>((r) => (openedA = r));
+    const a = claim(s.db, store, ['k2'], new Promise<void>((r) => (commitA = r)), openedA);
+    await aOpened;
+    const killed = rotateProcessedEvents(other.db, { schema: s.schema, lockTimeoutMs: 20_000 }).then(
+      () => 'finished',
+      (e: unknown) => String(e),
+    );
+    await sleep(300);
+    await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'effectively-test-rotator' AND wait_event_type = 'Lock'`.execute(s.db);
+    expect(await killed).toMatch(/terminat/);
+    commitA();
+    await a;
+    const before = await readGenerations(s.db, { schema: s.schema });
+    expect(before.currentGeneration).toBe(1);
+    // Also a switch rolled back after its updates: the same state as before.
+    await expect(
+      other.db.transaction().execute(async (trx) => {
+        await sql`SELECT pg_advisory_xact_lock(hashtext('effectively.dedup-generations'), hashtext(${s.schema}))`.execute(trx);
+        await sql`UPDATE ${sql.id(s.schema, 'dedup_retention')} SET current_slot = 1, current_generation = 2`.execute(trx);
+        await sql`SELECT pg_terminate_backend(pg_backend_pid())`.execute(trx);
+      }),
+    ).rejects.toThrow();
+    expect((await readGenerations(s.db, { schema: s.schema })).currentGeneration).toBe(1);
+    expect(await isNew(s.db, store, 'k1')).toBe(false);
+    expect(await isNew(s.db, store, 'k2')).toBe(false);
+    expect((await rotateProcessedEvents(s.db, { schema: s.schema })).rotated).toBe(true);
+    expect(await isNew(s.db, store, 'k1')).toBe(false);
+    expect(await isNew(s.db, store, 'k3')).toBe(true);
+  });
+
+  it('records made before generations were enabled are still checked, then forgotten with the window', async () => {
+    const legacy = sql.id(s.schema, 'processed_events');
+    await sql`INSERT INTO ${legacy} (consumer_group, event_id, status, payload_hash, topic, partition, kafka_offset) VALUES (${GROUP}, 'old', 'processed', 'h-old', 't', 0, 1)`.execute(s.db);
+    await enableGenerations(s.db, { schema: s.schema, windowMs: 1_000, intervalMs: 500 });
+    const store = new GenerationStore(s.schema, GROUP);
+    const r = await claim(s.db, store, ['old', 'new']);
+    expect(r.claimed.size).toBe(1);
+    expect(r.stored.get('producer\u0000old')).toEqual({ payloadHash: 'h-old', status: 'processed' });
+    // The legacy table takes no claims any more.
+    await expect(sql`INSERT INTO ${legacy} (consumer_group, event_id, status, payload_hash, topic, partition, kafka_offset) VALUES (${GROUP}, 'late', 'processed', 'h', 't', 0, 2)`.execute(s.db)).rejects.toMatchObject({ code: 'EF001' });
+    await sleep(1_100);
+    const rotation = await rotateProcessedEvents(s.db, { schema: s.schema });
+    expect(rotation.legacyForgotten).toBe(true);
+    expect(await count(s.db, s.schema, 'processed_events')).toBe(0);
+    expect(await isNew(s.db, store, 'old')).toBe(true);
+  });
+});
