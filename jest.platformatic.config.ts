@@ -8,6 +8,7 @@ import base from './jest.config';
  * test file that passes its `client` option from `testClient()` belongs in this list.
  */
 export const PARAMETRISED_TEST_FILES: readonly string[] = [
+  'packages/cli/test/relay-worker.test.ts',
   'packages/core/test/optional-peer.test.ts',
   'packages/kafka/test/bad-input.test.ts',
   'packages/kafka/test/concurrency.test.ts',

@@ -22,6 +22,8 @@ export interface VariantResult {
   /** Median seconds per timed run. */
   seconds?: number;
   scaling?: { mode: 'event' | 'batch'; concurrency: number; processes: number };
+  /** The client comparison (bench/variants.ts inChild): which client, what is compared, which Node ran it. */
+  comparison?: { client: 'kafkajs' | 'platformatic'; what: string; node: string };
 }
 
 export interface BenchReport {
@@ -37,7 +39,7 @@ export interface BenchReport {
   table?: TableReport;
 }
 
-export function summarise(name: string, group: 'consume' | 'produce', runs: Measurement[], extra: Pick<VariantResult, 'messages' | 'scaling'> = {}): VariantResult {
+export function summarise(name: string, group: 'consume' | 'produce', runs: Measurement[], extra: Pick<VariantResult, 'messages' | 'scaling' | 'comparison'> = {}): VariantResult {
   const rates = runs.map((r) => r.items / Math.max(r.seconds, 0.001));
   const correct = runs.map((r) => r.correct);
   let correctness = 'n/a';
@@ -84,7 +86,7 @@ export function markdown(report: BenchReport): string {
     const l = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' / ');
     lines.push(`Load average (1 / 5 / 15 min) at start ${l(m.loadavg.start)}, at end ${l(m.loadavg.end)}: on a shared machine, other work competes for the ${m.cpus} CPUs, so ratios of neighbouring runs carry over better than absolute rates.`);
   }
-  const main = report.results.filter((r) => r.scaling === undefined);
+  const main = report.results.filter((r) => r.scaling === undefined && r.comparison === undefined);
   if (main.length > 0) {
     lines.push('', '| variant | messages per run | s per run (median) | events/s (median) | min–max | runs | vs baseline: median of per-round ratios (min–max) | totals |', '|---|---:|---:|---:|---:|---:|---:|---|');
     for (const r of main) {
@@ -112,6 +114,21 @@ export function markdown(report: BenchReport): string {
       lines.push(`| ${s.mode === 'event' ? 'per-event' : 'batch 500'} | ${s.processes} × ${s.concurrency} | ${r.messages === undefined ? '' : fmt(r.messages)} | ${fmt(r.median)} | ${fmt(r.min)}–${fmt(r.max)} | ${ratios === undefined ? '' : fmtRatios(ratios, median(ratios))} | ${r.correctness} |`);
     }
     lines.push('', `Topic with ${report.settings.partitions} partitions; one process: \`partitionsConsumedConcurrently\` = n; several processes: one consumer group, timed from the moment every process has handled a message (the group has settled), counting only the messages handled after it.`);
+  }
+  const compared = report.results.filter((r) => r.comparison !== undefined);
+  if (compared.length > 0) {
+    const nodes = [...new Set(compared.map((r) => r.comparison?.node))].join(', ');
+    lines.push('', `### Kafka clients side by side (both under Node ${nodes})`, '', '| variant | client | messages per run | events/s (median) | min–max | runs | vs kafkajs: median of per-round ratios (min–max) | totals |', '|---|---|---:|---:|---:|---:|---:|---|');
+    for (const r of compared) {
+      const c = r.comparison as NonNullable<VariantResult['comparison']>;
+      const base = compared.find((x) => x.comparison?.what === c.what && x.comparison.client === 'kafkajs');
+      const ratios = base === undefined || base === r ? undefined : roundRatios(r, base);
+      lines.push(`| ${c.what} | ${c.client} | ${r.messages === undefined ? '' : fmt(r.messages)} | ${fmt(r.median)} | ${fmt(r.min)}–${fmt(r.max)} | ${r.runs.length} | ${ratios === undefined ? '' : fmtRatios(ratios, median(ratios))} | ${r.correctness} |`);
+    }
+    lines.push(
+      '',
+      `Every run of this table in a child process under Node ${nodes} (the other tables: Node ${m.node}), on the same broker, schema and topics as the rest; the two clients of a variant run one after the other in every round, consumers on the same topic. kafkajs runs under that Node too, so the ratio is the clients' difference alone.`,
+    );
   }
   for (const section of [report.latency && latencyMarkdown(report.latency), report.writers && writersMarkdown(report.writers), report.table && tableMarkdown(report.table)]) {
     if (section) lines.push('', section.trimEnd());
@@ -151,7 +168,7 @@ export function lineChart(o: { x: number; y: number; width: number; height: numb
 
 /** Bar chart of median events/s with min–max whiskers, one row per variant; below it the scaling curve. */
 export function svg(report: BenchReport): string {
-  const rows = report.results.filter((r) => r.scaling === undefined);
+  const rows = report.results.filter((r) => r.scaling === undefined && r.comparison === undefined);
   const scaled = report.results.filter((r) => r.scaling !== undefined);
   const left = 330;
   const width = 900;

@@ -3,6 +3,7 @@
 //                  [--latency-samples 50] [--latency-runs 3]
 //                  [--writers 1,8] [--writer-seconds 1.5] [--writer-runs 3]
 //                  [--table-rows 200000] [--table-batch 500] [--table-timeout 120] [--table-modes delete,mark-published,delete-pinned]
+//                  [--clients kafkajs,platformatic]
 // Generates one stream of ad-spend events (with retried copies); topics hold prefixes of it. Each
 // consumer variant gets one untimed warm-up run that sizes its topic so a timed run lasts at least
 // --min-seconds (one transaction per message: at least 4,000 messages; the naive pattern and
@@ -14,7 +15,13 @@
 // `latency` (bench/latency.ts), `writers` (bench/writers.ts), `table` (bench/outbox-table.ts,
 // Postgres only; also `npm run bench:table`). `--only x` keeps the variants whose name contains x
 // and the sections whose name contains x (`--only latency`, `--only writers`, `--only table`); `--only x,y`: either.
+// The client comparison (`--only clients`): the consumer (batch 500, per-event) and the relay on each
+// of --clients, every run in a child process under Node 22 (scripts/node22.mjs installs it from the
+// npm registry when this Node is older; @platformatic/kafka needs ≥ 22.22), kafkajs too, so the
+// comparison is of the clients alone; same stream, topics, schema and broker as the rest of the run,
+// runs alternating client by client (consumers of a pair on the same topic).
 // Writes bench/results/latest.{json,md,svg}.
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,7 +34,7 @@ import { createAdSpendTables, saveGroundTruth } from '../examples/ad-spend/src/s
 import { runLatencyBench } from './latency';
 import { DEFAULT_TABLE_MODES, runTableBench, TABLE_MODES, type TableMode } from './outbox-table';
 import { markdown, summarise, svg, withRatios, type BenchReport, type VariantResult } from './report';
-import { direct, effectively, effectivelyProcesses, naive, rawBatched, relay, type BenchContext, type Measurement, type Variant } from './variants';
+import { direct, effectively, effectivelyProcesses, inChild, naive, rawBatched, relay, type BenchClient, type BenchContext, type ChildVariantSpec, type Measurement, type Variant } from './variants';
 import { runWriterBench } from './writers';
 import { runBench } from './main';
 
@@ -54,6 +61,7 @@ const { values: args } = parseArgs({
     'table-batch': { type: 'string', default: '500' },
     'table-timeout': { type: 'string', default: '120' },
     'table-modes': { type: 'string', default: DEFAULT_TABLE_MODES.join(',') },
+    clients: { type: 'string', default: 'kafkajs,platformatic' },
   },
 });
 const say = (line: string): void => void process.stderr.write(`[bench] ${line}\n`);
@@ -61,6 +69,21 @@ const say = (line: string): void => void process.stderr.write(`[bench] ${line}\n
 const selected = (name: string): boolean => args.only === undefined || args.only.split(',').some((part) => part !== '' && name.includes(part));
 const tableModes = (args['table-modes'] ?? '').split(',').map((m) => m.trim()) as TableMode[];
 for (const m of tableModes) if (!TABLE_MODES.includes(m)) throw new Error(`unknown --table-modes entry ${m}; choose from ${TABLE_MODES.join(', ')}`);
+const clients = (args.clients ?? '').split(',').filter((c) => c !== '') as BenchClient[];
+for (const c of clients) if (c !== 'kafkajs' && c !== 'platformatic') throw new Error(`unknown --clients entry ${c}; choose from kafkajs, platformatic`);
+
+/** The client comparison: what runs on each client. */
+const COMPARED: Array<(client: BenchClient) => ChildVariantSpec> = [
+  (client) => ({ kind: 'consumer', mode: 'batch', batchSize: 500, client }),
+  (client) => ({ kind: 'consumer', mode: 'event', batchSize: 500, client }),
+  (client) => ({ kind: 'relay', batchSize: 500, client }),
+];
+
+/** A Node.js ≥ 22.22 for the client comparison: this one, or the one scripts/node22.mjs installs from the npm registry. */
+function node22(): { binary: string; version: string } {
+  const binary = execFileSync(process.execPath, [path.join(__dirname, '..', 'scripts', 'node22.mjs'), '--print'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  return { binary, version: execFileSync(binary, ['--version'], { encoding: 'utf8' }).trim().replace(/^v/, '') };
+}
 
 async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema }): Promise<void> {
   const loadStart = os.loadavg();
@@ -79,6 +102,13 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
     direct(),
     relay(),
   ].filter((v) => selected(v.name));
+  // The comparison's names do not depend on the Node that runs it: select first, then find that Node.
+  const compared = COMPARED.flatMap((spec) => clients.map(spec)).filter((spec) => selected(`clients: ${inChild(spec, { binary: '', version: '' }).comparison?.what}, ${spec.client}`));
+  if (compared.length > 0) {
+    const node = node22();
+    say(`client comparison under Node ${node.version} (${node.binary})`);
+    variants.push(...compared.map((spec) => inChild(spec, node)));
+  }
   const needKafka = variants.length > 0 || selected('latency');
   say(needKafka ? 'starting Kafka and Postgres …' : 'starting Postgres …');
   [state.kafka, state.postgres] = await Promise.all([needKafka ? startKafka() : undefined, startPostgres()]);
@@ -214,9 +244,16 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
   // The naive pattern and per-event mode (one transaction per message both) run on the same topic,
   // the larger of the two they were sized to: costs that do not grow with the topic (the first
   // fetches, the last partitions' tails) would otherwise weigh more on the smaller one.
-  const perMessage = consumers.filter((v) => v.slow === true && v.scaling === undefined);
+  const perMessage = consumers.filter((v) => v.slow === true && v.scaling === undefined && v.comparison === undefined);
   const shared = perMessage.map((v) => sized.get(v) as Tier).reduce<Tier | undefined>((a, t) => (a === undefined || t.messages > a.messages ? t : a), undefined);
   if (shared !== undefined) for (const v of perMessage) sized.set(v, shared);
+  // Likewise each client comparison: the clients of one variant run on the same topic.
+  for (const v of consumers) {
+    if (v.comparison === undefined) continue;
+    const pair = consumers.filter((o) => o.comparison?.what === v.comparison?.what);
+    const largest = pair.map((o) => sized.get(o) as Tier).reduce((a, t) => (t.messages > a.messages ? t : a));
+    for (const o of pair) sized.set(o, largest);
+  }
   // Rounds: every variant once per round, in the same order, so ratios compare neighbours in time.
   const runs = new Map<Variant, Measurement[]>(consumers.map((v) => [v, []]));
   // A run that still ended under `--min-seconds` (the machine got faster) is discarded and redone on a bigger topic.
@@ -232,7 +269,9 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
       runs.get(variant)?.push(m);
     }
   }
-  const results: VariantResult[] = consumers.map((v) => summarise(v.name, v.group, runs.get(v) ?? [], { messages: Math.max(...(runs.get(v) ?? []).map((m) => m.items)), ...(v.scaling === undefined ? {} : { scaling: v.scaling }) }));
+  const results: VariantResult[] = consumers.map((v) =>
+    summarise(v.name, v.group, runs.get(v) ?? [], { messages: Math.max(...(runs.get(v) ?? []).map((m) => m.items)), ...(v.scaling === undefined ? {} : { scaling: v.scaling }), ...(v.comparison === undefined ? {} : { comparison: v.comparison }) }),
+  );
 
   // Producers side by side: direct, relay, direct, relay, … on the same number of rows, sized
   // (like the consumers) so that the faster one's run lasts at least `--min-seconds`.
@@ -250,7 +289,7 @@ async function runVariants(state: { kafka?: RunningKafka; postgres?: RunningPost
   for (let i = 1; i <= Number(args.runs); i++) {
     for (const variant of producers) produced.get(variant)?.push(await measure(variant, producerTier(rows), `run ${i}`));
   }
-  for (const variant of producers) results.push(summarise(variant.name, variant.group, produced.get(variant) ?? [], { messages: rows }));
+  for (const variant of producers) results.push(summarise(variant.name, variant.group, produced.get(variant) ?? [], { messages: rows, ...(variant.comparison === undefined ? {} : { comparison: variant.comparison }) }));
   return { results, messages: scenario.truth.messages };
 }
 

@@ -39,6 +39,12 @@ export interface Measurement {
   error: number | null;
 }
 
+/** The Kafka client a variant runs on. */
+export type BenchClient = 'kafkajs' | 'platformatic';
+
+/** A variant a child process can rebuild (bench/client-child.ts): the client comparison. */
+export type ChildVariantSpec = { kind: 'consumer'; mode: 'event' | 'batch'; batchSize: number; client: BenchClient } | { kind: 'relay'; batchSize: number; client: BenchClient };
+
 export interface Variant {
   name: string;
   group: 'consume' | 'produce';
@@ -46,6 +52,8 @@ export interface Variant {
   slow?: boolean;
   /** Points of the scaling curve: mode, partitions consumed concurrently per process, processes. */
   scaling?: { mode: 'event' | 'batch'; concurrency: number; processes: number };
+  /** The client comparison: which client, and the name of what is compared (the same for both clients). */
+  comparison?: { client: BenchClient; what: string; node: string };
   run(ctx: BenchContext): Promise<Measurement>;
 }
 
@@ -154,7 +162,7 @@ export const naive: Variant = {
 };
 
 /** effectively's IdempotentConsumer (the ad-spend aggregator) in event or batch mode. */
-export function effectively(mode: 'event' | 'batch', batchSize = 500, concurrency?: number): Variant {
+export function effectively(mode: 'event' | 'batch', batchSize = 500, concurrency?: number, client?: BenchClient): Variant {
   const base = mode === 'event' ? 'effectively, per-event mode' : `effectively, batch mode (${batchSize})`;
   return {
     name: concurrency === undefined ? base : `${base}, ${concurrency} partition${concurrency === 1 ? '' : 's'} at once`,
@@ -165,6 +173,7 @@ export function effectively(mode: 'event' | 'batch', batchSize = 500, concurrenc
       timeConsumer(ctx, async (mark) => {
         const consumer = createAggregator({
           brokers: ctx.brokers,
+          ...(client === undefined ? {} : { client }),
           db: ctx.database.db,
           schema: ctx.schema,
           spendTopic: ctx.topic,
@@ -250,7 +259,7 @@ const payload = (i: number): string => JSON.stringify({ type: 'campaign.budget_e
  * over back-to-back drainOnce() cycles after a warm-up, until relay.stats.published says all N
  * went out; the relay deletes what Kafka acknowledged, so the outbox must then be empty.
  */
-export function relay(batchSize = 500): Variant {
+export function relay(batchSize = 500, client?: BenchClient): Variant {
   return {
     name: `relay: outbox → Kafka (batch ${batchSize})`,
     group: 'produce',
@@ -258,7 +267,7 @@ export function relay(batchSize = 500): Variant {
       const n = ctx.messages;
       await resetState(ctx);
       const outbox = createOutbox({ schema: ctx.schema });
-      const r = new OutboxRelay({ brokers: ctx.brokers, db: ctx.database.db, databaseUrl: ctx.databaseUrl, schema: ctx.schema, batchSize });
+      const r = new OutboxRelay({ ...(client === undefined ? {} : { client }), brokers: ctx.brokers, db: ctx.database.db, databaseUrl: ctx.databaseUrl, schema: ctx.schema, batchSize });
       try {
         // Warm up (producer connected, lanes leased) with one row, like the direct producer's connect().
         await outbox.publish(ctx.database.db, [{ eventId: uniqueName('warm'), topic: ctx.alertsTopic, key: 'warm', value: payload(0) }]);
@@ -301,6 +310,46 @@ export function direct(batchSize = 500): Variant {
       const end = Date.now();
       await producer.disconnect();
       return { items: n, seconds: (end - started) / 1_000, correct: null, error: null };
+    },
+  };
+}
+
+/** The variant a {@link ChildVariantSpec} names, run in this process. */
+export function variantOf(spec: ChildVariantSpec): Variant {
+  return spec.kind === 'relay' ? relay(spec.batchSize, spec.client) : effectively(spec.mode, spec.batchSize, undefined, spec.client);
+}
+
+/** What the client comparison compares, the same for both clients. */
+const comparedWhat = (spec: ChildVariantSpec): string =>
+  spec.kind === 'relay' ? `relay: outbox → Kafka (batch ${spec.batchSize})` : spec.mode === 'event' ? 'effectively, per-event mode' : `effectively, batch mode (${spec.batchSize})`;
+
+/**
+ * The client comparison: `spec` run in a child process under `node` (a Node.js ≥ 22.22, which
+ * @platformatic/kafka needs; both clients run under it, so the comparison is of the clients
+ * alone), one child per run (bench/client-child.ts), on the parent's topic, schema and broker.
+ */
+export function inChild(spec: ChildVariantSpec, node: { binary: string; version: string }): Variant {
+  const what = comparedWhat(spec);
+  return {
+    name: `clients: ${what}, ${spec.client} (Node ${node.version})`,
+    group: spec.kind === 'relay' ? 'produce' : 'consume',
+    ...(spec.kind === 'consumer' && spec.mode === 'event' ? { slow: true } : {}),
+    comparison: { client: spec.client, what, node: node.version },
+    run: async (ctx) => {
+      const { database: _database, lastOffsets, ...rest } = ctx;
+      const context = JSON.stringify({ ...rest, lastOffsets: [...lastOffsets] });
+      const child = spawn(node.binary, ['--import', 'tsx', path.join(__dirname, 'client-child.ts')], {
+        env: { ...process.env, BENCH_VARIANT: JSON.stringify(spec) },
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      child.stdin.end(context);
+      let result: Measurement | undefined;
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (line.startsWith('measurement ')) result = JSON.parse(line.slice('measurement '.length)) as Measurement;
+      });
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      if (code !== 0 || result === undefined) throw new Error(`${what} on ${spec.client} (child under Node ${node.version}) exited ${code} without a measurement`);
+      return result;
     },
   };
 }

@@ -16,6 +16,8 @@ export interface AggregatorOptions {
   sessionTimeoutMs?: number;
   partitionsConsumedConcurrently?: number;
   hooks?: ConsumerHooks;
+  /** The Kafka client (default kafkajs); `platformatic` needs Node.js ≥ 22.22 and @platformatic/kafka. */
+  client?: 'kafkajs' | 'platformatic';
   /** Called for every message as it is decoded (observation, e.g. benchmarks' start time). */
   onReceived?: () => void;
   logger: Logger;
@@ -32,6 +34,7 @@ export function createAggregator(options: AggregatorOptions): IdempotentConsumer
   const outbox = createOutbox({ schema: options.schema });
   return new IdempotentConsumer<SpendEvent>({
     brokers: options.brokers,
+    ...(options.client === undefined ? {} : { client: options.client }),
     groupId: options.groupId,
     topics: [options.spendTopic],
     db: options.db,

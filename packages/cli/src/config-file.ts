@@ -9,6 +9,7 @@
  *   "kafka": {
  *     "brokers": ["b-1.kafka:9096", "b-2.kafka:9096"],
  *     "clientId": "orders-relay",
+ *     "client": "kafkajs",
  *     "ssl": { "ca": "/etc/kafka/ca.pem", "cert": "/etc/kafka/client.pem", "key": "/etc/kafka/client.key" },
  *     "sasl": { "mechanism": "scram-sha-512", "username": "relay", "passwordFile": "/run/secrets/kafka" }
  *   }
@@ -17,6 +18,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { InvalidConfigError } from '@effectively/core';
+
+/** The Kafka clients the relay runs on (see the relay's `client` option). */
+export const KAFKA_CLIENTS = ['kafkajs', 'platformatic'] as const;
+export type KafkaClientName = (typeof KAFKA_CLIENTS)[number];
+
+/** A Kafka client name, or an error naming the setting. */
+export function kafkaClientName(where: string, value: unknown): KafkaClientName {
+  if (typeof value === 'string' && (KAFKA_CLIENTS as readonly string[]).includes(value)) return value as KafkaClientName;
+  throw new InvalidConfigError(`${where} must be one of ${KAFKA_CLIENTS.join(', ')}, got ${JSON.stringify(value)}.`);
+}
 
 /** SASL mechanisms the CLI accepts (kafkajs names). */
 export const SASL_MECHANISMS = ['plain', 'scram-sha-256', 'scram-sha-512'] as const;
@@ -54,6 +65,8 @@ export interface ConfigFile {
   kafka?: {
     brokers?: string[];
     clientId?: string;
+    /** The Kafka client of the relay: `kafkajs` (default) or `platformatic` (Node.js ≥ 22.22, `npm install @platformatic/kafka`). */
+    client?: KafkaClientName;
     /** `true`: TLS with the system's CAs; an object: TLS with these files. */
     ssl?: boolean | TlsFileSettings;
     sasl?: SaslFileSettings;
@@ -130,7 +143,7 @@ export function parseConfig(where: string, value: unknown): ConfigFile {
   let kafkaSettings: ConfigFile['kafka'];
   if (kafka !== undefined) {
     if (!isObject(kafka)) throw new InvalidConfigError(`${where}: kafka must be an object.`);
-    only(`${where}: kafka`, kafka, ['brokers', 'clientId', 'ssl', 'sasl']);
+    only(`${where}: kafka`, kafka, ['brokers', 'clientId', 'client', 'ssl', 'sasl']);
     const brokers = kafka['brokers'];
     if (brokers !== undefined && (!Array.isArray(brokers) || brokers.length === 0 || !brokers.every((b) => typeof b === 'string' && b !== ''))) {
       throw new InvalidConfigError(`${where}: kafka.brokers must be a list of "host:port" strings.`);
@@ -138,6 +151,7 @@ export function parseConfig(where: string, value: unknown): ConfigFile {
     kafkaSettings = defined<NonNullable<ConfigFile['kafka']>>({
       brokers: brokers as string[] | undefined,
       clientId: str(`${where}: kafka.clientId`, kafka['clientId']),
+      client: kafka['client'] === undefined ? undefined : kafkaClientName(`${where}: kafka.client`, kafka['client']),
       ssl: tls(`${where}: kafka.ssl`, kafka['ssl']),
       sasl: sasl(`${where}: kafka.sasl`, kafka['sasl']),
     });

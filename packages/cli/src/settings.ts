@@ -4,9 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import { assertIdentifier, InvalidConfigError } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, type PlatformaticClientOptions } from '@effectively/core';
 import type { KafkaSettings } from '@effectively/relay';
-import { loadConfigFile, saslMechanism, type ConfigFile, type SaslMechanism, type TlsFileSettings } from './config-file';
+import { kafkaClientName, loadConfigFile, saslMechanism, type ConfigFile, type KafkaClientName, type SaslMechanism, type TlsFileSettings } from './config-file';
 import type { OptionSpec } from './command';
 
 /** `--config`, `--database-url`, `--schema`: for every command that touches the database. */
@@ -135,4 +135,27 @@ export function kafkaConnection(values: { brokers?: string; 'client-id'?: string
   if (ssl !== undefined) settings.ssl = ssl;
   if (sasl !== undefined) settings.sasl = sasl;
   return { brokers, clientId: nonEmpty(values['client-id']) ?? nonEmpty(env['KAFKA_CLIENT_ID']) ?? config.kafka?.clientId, settings };
+}
+
+/** The relay's Kafka client and its settings: kafkajs's `kafka`, or the same TLS and SASL as `platformatic`. */
+export type RelayClientSettings = { client: 'kafkajs'; kafka: KafkaSettings } | { client: 'platformatic'; platformatic: PlatformaticClientOptions };
+
+const PLATFORMATIC_SASL = { plain: 'PLAIN', 'scram-sha-256': 'SCRAM-SHA-256', 'scram-sha-512': 'SCRAM-SHA-512' } as const;
+
+/** `--client`, `EFFECTIVELY_KAFKA_CLIENT`, config `kafka.client` (default kafkajs), with the connection's TLS and SASL for that client. */
+export function relayClient(values: { client?: string }, env: Env, config: ConfigFile, connection: KafkaConnection): RelayClientSettings {
+  const flag = nonEmpty(values.client);
+  const fromEnv = nonEmpty(env['EFFECTIVELY_KAFKA_CLIENT']);
+  const name: KafkaClientName =
+    flag !== undefined ? kafkaClientName('--client', flag) : fromEnv !== undefined ? kafkaClientName('EFFECTIVELY_KAFKA_CLIENT', fromEnv) : (config.kafka?.client ?? 'kafkajs');
+  if (name === 'kafkajs') return { client: 'kafkajs', kafka: connection.settings };
+  const platformatic: PlatformaticClientOptions = {};
+  const { ssl, sasl } = connection.settings;
+  if (ssl !== undefined && ssl !== false) platformatic.tls = ssl === true ? {} : { ...ssl };
+  if (sasl !== undefined) {
+    if (!(sasl.mechanism in PLATFORMATIC_SASL)) throw new InvalidConfigError(`SASL mechanism ${sasl.mechanism} is not supported with --client platformatic.`);
+    const { username, password } = sasl as { username: string; password: string };
+    platformatic.sasl = { mechanism: PLATFORMATIC_SASL[sasl.mechanism as SaslMechanism], username, password };
+  }
+  return { client: 'platformatic', platformatic };
 }

@@ -2,10 +2,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createDatabase } from '@effectively/core';
+import { createDatabase, nodeVersionAtLeast, PLATFORMATIC_KAFKA } from '@effectively/core';
 import { createTestSchema, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
-import { kafkaConnection } from '../src/settings';
+import { kafkaConnection, relayClient } from '../src/settings';
 
 const bin = path.join(__dirname, '..', 'src', 'bin.ts');
 const version = (JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -53,6 +53,9 @@ describe('effectively command line', () => {
       [['migrate', '--schema'], /--schema/],
       [['migrate', 'extra', '--schema', 'x'], /unexpected argument "extra"/],
       [['relay', '--schema', 'x', '--http-port', 'abc'], /--http-port .* non-negative integer/],
+      [['relay', '--schema', 'x', '--client', 'rdkafka'], /--client must be one of kafkajs, platformatic/],
+      // The platformatic client on a Node.js that cannot run it: refused before anything runs.
+      ...(nodeVersionAtLeast(PLATFORMATIC_KAFKA.minNode ?? '0') ? [] : [[['relay', '--schema', 'x', '--client', 'platformatic'], /needs Node\.js ≥ 22\.22\.0 .*npm install @platformatic\/kafka/] as [string[], RegExp]]),
       [['outbox'], /needs an action/],
       [['outbox', 'frobnicate'], /unknown outbox action/],
       [['prune', '--schema', 'x'], /at least one of/],
@@ -95,7 +98,7 @@ describe('effectively command line', () => {
     writeFileSync(file, JSON.stringify({ databaseUrl, schema, kafka: { brokers, tls: true } }));
     const refused = cli(['migrate', '--config', file]);
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(/unknown key "tls"; allowed: brokers, clientId, ssl, sasl/);
+    expect(refused.stderr).toMatch(/unknown key "tls"; allowed: brokers, clientId, client, ssl, sasl/);
     const database = createDatabase({ connectionString: databaseUrl, max: 1 });
     await sql`DROP SCHEMA ${sql.id(schema)} CASCADE`.execute(database.db);
     await database.destroy();
@@ -135,6 +138,23 @@ describe('effectively command line', () => {
     expect(() => kafkaConnection({ brokers: 'c:9092' }, { KAFKA_SSL_CERT: path.join(dir, 'client.pem') }, {})).toThrow(/both cert and key/);
     expect(() => kafkaConnection({ brokers: 'c:9092' }, { KAFKA_SSL_CA: path.join(dir, 'missing.pem') }, {})).toThrow(/cannot read the TLS CA file/);
     expect(() => kafkaConnection({}, {}, {})).toThrow(/no Kafka brokers/);
+  });
+
+  it('gives the relay the chosen client with the same TLS and SASL in that client’s terms', () => {
+    const connection = { brokers: ['c:9092'], clientId: undefined, settings: { ssl: { ca: 'pem', servername: 'kafka.internal' }, sasl: { mechanism: 'scram-sha-512' as const, username: 'u', password: 'p' } } };
+    expect(relayClient({}, {}, {}, connection)).toEqual({ client: 'kafkajs', kafka: connection.settings });
+    expect(relayClient({ client: 'platformatic' }, {}, {}, connection)).toEqual({
+      client: 'platformatic',
+      platformatic: { tls: { ca: 'pem', servername: 'kafka.internal' }, sasl: { mechanism: 'SCRAM-SHA-512', username: 'u', password: 'p' } },
+    });
+    // Flag over environment over config file.
+    expect(relayClient({}, { EFFECTIVELY_KAFKA_CLIENT: 'platformatic' }, { kafka: { client: 'kafkajs' } }, { ...connection, settings: { ssl: true } })).toEqual({ client: 'platformatic', platformatic: { tls: {} } });
+    expect(relayClient({ client: 'kafkajs' }, { EFFECTIVELY_KAFKA_CLIENT: 'platformatic' }, {}, { ...connection, settings: {} })).toEqual({ client: 'kafkajs', kafka: {} });
+    expect(relayClient({}, {}, { kafka: { client: 'platformatic' } }, { ...connection, settings: { sasl: { mechanism: 'plain', username: 'a', password: 'b' } } })).toEqual({
+      client: 'platformatic',
+      platformatic: { sasl: { mechanism: 'PLAIN', username: 'a', password: 'b' } },
+    });
+    expect(() => relayClient({}, { EFFECTIVELY_KAFKA_CLIENT: 'java' }, {}, connection)).toThrow(/EFFECTIVELY_KAFKA_CLIENT must be one of kafkajs, platformatic/);
   });
 
   describe('prune --idempotency-keys', () => {

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { createOutbox } from '@effectively/core';
-import { createTestSchema, createTopics, freePort, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, freePort, readTopic, testClient, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 
 const bin = path.join(__dirname, '..', 'src', 'bin.ts');
@@ -26,7 +26,7 @@ async function until<R>(read: () => Promise<R>, ok: (r: R) => boolean, timeoutMs
   }
 }
 
-describe('effectively relay (worker process) and effectively outbox (operator commands)', () => {
+describe(`effectively relay (worker process, ${testClient()}) and effectively outbox (operator commands)`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   const env = { DATABASE_URL: databaseUrl, KAFKA_BROKERS: brokers.join(',') };
@@ -44,7 +44,7 @@ describe('effectively relay (worker process) and effectively outbox (operator co
     const [topic] = (await createTopics(kafka, [{ prefix: 'cli_relay', partitions: 2 }])) as [string];
     const port = await freePort();
     let stderr = '';
-    worker = spawn(process.execPath, ['--import', 'tsx', bin, 'relay', '--schema', s.schema, '--http-port', String(port), '--http-host', '127.0.0.1', '--lease-ms', '2000'], {
+    worker = spawn(process.execPath, ['--import', 'tsx', bin, 'relay', '--schema', s.schema, '--client', testClient(), '--http-port', String(port), '--http-host', '127.0.0.1', '--lease-ms', '2000'], {
       env: { ...process.env, ...env, LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });

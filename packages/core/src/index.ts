@@ -9,6 +9,6 @@ export { createOutbox, createOutboxBuffer, EVENT_ID_HEADER, OUTBOX_CHANNEL, MAX_
 export { assertSchemaMigrated } from './migrate';
 export { runWithTraceContext, currentTraceContext, isTraceparent, type TraceContext, type TraceContextProvider } from './trace-context';
 export { openTelemetryTracing, noopTracing, MessagingAttributes, type Tracing, type SpanScope, type StartSpanOptions, type SpanAttributes, type SpanKindName } from './tracing';
-export { importOptionalPeer, nodeVersionAtLeast, OptionalPeerError, PLATFORMATIC_KAFKA, type OptionalPeer, type OptionalPeerFailure, type PlatformaticClientOptions, type PlatformaticCredential } from './optional-peer';
+export { assertOptionalPeer, importOptionalPeer, nodeVersionAtLeast, OptionalPeerError, PLATFORMATIC_KAFKA, type OptionalPeer, type OptionalPeerFailure, type PlatformaticClientOptions, type PlatformaticCredential } from './optional-peer';
 export { uuidv7 } from './uuid';
 export { NoopMetrics, PrometheusMetrics, type Metrics, type MetricLabels, type MetricDefinition } from './metrics';

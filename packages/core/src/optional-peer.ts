@@ -67,6 +67,28 @@ function isNotFound(error: unknown, name: string): boolean {
   return typeof e === 'object' && e !== null && e.code === 'MODULE_NOT_FOUND' && typeof e.message === 'string' && e.message.includes(`'${name}'`);
 }
 
+function requireFor(peer: OptionalPeer): NodeJS.Require {
+  // CommonJS (what this package is compiled to): a require relative to the caller or this module.
+  // Bundled into an ES module there is no `require`: resolve from the application's directory.
+  return peer.from !== undefined ? createRequire(peer.from) : typeof require === 'function' ? require : createRequire(path.join(process.cwd(), 'package.json'));
+}
+
+/**
+ * Checks, without loading it, that the optional peer can be loaded here: this Node.js is recent
+ * enough and the package resolves. For options validated up front (a client chosen by name),
+ * so a missing package fails the constructor instead of every later connection attempt.
+ *
+ * @throws {@link OptionalPeerError} (code `OPTIONAL_PEER_UNAVAILABLE`) saying what to install or upgrade.
+ */
+export function assertOptionalPeer(peer: OptionalPeer): void {
+  if (peer.minNode !== undefined && !nodeVersionAtLeast(peer.minNode)) throw new OptionalPeerError(peer, 'node-version');
+  try {
+    requireFor(peer).resolve(peer.name);
+  } catch (error) {
+    throw new OptionalPeerError(peer, isNotFound(error, peer.name) ? 'not-installed' : 'load-failed', error);
+  }
+}
+
 /**
  * Loads the optional peer `peer.name` and returns its module namespace, typed as `T` (give the
  * package's own types, `typeof import('…')`, or a narrower interface of what you use). Checks the
@@ -77,11 +99,8 @@ function isNotFound(error: unknown, name: string): boolean {
  */
 export async function importOptionalPeer<T>(peer: OptionalPeer): Promise<T> {
   if (peer.minNode !== undefined && !nodeVersionAtLeast(peer.minNode)) throw new OptionalPeerError(peer, 'node-version');
-  // CommonJS (what this package is compiled to): a require relative to the caller or this module.
-  // Bundled into an ES module there is no `require`: resolve from the application's directory.
-  const load = peer.from !== undefined ? createRequire(peer.from) : typeof require === 'function' ? require : createRequire(path.join(process.cwd(), 'package.json'));
   try {
-    return load(peer.name) as T;
+    return requireFor(peer)(peer.name) as T;
   } catch (error) {
     throw new OptionalPeerError(peer, isNotFound(error, peer.name) ? 'not-installed' : 'load-failed', error);
   }

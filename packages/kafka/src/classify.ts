@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import crypto, { createHash } from 'node:crypto';
 import type { ConsumedEvent, ResolvedOptions } from './config';
 import { coordinatesOf, readEventId, type IdOrigin, type RefusedIdValue } from './event-id';
 import type { RawMessage } from './kafka-adapter';
@@ -22,11 +22,15 @@ export function idKey(origin: IdOrigin, id: string): string {
 
 /** sha256 of the payload (tombstones hash to a fixed marker): what "same payload" means. */
 export function payloadHash(value: Buffer | null): string {
-  const h = createHash('sha256');
-  if (value === null) h.update('\u0000tombstone');
-  else h.update(value);
-  return h.digest('hex');
+  // crypto.hash (Node >= 20.12): one call, no Hash object per message; the same SHA-256 hex.
+  if (oneShot !== undefined) return oneShot('sha256', value ?? TOMBSTONE, 'hex');
+  return createHash('sha256')
+    .update(value ?? TOMBSTONE)
+    .digest('hex');
 }
+
+const TOMBSTONE = Buffer.from('\u0000tombstone', 'utf8');
+const oneShot = (crypto as { hash?: (algorithm: string, data: Buffer, encoding: 'hex') => string }).hash;
 
 /**
  * Reads the id and decodes the payload of each message. Messages without a usable id get a

@@ -28,6 +28,9 @@ export interface ClaimRow {
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
+/** The values of {@link ProcessedEventStore.open}'s statement for several rows, in order (per column, an array of the rows' values). */
+type ManyArgs = [string, string, string, string | null, number | null, string | null, IdOrigin[], string[], string[], string[], number[], string[], string[], Array<string | null>, string, number];
+
 /** The values of {@link ProcessedEventStore.openOne}'s statement, in order. */
 type OneArgs = [string, string, string, string | null, number | null, string | null, IdOrigin, string, string, string, number, string, string, string | null];
 
@@ -83,6 +86,8 @@ export class ProcessedEventStore {
   private readonly fences;
   /** The single-row claim of {@link openOne}, compiled once (and prepared once per connection when named). */
   private readonly one: CompiledOnce<OneArgs>;
+  /** The multi-row claim of {@link open}, compiled once (and prepared once per connection when named). */
+  private readonly many: CompiledOnce<ManyArgs>;
 
   constructor(
     schema: string,
@@ -92,6 +97,7 @@ export class ProcessedEventStore {
     this.events = sql.id(schema, 'processed_events');
     this.fences = sql.id(schema, 'partition_fences');
     this.one = new CompiledOnce<OneArgs>(options.preparedStatements ?? true);
+    this.many = new CompiledOnce<ManyArgs>(options.preparedStatements ?? true);
   }
 
   /**
@@ -109,33 +115,48 @@ export class ProcessedEventStore {
    */
   async open(trx: Db, options: OpenOptions): Promise<OpenResult> {
     const { rows, fence } = options;
-    const settings = sql`SELECT set_config('lock_timeout', ${`${options.lockTimeoutMs}ms`}, true) AS a,
-                                set_config('statement_timeout', ${`${options.statementTimeoutMs}ms`}, true) AS b,
-                                set_config('idle_in_transaction_session_timeout', ${`${options.statementTimeoutMs * 2}ms`}, true) AS c`;
-    // The fence is checked first without a lock; the share lock is taken only once something was
-    // claimed (re-checking the epoch on the newest row version). A transaction that claims nothing
-    // writes nothing, so it needs no lock and gets no transaction id: its COMMIT does not wait
-    // for a WAL flush.
-    const where = (f: ReturnType<typeof sql.raw>) =>
-      fence === undefined ? sql`false` : sql`${f}.consumer_group = ${this.group} AND ${f}.topic = ${fence.topic} AND ${f}.partition = ${fence.partition} AND ${f}.epoch = ${fence.epoch}`;
-    const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fences} f, settings WHERE ${where(sql.raw('f'))}`;
-    const locked =
-      fence === undefined
-        ? sql`SELECT 1 AS locked`
-        : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
     if (rows.length === 1) return this.openOne(trx, rows[0] as ClaimRow, options);
-    if (options.begin === true) await sql`begin`.execute(trx);
-    const ids = rows.map((r) => r.eventId);
-    const origins = rows.map((r) => r.origin);
-    const result = await sql<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>`
+    const first = rows[0] as ClaimRow;
+    const args: ManyArgs = [
+      `${options.lockTimeoutMs}ms`,
+      `${options.statementTimeoutMs}ms`,
+      `${options.statementTimeoutMs * 2}ms`,
+      fence?.topic ?? null,
+      fence?.partition ?? null,
+      fence?.epoch ?? null,
+      rows.map((r) => r.origin),
+      rows.map((r) => r.eventId),
+      rows.map((r) => r.payloadHash),
+      rows.map((r) => r.topic),
+      rows.map((r) => r.partition),
+      rows.map((r) => r.offset),
+      rows.map((r) => r.status),
+      rows.map((r) => (r.error === null ? null : storableText(r.error))),
+      first.topic,
+      first.partition,
+    ];
+    const key = `${fence === undefined ? 'unfenced' : 'fenced'}:${options.also === undefined ? '' : 'also'}`;
+    const also = options.also;
+    // Compiled once (Kysely builds this text once, not per chunk) and, with preparedStatements, planned once per connection.
+    const result = await this.many.execute<{ held: boolean; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>(
+      trx,
+      key,
+      args,
+      (lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch, origins, ids, hashes, topics, partitions, offsets, statuses, errors, alsoTopic, alsoPartition) => {
+        const settings = sql`SELECT set_config('lock_timeout', ${lockTimeout}, true) AS a,
+                                    set_config('statement_timeout', ${statementTimeout}, true) AS b,
+                                    set_config('idle_in_transaction_session_timeout', ${idleTimeout}, true) AS c`;
+        const where = (f: ReturnType<typeof sql.raw>) =>
+          sql`${f}.consumer_group = ${this.group} AND ${f}.topic = ${fenceTopic} AND ${f}.partition = ${fencePartition}::int AND ${f}.epoch = ${fenceEpoch}::bigint`;
+        const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fences} f, settings WHERE ${where(sql.raw('f'))}`;
+        const locked = fence === undefined ? sql`SELECT 1 AS locked` : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
+        return sql`
       WITH settings AS MATERIALIZED (${settings}),
       fence AS MATERIALIZED (${held}),
       claimed AS (
         INSERT INTO ${this.events} (consumer_group, id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
         SELECT ${this.group}, u.id_origin, u.event_id, u.payload_hash, u.topic, u.partition, u.kafka_offset, u.status, u.error
-        FROM unnest(${origins}::text[], ${ids}::text[], ${rows.map((r) => r.payloadHash)}::text[], ${rows.map((r) => r.topic)}::text[],
-                    ${rows.map((r) => r.partition)}::int[], ${rows.map((r) => r.offset)}::bigint[], ${rows.map((r) => r.status)}::text[],
-                    ${rows.map((r) => (r.error === null ? null : storableText(r.error)))}::text[])
+        FROM unnest(${origins}::text[], ${ids}::text[], ${hashes}::text[], ${topics}::text[], ${partitions}::int[], ${offsets}::bigint[], ${statuses}::text[], ${errors}::text[])
              AS u(id_origin, event_id, payload_hash, topic, partition, kafka_offset, status, error)
         WHERE EXISTS (SELECT 1 FROM fence)
         ON CONFLICT (consumer_group, id_origin, event_id) DO NOTHING
@@ -151,7 +172,10 @@ export class ProcessedEventStore {
       SELECT EXISTS (SELECT 1 FROM fence) AND (NOT EXISTS (SELECT 1 FROM claimed) OR EXISTS (SELECT 1 FROM locked)) AS held,
              (SELECT json_agg(json_build_array(id_origin, event_id)) FROM claimed) AS claimed,
              (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
-             ${options.also === undefined ? sql`` : options.also((rows[0] as ClaimRow).topic, (rows[0] as ClaimRow).partition)}`.execute(trx);
+             ${also === undefined ? sql`` : also(alsoTopic, alsoPartition)}`;
+      },
+      { begin: options.begin === true },
+    );
     const row = result.rows[0];
     return {
       held: row?.held === true,

@@ -75,4 +75,40 @@ describe(`rebalances and zombies (${testClient()})`, () => {
       await s.drop();
     }
   });
+
+  it('a member blocked past its session timeout between its database commit and its offset commit: that late commit is not made, the group offset never moves back', async () => {
+    const s = await createTestSchema(databaseUrl, 'late');
+    const admin = kafka.admin();
+    await admin.connect();
+    const members: Array<ReturnType<typeof startConsumerChild>> = [];
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'late', partitions: 1 }]);
+      const events = makeEvents(200, seededRandom(31));
+      await produceMessages(kafka, topic as string, toMessages(events));
+      const group = uniqueName('g');
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: s.schema, TOPIC: topic as string, GROUP: group, BATCH_SIZE: '20', SESSION_TIMEOUT_MS: '6000', OFFSET_COMMIT_INTERVAL_MS: '0' };
+      // A commits chunk 1's offset (20), then blocks after chunk 2's database commit, before its offset commit (40).
+      const a = startConsumerChild({ ...env, BLOCK_ON_CHUNK: '2', BLOCK_MS: '16000' });
+      members.push(a);
+      await a.waitForLine(/^blocking$/);
+      // B joins; A cannot answer, its session ends, B takes the partition from 20 and commits the end.
+      const b = startConsumerChild(env);
+      members.push(b);
+      await b.waitForLine(new RegExp(`^committed ${topic as string} 0 200$`), 60_000);
+      await a.waitForLine(/^woke$/, 30_000);
+      // A's commit of 40 is attempted now, as a member of a generation that is gone.
+      await new Promise((r) => setTimeout(r, 8000));
+      const after = a.lines.slice(a.lines.indexOf('woke'));
+      expect(after.filter((l) => l.startsWith(`committed ${topic as string} 0 `) && l !== `committed ${topic as string} 0 200`)).toEqual([]);
+      const [offsets] = await admin.fetchOffsets({ groupId: group, topics: [topic as string] });
+      expect(offsets?.partitions[0]?.offset).toBe('200');
+      expect(await count(s.db, s.schema, 'processed_events')).toBe(events.length);
+      expect(await totals(s.db, s.schema)).toEqual(model(events));
+    } finally {
+      await Promise.all(members.map((m) => m.stop()));
+      await admin.disconnect();
+      await s.drop();
+    }
+  });
 });

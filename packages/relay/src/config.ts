@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, untyped, type Logger, type Metrics, type PlatformaticClientOptions } from '@effectively/core';
+import { assertIdentifier, assertOptionalPeer, InvalidConfigError, PLATFORMATIC_KAFKA, NoopMetrics, silentLogger, untyped, type Logger, type Metrics, type PlatformaticClientOptions } from '@effectively/core';
 import type { Kysely } from 'kysely';
 import { createKafkajsProducer, type KafkaSettings, type ProducerClient, type ProducerClientSettings, type ProducerSettings } from './kafka-adapter';
 import { createPlatformaticProducer } from './platformatic-producer';
@@ -195,6 +195,8 @@ function resolveClient<DB>(options: OutboxRelayOptions<DB>): { clientName: Resol
     for (const key of ['kafka', 'producer'] as const) {
       if (options[key] !== undefined) throw new InvalidConfigError(`${key} (settings of the kafkajs client) is set but client is "platformatic": pass connection settings (tls, sasl, time-outs) as platformatic instead.`);
     }
+    // Node.js and the package checked now (not loaded): the relay would otherwise take it for Kafka being down.
+    assertOptionalPeer({ ...PLATFORMATIC_KAFKA, from: __filename });
     return { clientName: 'platformatic', producerClient: createPlatformaticProducer };
   }
   throw new InvalidConfigError(`client must be "kafkajs", "platformatic" or a function (settings) => ProducerClient, got ${JSON.stringify(client)}.`);

@@ -1,5 +1,5 @@
 import { childLogger, EffectivelyError, ErrorCodes, type Logger } from '@effectively/core';
-import { sql, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import { backoffMs } from './backoff';
 import { resolveRelayOptions, type OutboxRelayOptions, type ResolvedRelayOptions } from './config';
 import { TOPIC_FAILURES, type OutgoingMessage, type ProduceFailureKind, type ProducerClient } from './kafka-adapter';
@@ -563,11 +563,13 @@ export class OutboxRelay<DB = unknown> {
     // order and stop at the batch. With statistics that lag a fast-growing backlog the planner
     // otherwise bitmap-scanned and sorted every pending row, probing each for a blocker first
     // (127 ms per claim at 30k pending rows, 0.65 ms walking the index). Every other statement
-    // here looks rows up by key.
-    await sql`
-      SELECT set_config('idle_in_transaction_session_timeout', ${`${o.claimTimeoutMs}ms`}, true), set_config('lock_timeout', '5s', true),
-             set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)`.execute(trx);
-    const locked = await lockOwnedLanes(trx, o.schema, o.relayId, lanes, o.leaseMs);
+    // here looks rows up by key. Set by the statement that locks the lanes (the claim's first).
+    const locked = await lockOwnedLanes(trx, o.schema, o.relayId, lanes, o.leaseMs, {
+      idle_in_transaction_session_timeout: `${o.claimTimeoutMs}ms`,
+      lock_timeout: '5s',
+      enable_bitmapscan: 'off',
+      enable_seqscan: 'off',
+    });
     const lockedSet = new Set(locked);
     const outcome: ClaimOutcome = { result, full: false, lost: lanes.filter((l) => !lockedSet.has(l)) };
     result.lanes = locked.length;

@@ -26,12 +26,18 @@ export interface OutboxRow {
  * Locks and renews, in the caller's transaction, those of `lanes` this relay still owns
  * (`FOR UPDATE SKIP LOCKED`: a lane whose row another transaction holds, such as a stalled relay's
  * claim, is left out). Rows of the returned lanes may be published until the transaction ends.
+ * `settings`: transaction-local settings (`set_config(name, value, true)`) made by the same
+ * statement, one round trip fewer per claim.
  */
-export async function lockOwnedLanes(trx: Transaction<unknown>, schema: string, relayId: string, lanes: readonly number[], leaseMs: number): Promise<number[]> {
+export async function lockOwnedLanes(trx: Transaction<unknown>, schema: string, relayId: string, lanes: readonly number[], leaseMs: number, settings: Readonly<Record<string, string>> = {}): Promise<number[]> {
   const table = sql.id(schema, 'outbox_lanes');
-  const { rows } = await sql<{ lane: number }>`
+  const names = Object.keys(settings);
+  // MATERIALIZED and referenced: the CTE runs once, before the lanes are locked (a one-time filter).
+  const { rows } = await sql<{ lane: number }>`${names.length === 0 ? sql`` : sql`
+    WITH settings AS MATERIALIZED (SELECT ${sql.join(names.map((name) => sql`set_config(${name}, ${settings[name] as string}, true)`))})`}
     UPDATE ${table} SET lease_until = now() + ${leaseMs}::float8 * interval '1 millisecond'
-    WHERE lane IN (SELECT lane FROM ${table} WHERE owner = ${relayId} AND lane = ANY(${[...lanes]}::int[]) FOR UPDATE SKIP LOCKED)
+    WHERE lane IN (SELECT lane FROM ${table} WHERE owner = ${relayId} AND lane = ANY(${[...lanes]}::int[]) FOR UPDATE SKIP LOCKED)${names.length === 0 ? sql`` : sql`
+      AND EXISTS (SELECT 1 FROM settings)`}
     RETURNING lane`.execute(trx);
   return rows.map((r) => r.lane).sort((a, b) => a - b);
 }

@@ -4,7 +4,7 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import { defineCommand, ExitCode } from '../command';
 import { intValue } from '../options';
 import { startStatusServer } from '../relay-worker';
-import { configFile, DATABASE_OPTIONS, databaseUrl, KAFKA_OPTIONS, kafkaConnection, schemaName } from '../settings';
+import { configFile, DATABASE_OPTIONS, databaseUrl, KAFKA_OPTIONS, kafkaConnection, relayClient, schemaName } from '../settings';
 
 /**
  * `effectively relay --schema NAME`: publishes the outbox of NAME to Kafka until SIGTERM or
@@ -14,7 +14,7 @@ import { configFile, DATABASE_OPTIONS, databaseUrl, KAFKA_OPTIONS, kafkaConnecti
 export const relayCommand = defineCommand({
   name: 'relay',
   summary: 'publish the outbox to Kafka until SIGTERM; serves /metrics and /healthz',
-  usage: '--schema NAME [--brokers H:P,…] [--config FILE] [--http-port 9400] [options]',
+  usage: '--schema NAME [--brokers H:P,…] [--client kafkajs|platformatic] [--config FILE] [--http-port 9400] [options]',
   description: [
     'Runs until SIGTERM or SIGINT, then finishes its claim, hands its lanes back and exits 0.',
     'Run it as the process that receives the signal: `exec effectively relay …` in a shell',
@@ -25,11 +25,14 @@ export const relayCommand = defineCommand({
     'KAFKA_SSL_KEY, KAFKA_SSL_KEY_PASSPHRASE, KAFKA_SSL_SERVERNAME, KAFKA_SSL_REJECT_UNAUTHORIZED,',
     'KAFKA_SASL_MECHANISM=plain|scram-sha-256|scram-sha-512, KAFKA_SASL_USERNAME,',
     'KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE) or from "kafka" in the --config file.',
+    'The same settings apply to either Kafka client (--client); platformatic needs Node.js 22.22+',
+    'and `npm install @platformatic/kafka` beside @effectively/cli.',
     'Logs: pino JSON on stdout at LOG_LEVEL (info).',
   ].join('\n'),
   options: {
     ...DATABASE_OPTIONS,
     ...KAFKA_OPTIONS,
+    client: { type: 'string', value: 'NAME', description: 'Kafka client: kafkajs or platformatic (env EFFECTIVELY_KAFKA_CLIENT, config "kafka.client"; default kafkajs)' },
     'http-port': { type: 'string', value: 'PORT', description: 'port of /metrics and /healthz; 0 = off (env RELAY_HTTP_PORT; default 9400)' },
     'http-host': { type: 'string', value: 'HOST', description: 'address to listen on (env RELAY_HTTP_HOST; default 0.0.0.0)' },
     'batch-size': { type: 'string', value: 'N', description: 'rows per claim (env RELAY_BATCH_SIZE; default 500)' },
@@ -42,6 +45,7 @@ export const relayCommand = defineCommand({
     const url = databaseUrl(values, env, config);
     const schema = schemaName(values, env, config);
     const kafka = kafkaConnection(values, env, config);
+    const client = relayClient(values, env, config, kafka);
     const httpPort = intValue(values['http-port'], env, 'http-port', 'RELAY_HTTP_PORT') ?? 9400;
     if (httpPort > 65535) throw new InvalidConfigError(`--http-port must be at most 65535, got ${httpPort}.`);
     const batchSize = intValue(values['batch-size'], env, 'batch-size', 'RELAY_BATCH_SIZE');
@@ -55,7 +59,7 @@ export const relayCommand = defineCommand({
       const relay = createRelay({
         brokers: kafka.brokers,
         ...(kafka.clientId === undefined ? {} : { clientId: kafka.clientId }),
-        kafka: kafka.settings,
+        ...client,
         db: database.db,
         databaseUrl: url,
         schema,
