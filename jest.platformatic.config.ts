@@ -13,6 +13,7 @@ export const PARAMETRISED_TEST_FILES: readonly string[] = [
   'packages/kafka/test/abandoned-attempts.test.ts',
   'packages/kafka/test/attempts.test.ts',
   'packages/kafka/test/bad-input.test.ts',
+  'packages/kafka/test/client-switch.test.ts',
   'packages/kafka/test/concurrency.test.ts',
   'packages/kafka/test/crash-points.test.ts',
   'packages/kafka/test/database-faults.test.ts',
