@@ -1,4 +1,4 @@
-import { EffectivelyError, InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
+import { EffectivelyError, InvalidConfigError, InvalidIdentifierError, OptionalPeerError } from '@effectively/core';
 import { commandList, ExitCode, UsageError, type Command, type CommandIo } from './command';
 import { COMMANDS } from './commands';
 import { cliVersion } from './version';
@@ -52,7 +52,8 @@ export async function run(argv: readonly string[], io: CommandIo = { stdout: pro
   try {
     return await command.run(rest, io, NAME);
   } catch (error) {
-    const usageError = error instanceof UsageError || error instanceof InvalidConfigError || error instanceof InvalidIdentifierError;
+    // A missing optional peer (or too old a Node.js for it) is configuration too: nothing was run.
+    const usageError = error instanceof UsageError || error instanceof InvalidConfigError || error instanceof InvalidIdentifierError || error instanceof OptionalPeerError;
     const hint = error instanceof UsageError ? ` (see ${NAME} ${command.name} --help)` : '';
     const code = error instanceof EffectivelyError && !usageError ? ` [${error.code}]` : '';
     io.stderr.write(`${NAME} ${command.name}: ${message(error)}${code}${hint}\n`);

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createDatabase } from '@effectively/core';
+import { createDatabase, nodeVersionAtLeast, PLATFORMATIC_KAFKA } from '@effectively/core';
 import { createTestSchema, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { kafkaConnection, relayClient } from '../src/settings';
@@ -54,6 +54,8 @@ describe('effectively command line', () => {
       [['migrate', 'extra', '--schema', 'x'], /unexpected argument "extra"/],
       [['relay', '--schema', 'x', '--http-port', 'abc'], /--http-port .* non-negative integer/],
       [['relay', '--schema', 'x', '--client', 'rdkafka'], /--client must be one of kafkajs, platformatic/],
+      // The platformatic client on a Node.js that cannot run it: refused before anything runs.
+      ...(nodeVersionAtLeast(PLATFORMATIC_KAFKA.minNode ?? '0') ? [] : [[['relay', '--schema', 'x', '--client', 'platformatic'], /needs Node\.js ≥ 22\.22\.0 .*npm install @platformatic\/kafka/] as [string[], RegExp]]),
       [['outbox'], /needs an action/],
       [['outbox', 'frobnicate'], /unknown outbox action/],
       [['prune', '--schema', 'x'], /at least one of/],

@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { AttemptEndedError, IdempotentConsumer, type IdempotentConsumerOptions } from '../src';
 import { count, waitFor } from './support/ledger';
 
@@ -28,7 +28,7 @@ describe('abandoned attempts leak nothing', () => {
     const { s, options } = await setup('slowfirst', ['e1']);
     try {
       let calls = 0;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         handlerTimeoutMs: 1000,
         maxAttempts: 3,
@@ -56,7 +56,7 @@ describe('abandoned attempts leak nothing', () => {
     const { s, options } = await setup('allslow', ['p', 'q1', 'q2']);
     try {
       let slowCalls = 0;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         handlerTimeoutMs: 1000,
         maxAttempts: 3,
@@ -94,7 +94,7 @@ describe('abandoned attempts leak nothing', () => {
         late.push(sleep(300).then(run).then(() => 'ran', (e: unknown) => e));
       };
       let failures = 0;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         maxAttempts: 2,
         retryDelayMs: 50,
@@ -133,7 +133,7 @@ describe('abandoned attempts leak nothing', () => {
     try {
       let entered = false;
       let outcome: unknown;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         shutdownTimeoutMs: 500,
         handlerTimeoutMs: 20_000,
@@ -163,7 +163,7 @@ describe('abandoned attempts leak nothing', () => {
       let entered = false;
       let lateOutcome: unknown;
       const common = { ...options, sessionTimeoutMs: 6000, heartbeatIntervalMs: 1000, takeoverTimeoutMs: 1000, handlerTimeoutMs: 60_000 };
-      const first = new IdempotentConsumer({
+      const first = new IdempotentConsumer({ client: testClient(),
         ...common,
         handler: async (event, { trx }) => {
           await effect(trx, s.schema, event.id, 'before');
@@ -174,7 +174,7 @@ describe('abandoned attempts leak nothing', () => {
       });
       await first.start();
       await waitFor(async () => entered, (v) => v, 30_000);
-      const second = new IdempotentConsumer({
+      const second = new IdempotentConsumer({ client: testClient(),
         ...common,
         handler: async (event, { trx }) => {
           await effect(trx, s.schema, event.id, 'before');
