@@ -41,6 +41,7 @@ export const PARAMETRISED_TEST_FILES: readonly string[] = [
   'packages/relay/test/classify.test.ts',
   'packages/relay/test/commit-order.test.ts',
   'packages/relay/test/crash.test.ts',
+  'packages/relay/test/pipeline.test.ts',
   'packages/relay/test/poison.test.ts',
   'packages/relay/test/publish.test.ts',
   'packages/relay/test/send-errors.test.ts',
