@@ -198,7 +198,7 @@ describe('retention by generations: claims and rotation', () => {
     expect(await isNew(s.db, store, 'k3')).toBe(true);
   });
 
-  it('a re-drive moves a dead-lettered record of an older generation into the current one; a restore puts it back as it was', async () => {
+  it('a re-drive moves a dead-lettered record of an older generation into the current one; a restore puts its status back (the record stays in the current generation)', async () => {
     await enableGenerations(s.db, { schema: s.schema, windowMs: 5_000, intervalMs: 500 });
     const store = new GenerationStore(s.schema, GROUP);
     await s.db.transaction().execute(async (trx) => {
