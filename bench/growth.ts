@@ -1,5 +1,5 @@
 // npm run bench:growth -- [--sizes 0,1e6,1e7,5e7] [--ids v4,v7] [--modes batch,event] [--runs 3]
-//                         [--min-seconds 2] [--batch-size 500] [--duplicate-rate 0.2] [--keep]
+//                         [--min-seconds 2] [--batch-size 500] [--duplicate-rate 0.2] [--keep] [--generations 7]
 // Claim throughput as processed_events grows. For each id kind (random UUIDv4, time-ordered
 // UUIDv7) one schema; processed_events is pre-filled in SQL (generate_series) to each size in
 // turn, then the idempotent consumer (batch mode and per-event mode, a no-op handler, fed from
@@ -7,14 +7,17 @@
 // messages being copies. Each mode gets a warm-up run that sizes its runs to last at least
 // --min-seconds; then the modes alternate, --runs rounds per table size. Reports events/s, the
 // ratio to the empty table (median of per-round ratios) and table + index size per million ids.
+// With --generations N the schema's retention is by generations and the rows are spread over N live
+// generations (bench/results/growth-generations.*).
 // Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/growth.{json,md,svg}.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql, type Kysely } from 'kysely';
 import { silentLogger } from '@effectively/core';
-import { IdempotentConsumer, type RawMessage } from '@effectively/kafka';
+import { enableGenerations, IdempotentConsumer, type RawMessage } from '@effectively/kafka';
 import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
 import { memoryFeed, rawMessage } from './memory-client';
 import { lineChart } from './report';
@@ -31,6 +34,7 @@ const { values: args } = parseArgs({
     'batch-size': { type: 'string', default: '500' },
     'duplicate-rate': { type: 'string', default: '0.2' },
     keep: { type: 'boolean', default: false },
+    generations: { type: 'string', default: '0' },
   },
 });
 const say = (line: string): void => void process.stderr.write(`[growth] ${line}\n`);
@@ -44,6 +48,10 @@ type Mode = 'batch' | 'event';
 const modes = (args.modes ?? '').split(',').map((x) => x.trim()) as Mode[];
 if (!modes.every((m) => m === 'batch' || m === 'event')) throw new Error(`--modes takes batch,event; got ${args.modes}`);
 const batchSize = Number(args['batch-size']);
+/** With --generations N: retention by generations, the rows spread over N live generations (as a week's window with daily generations holds 7). */
+const generations = Number(args.generations);
+if (!Number.isInteger(generations) || generations < 0 || generations === 1) throw new Error(`--generations takes 0 (plain processed_events) or a number of live generations >= 2; got ${args.generations}`);
+const outName = generations > 0 ? 'growth-generations' : 'growth';
 const minSeconds = Number(args['min-seconds']);
 const group = 'growth';
 const topic = 'growth_topic';
@@ -71,7 +79,7 @@ function makeMessages(kind: IdKind, n: number): RawMessage[] {
 
 /** Appends rows to `size` in SQL, 1M per statement: ids of `kind`, v7 ids older than any the runs make. */
 async function prefill(db: Kysely<unknown>, schema: string, kind: IdKind, from: number, to: number): Promise<void> {
-  const table = sql.id(schema, 'processed_events');
+  const table = sql.id(schema, generations > 0 ? 'processed_event_generations' : 'processed_events');
   const base = Date.now() - 10 * 365 * 86_400_000;
   for (let start = from; start < to; start += 1_000_000) {
     const end = Math.min(to, start + 1_000_000) - 1;
@@ -80,8 +88,9 @@ async function prefill(db: Kysely<unknown>, schema: string, kind: IdKind, from: 
         ? sql`gen_random_uuid()::text`
         : sql`(SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7' || substr(r, 1, 3) || '-8' || substr(r, 4, 3) || '-' || substr(r, 7, 12)
                 FROM (SELECT lpad(to_hex(${base}::bigint + i / 40), 12, '0') AS h, md5(i::text || random()::text) AS r) x)`;
-    await sql`INSERT INTO ${table} (consumer_group, event_id, payload_hash, topic, partition, kafka_offset, status)
-              SELECT ${group}, ${id}, md5(i::text) || md5((i + 1)::text), ${topic}, 0, i, 'processed'
+    // With generations: row i in slot i mod N (generations 1..N in slots 0..N-1).
+    await sql`INSERT INTO ${table} (consumer_group, event_id, payload_hash, topic, partition, kafka_offset, status${generations > 0 ? sql`, slot` : sql``})
+              SELECT ${group}, ${id}, md5(i::text) || md5((i + 1)::text), ${topic}, 0, i, 'processed'${generations > 0 ? sql`, (i % ${generations})::int` : sql``}
               FROM generate_series(${start}::bigint, ${end}::bigint) AS i`.execute(db);
     say(`${kind}: ${fmtInt(end + 1)} rows`);
   }
@@ -102,6 +111,7 @@ async function runOnce(db: Kysely<unknown>, schema: string, mode: Mode, messages
     batchHandler: async () => undefined,
     logger: silentLogger(),
     client: feed.client,
+    rotateGenerations: false,
   });
   await consumer.start();
   await feed.finished;
@@ -127,12 +137,37 @@ interface SizeResult {
 }
 
 async function sizesOf(db: Kysely<unknown>, schema: string): Promise<{ tableBytes: number; indexBytes: number; pkeyBytes: number; rows: number }> {
+  if (generations > 0) {
+    // Partitioned: the sums over the partitions.
+    const parent = `${schema}.processed_event_generations`;
+    const { rows } = await sql<{ t: string; i: string; p: string; n: string }>`
+      SELECT (SELECT sum(pg_table_size(relid)) FROM pg_partition_tree(${parent}::regclass) WHERE isleaf)::text AS t,
+             (SELECT sum(pg_indexes_size(relid)) FROM pg_partition_tree(${parent}::regclass) WHERE isleaf)::text AS i,
+             (SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(${`${parent}_pkey`}::regclass) WHERE isleaf)::text AS p,
+             (SELECT count(*) FROM ${sql.id(schema, 'processed_event_generations')})::text AS n`.execute(db);
+    const r = rows[0] as { t: string; i: string; p: string; n: string };
+    return { tableBytes: Number(r.t), indexBytes: Number(r.i), pkeyBytes: Number(r.p), rows: Number(r.n) };
+  }
   const rel = `${schema}.processed_events`;
   const { rows } = await sql<{ t: string; i: string; p: string; n: string }>`
     SELECT pg_table_size(${rel}::regclass)::text AS t, pg_indexes_size(${rel}::regclass)::text AS i,
            pg_relation_size(${`${schema}.processed_events_pkey`}::regclass)::text AS p, (SELECT count(*) FROM ${sql.id(schema, 'processed_events')})::text AS n`.execute(db);
   const r = rows[0] as { t: string; i: string; p: string; n: string };
   return { tableBytes: Number(r.t), indexBytes: Number(r.i), pkeyBytes: Number(r.p), rows: Number(r.n) };
+}
+
+/**
+ * Retention by generations with N live generations, as after N daily rotations (window N days,
+ * a generation a day): generations 1..N in slots 0..N-1, the last current. Set in the control
+ * tables directly (no one rotates during the bench).
+ */
+async function setUpGenerations(db: Kysely<unknown>, schema: string): Promise<void> {
+  await enableGenerations(db, { schema, windowMs: generations * 86_400_000, intervalMs: 86_400_000 });
+  const t = (name: string) => sql.id(schema, name);
+  await sql`UPDATE ${t('dedup_generations')} SET generation = slot + 1, started_at = now() - make_interval(days => ${generations} - slot),
+            ended_at = CASE WHEN slot < ${generations - 1} THEN now() - make_interval(days => ${generations - 1} - slot) END
+            WHERE slot < ${generations}`.execute(db);
+  await sql`UPDATE ${t('dedup_retention')} SET current_slot = ${generations - 1}, current_generation = ${generations}`.execute(db);
 }
 
 async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }): Promise<void> {
@@ -142,6 +177,7 @@ async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }
   for (const kind of kinds) {
     const s = await createTestSchema(state.postgres.url, `growth_${kind}`, { max: 4 });
     state.schemas.push(s);
+    if (generations > 0) await setUpGenerations(s.db, s.schema);
     let filled = 0;
     const empty: Partial<Record<Mode, number[]>> = {};
     const sizedMessages: Partial<Record<Mode, number>> = {};
@@ -150,7 +186,7 @@ async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }
         const t = Date.now();
         await prefill(s.db, s.schema, kind, filled, size);
         filled = size;
-        await sql`VACUUM ANALYZE ${sql.id(s.schema, 'processed_events')}`.execute(s.db);
+        await sql`VACUUM ANALYZE ${sql.id(s.schema, generations > 0 ? 'processed_event_generations' : 'processed_events')}`.execute(s.db);
         say(`${kind}: pre-filled to ${fmtInt(size)} in ${((Date.now() - t) / 1_000).toFixed(0)} s`);
       }
       const before = await sizesOf(s.db, s.schema);
@@ -208,9 +244,10 @@ function writeOut(results: SizeResult[], source: string): void {
   const dir = path.join(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
   const report = { date: new Date().toISOString(), postgres: source, settings: { sizes, ids: kinds, modes, runs: Number(args.runs), batchSize, minSeconds, duplicateRate: Number(args['duplicate-rate']) }, results };
-  writeFileSync(path.join(dir, 'growth.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(path.join(dir, `${outName}.json`), JSON.stringify(report, null, 2) + '\n');
   const lines = [
-    `Command: \`npm run bench:growth -- --sizes ${sizes.join(',')} --ids ${kinds.join(',')} --modes ${modes.join(',')} --runs ${args.runs}\`; Postgres ${source}; ${report.date}.`,
+    `Command: \`npm run bench:growth -- --sizes ${sizes.join(',')} --ids ${kinds.join(',')} --modes ${modes.join(',')} --runs ${args.runs}${generations > 0 ? ` --generations ${generations}` : ''}\`; Postgres ${source}; ${report.date}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} on ${os.cpus().length} CPUs.`,
+    ...(generations > 0 ? ['', `Retention by generations: the rows spread evenly over ${generations} live generations (partitions of processed_event_generations), claims going to the newest and checking the ${generations - 1} older ones.`] : []),
     '',
     '| ids | rows in processed_events | table / indexes (primary key) | per million ids: table / indexes | mode | messages per run | events/s (median) | min–max | vs empty table: median of per-round ratios (min–max) |',
     '|---|---:|---|---|---|---:|---:|---:|---:|',
@@ -227,7 +264,7 @@ function writeOut(results: SizeResult[], source: string): void {
     '',
     `No-op handlers: the cost measured is the consumer's own transaction (claim, fence, commit) on one partition and one connection, fed from memory (no Kafka). Rows in the table include those the runs themselves claimed. Pre-filled rows belong to the measuring consumer group, so claims descend the same primary-key index.`,
   );
-  writeFileSync(path.join(dir, 'growth.md'), lines.join('\n') + '\n');
+  writeFileSync(path.join(dir, `${outName}.md`), lines.join('\n') + '\n');
   const xLabels = sizes.map((n) => (n === 0 ? '0' : n >= 1e6 ? `${n / 1e6}M` : fmtInt(n)));
   const colours: Record<string, string> = { 'v4 batch': '#3c9d5d', 'v4 event': '#e08a1e', 'v7 batch': '#2a6fd6', 'v7 event': '#b03aa8' };
   const series = kinds.flatMap((k) =>
@@ -240,7 +277,7 @@ function writeOut(results: SizeResult[], source: string): void {
   const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="900" height="330" viewBox="0 0 900 330" font-family="sans-serif" font-size="12">`, `<rect width="100%" height="100%" fill="#fff"/>`];
   parts.push(...lineChart({ x: 10, y: 10, width: 880, height: 310, title: 'Claim throughput as processed_events grows: ratio to the empty table (median of per-round ratios)', yLabel: '× empty table', xLabels, series }));
   parts.push('</svg>');
-  writeFileSync(path.join(dir, 'growth.svg'), parts.join('\n') + '\n');
+  writeFileSync(path.join(dir, `${outName}.svg`), parts.join('\n') + '\n');
 }
 
 const state: { postgres?: RunningPostgres; schemas: TestSchema[] } = { schemas: [] };

@@ -49,9 +49,11 @@ function kindOf(text: string): string {
   if (/^begin/i.test(q)) return 'BEGIN';
   if (/^commit/i.test(q)) return 'COMMIT';
   if (/^rollback/i.test(q)) return 'ROLLBACK';
+  if (q.startsWith('WITH settings AS MATERIALIZED')) return 'claim: settings + lock lanes';
   if (q.includes("set_config('idle_in_transaction_session_timeout'")) return 'claim: set_config';
   if (/^UPDATE \S+outbox_lanes" SET lease_until = now\(\) \+ \$1::float8 \* interval '1 millisecond' WHERE lane IN/.test(q)) return 'claim: lock lanes';
-  if (q.includes('AS created_ms')) return 'claim: fetch';
+  if (q.startsWith('WITH deleted AS') && q.includes('AS created_ms')) return 'claim: delete previous + read next';
+  if (q.includes('AS created_ms')) return 'claim: read';
   if (/^DELETE FROM \S+"outbox" WHERE id = ANY/.test(q)) return 'claim: delete acked';
   if (q.includes('SELECT 1 AS one')) return 'probe (anyDue)';
   if (q.includes('outbox_relays') || q.includes("set_config('lock_timeout', '2s'") || q.includes('outbox_lanes')) return 'rebalance';

@@ -159,14 +159,14 @@ export async function readGenerations<DB>(database: Kysely<DB>, options: { schem
 /**
  * Retention by generations, one step; safe to call from any number of processes at any time
  * (cron, `effectively retention rotate`, or every consumer on its own schedule):
- * 1. forgets every generation that stopped being current at least `windowMs` ago (TRUNCATE of
- *    its slot, never a row-by-row DELETE), and the pre-generations `processed_events` records
- *    once `windowMs` has passed since generations were enabled;
- * 2. when the current generation has been current for `intervalMs`, makes a new one current in
- *    an empty slot. The switch holds the claims' advisory lock exclusively: it waits for claims
- *    in flight (at most `lockTimeoutMs`, default 2 s, then gives up until the next call) and new
- *    claims wait for it (a few statements).
- * Each step is one transaction (a crash leaves the state before or after it) and re-checks
+ * - forgets every generation that stopped being current at least `windowMs` ago (TRUNCATE of
+ *   its slot, never a row-by-row DELETE), and the pre-generations `processed_events` records
+ *   once `windowMs` has passed since generations were enabled;
+ * - when the current generation has been current for `intervalMs`, makes a new one current in
+ *   an empty slot, forgetting what expired in the same transaction. The switch holds the claims'
+ *   advisory lock exclusively: it waits for claims in flight (at most `lockTimeoutMs`, default
+ *   2 s, then gives up until the next call) and new claims wait for it (a few statements).
+ * Each call is one transaction (a crash leaves the state before or after it) that re-checks
  * under its locks, so a second process doing the same finds nothing to do.
  */
 export async function rotateProcessedEvents<DB>(database: Kysely<DB>, options: { schema?: string; lockTimeoutMs?: number } = {}): Promise<RotationResult> {
@@ -178,44 +178,64 @@ export async function rotateProcessedEvents<DB>(database: Kysely<DB>, options: {
   if (!state.enabled) throw new InvalidConfigError(`dedup generations are not enabled in schema ${schema}: enable them first (enableGenerations, or effectively retention enable --window 7d --interval 1d).`);
   const windowSecs = sql`make_interval(secs => ${(state.windowMs ?? 0) / 1000})`;
 
-  // 1. Forget expired generations, one transaction each.
-  const forgotten: number[] = [];
-  for (const g of state.live) {
-    if (g.endedAt === null) continue;
-    const done = await db.transaction().execute(async (trx) => {
-      await setLockTimeout(trx, lockTimeoutMs);
-      const { rows } = await sql<{ slot: number }>`
-        SELECT g.slot FROM ${t('dedup_generations')} g, ${t('dedup_retention')} r
-        WHERE g.slot = ${g.slot} AND g.generation = ${g.generation} AND g.slot <> r.current_slot AND g.ended_at <= clock_timestamp() - ${windowSecs}
-        FOR UPDATE OF g`.execute(trx);
-      if (rows.length === 0) return false;
+  /**
+   * Forgets, in `trx`, what is expired among `slots` (and the legacy table when `legacy`); row locks
+   * on the slots re-check it, so a second process finds nothing. The partitions must be the ones
+   * this transaction may lock: a claim locks every partition when its statement starts and only
+   * then waits for the advisory lock, so under that lock only partitions locked before it may be
+   * truncated (else the two wait for each other).
+   */
+  const forget = async (trx: Transaction<unknown>, into: RotationResult, slots: number[], legacy: boolean): Promise<void> => {
+    const { rows } = await sql<{ slot: number; generation: string }>`
+      SELECT g.slot, g.generation::text AS generation FROM ${t('dedup_generations')} g, ${t('dedup_retention')} r
+      WHERE g.slot = ANY (${slots}::int[]) AND g.generation IS NOT NULL AND g.slot <> r.current_slot AND g.ended_at <= clock_timestamp() - ${windowSecs}
+      ORDER BY g.generation FOR UPDATE OF g`.execute(trx);
+    for (const g of rows) {
       await sql`TRUNCATE ${t(`processed_event_generations_${g.slot}`)}`.execute(trx);
       await sql`UPDATE ${t('dedup_generations')} SET generation = NULL, started_at = NULL, ended_at = NULL, forgotten_at = clock_timestamp() WHERE slot = ${g.slot}`.execute(trx);
-      return true;
-    });
-    if (done) forgotten.push(g.generation);
-  }
-  let legacyForgotten = false;
-  if (state.legacy !== null && state.legacy.forgottenAt === null) {
-    legacyForgotten = await db.transaction().execute(async (trx) => {
-      await setLockTimeout(trx, lockTimeoutMs);
-      const { rows } = await sql`SELECT 1 FROM ${t('dedup_retention')} WHERE legacy_forgotten_at IS NULL AND legacy_ended_at <= clock_timestamp() - ${windowSecs} FOR UPDATE`.execute(trx);
-      if (rows.length === 0) return false;
+      into.forgotten.push(Number(g.generation));
+    }
+    if (!legacy) return;
+    const due = await sql`SELECT 1 FROM ${t('dedup_retention')} WHERE legacy_forgotten_at IS NULL AND legacy_ended_at <= clock_timestamp() - ${windowSecs} FOR UPDATE`.execute(trx);
+    if (due.rows.length > 0) {
       await sql`TRUNCATE ${t('processed_events')}`.execute(trx);
       await sql`UPDATE ${t('dedup_retention')} SET legacy_forgotten_at = clock_timestamp()`.execute(trx);
-      return true;
-    });
-  }
-
-  // 2. Switch to a new generation when the current one is due.
+      into.legacyForgotten = true;
+    }
+  };
+  /**
+   * Takes the partitions (and the legacy table) to forget ACCESS EXCLUSIVE: waits for the claims in
+   * flight (which read them all); new claims wait. In the order a claim locks them (partitions by
+   * slot, then the legacy table), so that the two never wait for each other.
+   */
+  const lockTables = async (trx: Transaction<unknown>, slots: number[], legacy: boolean): Promise<void> => {
+    const tables = [...[...slots].sort((a, b) => a - b).map((slot) => t(`processed_event_generations_${slot}`)), ...(legacy ? [t('processed_events')] : [])];
+    if (tables.length > 0) await sql`LOCK TABLE ${sql.join(tables)} IN ACCESS EXCLUSIVE MODE`.execute(trx);
+  };
+  const result: RotationResult = { rotated: false, currentGeneration: state.currentGeneration ?? 0, forgotten: [], legacyForgotten: false };
   const current = state.live.find((g) => g.endedAt === null);
   const due = current === undefined || Date.now() - current.startedAt.getTime() >= (state.intervalMs ?? 0) - 50;
-  const result: RotationResult = { rotated: false, currentGeneration: state.currentGeneration ?? 0, forgotten, legacyForgotten };
-  if (!due) return result;
+  const expiredSoon = (at: Date | null): boolean => at !== null && at.getTime() <= Date.now() + 50;
+  const slots = state.live.filter((g) => g.endedAt !== null && expiredSoon(g.forgettableAt)).map((g) => g.slot);
+  const legacy = state.legacy !== null && state.legacy.forgottenAt === null && expiredSoon(state.legacy.forgettableAt);
+  if (!due) {
+    // Only forgetting: TRUNCATE locks just the expired slots (claims in flight, which read every slot, finish first; new ones wait for it).
+    if (slots.length > 0 || legacy) {
+      await db.transaction().execute(async (trx) => {
+        await setLockTimeout(trx, lockTimeoutMs);
+        await lockTables(trx, slots, legacy);
+        await forget(trx, result, slots, legacy);
+      });
+    }
+    return result;
+  }
+  // A switch, with what expired forgotten in the same pause (a window that is a multiple of the interval expires one generation per switch).
   return db.transaction().execute(async (trx) => {
     await setLockTimeout(trx, lockTimeoutMs);
+    await lockTables(trx, slots, legacy);
     // Exclusive: every claim holding the shared lock (its transaction) has ended, none starts until commit.
     await sql`SELECT pg_advisory_xact_lock(${lockKey(schema)})`.execute(trx);
+    await forget(trx, result, slots, legacy);
     // A new statement, so a fresh snapshot: sees a rotation another process committed meanwhile.
     const { rows } = await sql<{ current_slot: number; current_generation: string; is_due: boolean; next_slot: number | null }>`
       SELECT r.current_slot, r.current_generation::text,

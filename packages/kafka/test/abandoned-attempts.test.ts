@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { AttemptEndedError, IdempotentConsumer, type IdempotentConsumerOptions } from '../src';
 import { count, waitFor } from './support/ledger';
 
@@ -28,7 +28,7 @@ describe('abandoned attempts leak nothing', () => {
     const { s, options } = await setup('slowfirst', ['e1']);
     try {
       let calls = 0;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         handlerTimeoutMs: 1000,
         maxAttempts: 3,
@@ -56,7 +56,7 @@ describe('abandoned attempts leak nothing', () => {
     const { s, options } = await setup('allslow', ['p', 'q1', 'q2']);
     try {
       let slowCalls = 0;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         handlerTimeoutMs: 1000,
         maxAttempts: 3,
@@ -94,7 +94,7 @@ describe('abandoned attempts leak nothing', () => {
         late.push(sleep(300).then(run).then(() => 'ran', (e: unknown) => e));
       };
       let failures = 0;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         maxAttempts: 2,
         retryDelayMs: 50,
@@ -133,7 +133,7 @@ describe('abandoned attempts leak nothing', () => {
     try {
       let entered = false;
       let outcome: unknown;
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         ...options,
         shutdownTimeoutMs: 500,
         handlerTimeoutMs: 20_000,
@@ -155,7 +155,12 @@ describe('abandoned attempts leak nothing', () => {
     }
   }, 60_000);
 
-  it('a member that lost its partition while its handler waited cannot write when the handler resumes; the new owner applies the event once', async () => {
+  // kafkajs only: the member must be expelled while its handler awaits, which on kafkajs (heartbeats
+  // only between chunks) it is. On @platformatic/kafka the client heartbeats on a timer, so the
+  // member stays and may keep the partition (the assignment is 50/50): it then ends its own open
+  // chunk after takeoverTimeoutMs and redoes it (README, "What differs"). A member losing its
+  // partition is covered on both clients by frozen-member, fencing and rebalance.
+  (testClient() === 'kafkajs' ? it : it.skip)('a member that lost its partition while its handler waited cannot write when the handler resumes; the new owner applies the event once', async () => {
     const { s, options } = await setup('lostpart', ['e1']);
     try {
       let release: () => void = () => undefined;
@@ -163,7 +168,7 @@ describe('abandoned attempts leak nothing', () => {
       let entered = false;
       let lateOutcome: unknown;
       const common = { ...options, sessionTimeoutMs: 6000, heartbeatIntervalMs: 1000, takeoverTimeoutMs: 1000, handlerTimeoutMs: 60_000 };
-      const first = new IdempotentConsumer({
+      const first = new IdempotentConsumer({ client: testClient(),
         ...common,
         handler: async (event, { trx }) => {
           await effect(trx, s.schema, event.id, 'before');
@@ -174,7 +179,7 @@ describe('abandoned attempts leak nothing', () => {
       });
       await first.start();
       await waitFor(async () => entered, (v) => v, 30_000);
-      const second = new IdempotentConsumer({
+      const second = new IdempotentConsumer({ client: testClient(),
         ...common,
         handler: async (event, { trx }) => {
           await effect(trx, s.schema, event.id, 'before');

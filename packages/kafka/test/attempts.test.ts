@@ -1,7 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { sql, type Kysely } from 'kysely';
 import type { Kafka } from 'kafkajs';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer, type ConsumedEvent } from '../src';
 import { startConsumerChild } from './support/child';
 import { apply, type count, createLedger, totals, waitFor, type Entry } from './support/ledger';
@@ -25,7 +25,7 @@ describe('attempts: counted, persisted, paced', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'tmo', partitions: 1 }]);
       await produceMessages(kafka, topic as string, entries(['slow', 'b1', 'b2']));
       let slowCalls = 0;
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema,
         handlerTimeoutMs: 300, maxAttempts: 2, retryDelayMs: 50,
         handler: async (event, { trx }) => {
@@ -56,7 +56,7 @@ describe('attempts: counted, persisted, paced', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'btmo', partitions: 1 }]);
       await produceMessages(kafka, topic as string, entries(['x1', 'x2', 'x3', 'x4']));
       let batchCalls = 0;
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema,
         handlerTimeoutMs: 300, maxAttempts: 3, retryDelayMs: 50,
         batchHandler: async () => {
@@ -96,11 +96,11 @@ describe('attempts: counted, persisted, paced', () => {
           await apply(trx, s.schema, event.value);
         },
       };
-      const first = new IdempotentConsumer<Entry>(options);
+      const first = new IdempotentConsumer<Entry>({ ...options, client: testClient() });
       await first.start();
       await waitFor(async () => calls, (n) => n >= 1, 30_000);
       await first.stop(); // its next retry was a minute away
-      const second = new IdempotentConsumer<Entry>({ ...options, retryDelayMs: 50 });
+      const second = new IdempotentConsumer<Entry>({ client: testClient(), ...options, retryDelayMs: 50 });
       await second.start();
       try {
         await waitFor(() => status(s.db, s.schema, 'poison'), (v) => v === 'dead_lettered', 30_000);
@@ -120,7 +120,8 @@ describe('attempts: counted, persisted, paced', () => {
       await createLedger(s.db, s.schema);
       const [topic] = await createTopics(kafka, [{ prefix: 'exit', partitions: 1 }]);
       await produceMessages(kafka, topic as string, entries(['a1', 'a2', 'killer', 'a3', 'a4']));
-      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: s.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '50', MAX_ATTEMPTS: '3', EXIT_ON_ID: 'killer', MODE: mode };
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: s.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '50', MAX_ATTEMPTS: '3', EXIT_ON_ID: 'killer', MODE: mode, PRINT_ATTEMPTS: '1' };
+      const attempts: string[] = [];
       const exits: string[] = [];
       for (let run = 0; run < 6; run++) {
         const child = startConsumerChild(env);
@@ -130,12 +131,15 @@ describe('attempts: counted, persisted, paced', () => {
           // before stopping it (stopped at once, a loaded machine left a4 unapplied: 3 applied, total 7).
           await waitFor(() => totals(s.db, s.schema), (t) => t.a?.applied === 4, 60_000);
           expect(await child.stop()).toBe('0');
+          attempts.push(...child.lines.filter((l) => l.startsWith('attempt a3') || l.startsWith('attempt a4')));
           break;
         }
         expect(ended.how).toBe('3');
         exits.push(child.lines.find((l) => l.startsWith('exiting on')) ?? '');
       }
       expect(exits).toEqual(['exiting on killer attempt 1', 'exiting on killer attempt 2', 'exiting on killer attempt 3']);
+      // Per-event mode: the crashed run was counted against the killer only; the events after it never ran and count nothing.
+      if (mode === 'event') expect(attempts).toEqual(['attempt a3 1', 'attempt a4 1']);
       expect(await status(s.db, s.schema, 'killer')).toBe('dead_lettered');
       expect(await totals(s.db, s.schema)).toEqual({ a: { total: 1 + 2 + 4 + 5, applied: 4 } });
     } finally {
@@ -160,7 +164,7 @@ describe('attempts: counted, persisted, paced', () => {
       // a Kafka round trip and a Postgres round trip. A retry may be late by at most 100 ms plus
       // that (on a quiet machine a few ms); never early.
       const probe = startLoadProbe(kafka, s.db, topic as string);
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, maxAttempts: 5, retryDelayMs: 200,
         handler: async (event, { trx }) => {
           const { rows } = await sql<{ ms: number }>`SELECT (extract(epoch FROM now()) * 1000)::float8 AS ms`.execute(trx);

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { createDatabase, migrate, type Database } from '@effectively/core';
-import { createTestSchema, createTopics, produceMessages, seededRandom, startEmbeddedPostgres, testKafka, testServices, uniqueName, type LocalPostgres, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, seededRandom, startEmbeddedPostgres, testClient, testKafka, testServices, uniqueName, type LocalPostgres, type TestSchema } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { apply, count, createLedger, makeEvents, model, sameTotals, toMessages, totals, waitFor, type Entry } from './support/ledger';
 
@@ -17,7 +17,7 @@ describe('database faults: no loss, no double effect, no restart loop', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'term', partitions: 2 }]);
       const events = makeEvents(600, seededRandom(5));
       await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, random: seededRandom(6) });
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers,
         groupId: uniqueName('g'),
         topics: [topic as string],
@@ -65,7 +65,7 @@ describe('database faults: no loss, no double effect, no restart loop', () => {
       const events = makeEvents(800, seededRandom(8));
       await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, random: seededRandom(9) });
       const db = database.db;
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers,
         groupId: uniqueName('g'),
         topics: [topic as string],

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
 
@@ -28,7 +28,7 @@ describe('dead-lettering records whose error or headers are not storable text', 
       { key: 'k', value: JSON.stringify({ account: 'a', amount: 2 }), headers: { 'event-id': 'good-2' } },
     ]);
     const group = uniqueName('g');
-    const consumer = new IdempotentConsumer<Entry>({
+    const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
       brokers,
       groupId: group,
       topics: [topic as string],

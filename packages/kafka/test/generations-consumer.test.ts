@@ -63,9 +63,9 @@ describe('idempotent consumer with retention by generations', () => {
         expect(await count(s.db, s.schema, 'processed_events')).toBe(0);
         const state = await readGenerations(s.db, { schema: s.schema });
         expect(state.live.length).toBeGreaterThan(4);
-        // The records are spread over several generations.
+        // The records are spread over generations (waves 1 and 2 bring new ids, at least two switches apart).
         const { rows } = await sql<{ n: number }>`SELECT count(DISTINCT slot)::int AS n FROM ${sql.id(s.schema, 'processed_event_generations')}`.execute(s.db);
-        expect(rows[0]?.n).toBeGreaterThanOrEqual(3);
+        expect(rows[0]?.n).toBeGreaterThanOrEqual(2);
         await waitFor(() => gauge(registry, 'dedup_live_generations', { group }), (v) => v !== undefined && v > 4, 10_000);
         expect(await gauge(registry, 'dedup_last_rotation_timestamp_seconds', { group })).toBeGreaterThan(Date.now() / 1000 - 60);
         // The consumer checked (and may have rotated), and so did the loop outside; between them one switch per interval.

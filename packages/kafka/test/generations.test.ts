@@ -198,6 +198,41 @@ describe('retention by generations: claims and rotation', () => {
     expect(await isNew(s.db, store, 'k3')).toBe(true);
   });
 
+  it('a re-drive moves a dead-lettered record of an older generation into the current one; a restore puts its status back (the record stays in the current generation)', async () => {
+    await enableGenerations(s.db, { schema: s.schema, windowMs: 5_000, intervalMs: 500 });
+    const store = new GenerationStore(s.schema, GROUP);
+    await s.db.transaction().execute(async (trx) => {
+      await store.open(trx, { lockTimeoutMs: 5_000, statementTimeoutMs: 30_000, rows: [{ ...row('d'), status: 'dead_lettered', error: 'handler-failed: boom' }] });
+    });
+    await sleep(550);
+    expect((await rotateProcessedEvents(s.db, { schema: s.schema })).rotated).toBe(true);
+    const where = sql`event_id = 'd'`;
+    const read = async () => (await sql<{ slot: number; status: string; redrive_id: string | null }>`SELECT slot, status, redrive_id FROM ${sql.id(s.schema, 'processed_event_generations')} WHERE ${where}`.execute(s.db)).rows;
+    expect(await read()).toEqual([{ slot: 0, status: 'dead_lettered', redrive_id: null }]);
+    // A re-drive whose handling does not settle: status and re-drive id restored (the record stays in the current generation: kept longer, never shorter).
+    await s.db.transaction().execute(async (trx) => {
+      const r = await store.open(trx, { lockTimeoutMs: 5_000, statementTimeoutMs: 30_000, rows: [row('d')] });
+      expect(r.claimed.size).toBe(0);
+      expect(r.stored.get('producer\u0000d')?.status).toBe('dead_lettered');
+      const taken = await store.redrive(trx, [{ origin: 'producer', eventId: 'd', redriveId: 'r1', offset: '9' }]);
+      expect(taken).toHaveLength(1);
+      await store.restore(trx, taken);
+    });
+    expect(await read()).toEqual([{ slot: 1, status: 'dead_lettered', redrive_id: null }]);
+    await s.db.transaction().execute(async (trx) => {
+      await store.open(trx, { lockTimeoutMs: 5_000, statementTimeoutMs: 30_000, rows: [row('d')] });
+      expect(await store.redrive(trx, [{ origin: 'producer', eventId: 'd', redriveId: 'r1', offset: '9' }])).toHaveLength(1);
+    });
+    expect(await read()).toEqual([{ slot: 1, status: 'processed', redrive_id: 'r1' }]);
+    // The same re-drive again is a duplicate; the record is still one.
+    await s.db.transaction().execute(async (trx) => {
+      const r = await store.open(trx, { lockTimeoutMs: 5_000, statementTimeoutMs: 30_000, rows: [row('d')] });
+      expect(r.claimed.size).toBe(0);
+      expect(await store.redrive(trx, [{ origin: 'producer', eventId: 'd', redriveId: 'r1', offset: '10' }])).toHaveLength(0);
+    });
+    expect(await count(s.db, s.schema, 'processed_event_generations', where)).toBe(1);
+  });
+
   it('records made before generations were enabled are still checked, then forgotten with the window', async () => {
     const legacy = sql.id(s.schema, 'processed_events');
     await sql`INSERT INTO ${legacy} (consumer_group, event_id, status, payload_hash, topic, partition, kafka_offset) VALUES (${GROUP}, 'old', 'processed', 'h-old', 't', 0, 1)`.execute(s.db);

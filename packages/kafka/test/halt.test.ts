@@ -1,4 +1,4 @@
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
 
@@ -15,7 +15,7 @@ describe("onFailure: 'halt'", () => {
       await produceMessages(kafka, topic as string, msgs);
       let healthy = false;
       const order: number[] = [];
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema,
         onFailure: 'halt', maxAttempts: 2, retryDelayMs: 50, maxRetryDelayMs: 200,
         handler: async (event, { trx }) => {

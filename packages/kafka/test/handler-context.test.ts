@@ -1,5 +1,5 @@
 import { createDatabase } from '@effectively/core';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { IdempotentConsumer } from '../src';
 import { startConsumerChild } from './support/child';
@@ -42,7 +42,7 @@ describe('the handler context', () => {
     const { s, topic, shop, audit, orders } = await setUp('ctx_query');
     const rowCounts: number[] = [];
     try {
-      const consumer = new IdempotentConsumer<OrderPlaced, ShopDatabase>({
+      const consumer = new IdempotentConsumer<OrderPlaced, ShopDatabase>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic], db: shop.db, schema: s.schema,
         mode: 'event', maxAttempts: 1, retryDelayMs: 20,
         handler: async (event, { trx, query }) => {
@@ -75,7 +75,7 @@ describe('the handler context', () => {
   it('a batch handler gets query on the chunk transaction; when it throws, its writes are rolled back before the per-event fallback', async () => {
     const { s, topic, shop, audit } = await setUp('ctx_query_batch');
     try {
-      const consumer = new IdempotentConsumer<OrderPlaced, ShopDatabase>({
+      const consumer = new IdempotentConsumer<OrderPlaced, ShopDatabase>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic], db: shop.db, schema: s.schema,
         mode: 'batch', batchSize: 10, maxAttempts: 1, retryDelayMs: 20,
         batchHandler: async (events, { query }) => {
@@ -104,7 +104,7 @@ describe('the handler context', () => {
     const s = await createTestSchema(databaseUrl, 'ctx_stopped');
     try {
       const [topic] = (await createTopics(kafka, [{ prefix: 'ctx_stopped', partitions: 1 }])) as [string];
-      const consumer = new IdempotentConsumer({ brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema: s.schema, handler: async () => {} });
+      const consumer = new IdempotentConsumer({ client: testClient(), brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema: s.schema, handler: async () => {} });
       let settled = false;
       void consumer.stopped.then(() => (settled = true));
       await consumer.start();

@@ -1,7 +1,7 @@
 import { migrate } from '@effectively/core';
 import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationsFor } from '@effectively/migrations';
 import { Migrator, sql } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { IdempotentConsumer, type ConsumerStats } from '../src';
 import { apply, createLedger, totals, waitFor, type Entry } from './support/ledger';
 
@@ -22,7 +22,7 @@ describe('derived keys never share the namespace of producer ids', () => {
   const settled = (stats: ConsumerStats): number => stats.processed + stats.duplicates + stats.deadLettered;
   const value = (account: string): string => JSON.stringify({ account, amount: 1 });
   const consumer = (topic: string, group: string, extra: Partial<ConstructorParameters<typeof IdempotentConsumer<Entry>>[0]> = {}): IdempotentConsumer<Entry> =>
-    new IdempotentConsumer<Entry>({ brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, handler: async (event, { trx }) => apply(trx, s.schema, event.value), ...extra });
+    new IdempotentConsumer<Entry>({ client: testClient(), brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, handler: async (event, { trx }) => apply(trx, s.schema, event.value), ...extra });
   const deadLetters = async (topic: string): Promise<Array<Record<string, string>>> => {
     const { rows } = await sql<{ headers: Record<string, string> }>`SELECT headers FROM ${sql.id(s.schema, 'outbox')} WHERE topic = ${`${topic}.dlq`} ORDER BY id`.execute(s.db);
     return rows.map((r) => r.headers);

@@ -1,4 +1,4 @@
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { Registry } from 'prom-client';
 import { CONSUMER_METRICS, consumerPrometheusMetrics, IdempotentConsumer } from '../src';
 import { waitFor } from './support/ledger';
@@ -25,7 +25,7 @@ describe('consumer metrics on a fresh registry', () => {
       for (const name of Object.keys(CONSUMER_METRICS)) expect(scrape).toContain(`# TYPE effectively_${name} `);
 
       const group = uniqueName('g');
-      const consumer = new IdempotentConsumer<{ n: number }>({ brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, metrics, handler: async () => {} });
+      const consumer = new IdempotentConsumer<{ n: number }>({ client: testClient(), brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, metrics, handler: async () => {} });
       await consumer.start();
       try {
         const labels = { group, topic, partition: 0 };

@@ -1,5 +1,5 @@
 import { TopicNotFoundError } from '@effectively/core';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 
 /** start() with a subscribed topic the cluster does not have: a typed error naming it, nothing left open. */
@@ -18,7 +18,7 @@ describe('start() with a topic that does not exist', () => {
     const groupId = uniqueName('g');
     const applied: string[] = [];
     const consumerFor = (topics: string[]): IdempotentConsumer =>
-      new IdempotentConsumer({ brokers, groupId, topics, db: s.db, schema: s.schema, fromBeginning: true, handler: async (event) => void applied.push(event.id) });
+      new IdempotentConsumer({ client: testClient(), brokers, groupId, topics, db: s.db, schema: s.schema, fromBeginning: true, handler: async (event) => void applied.push(event.id) });
 
     const consumer = consumerFor([topic, ...missing]);
     const error = await consumer.start().then(

@@ -1,6 +1,6 @@
 import { createOutbox, InvalidIdentifierError, migrate, SchemaNewerThanLibraryError } from '@effectively/core';
 import { MIGRATION_TABLE } from '@effectively/migrations';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import type { Admin } from 'kafkajs';
 import { sql } from 'kysely';
 import { IdempotentConsumer, REDRIVE_HEADER, type ConsumerStats, type IdempotentConsumerOptions } from '../src';
@@ -30,7 +30,7 @@ describe('neighbours of issue 10', () => {
   const settled = (stats: ConsumerStats): number => stats.processed + stats.duplicates + stats.deadLettered + stats.deadLetteredDuplicates;
   const value = (account: string): string => JSON.stringify({ account, amount: 1 });
   const consumer = (topic: string, group: string, extra: Partial<IdempotentConsumerOptions<Entry>> = {}): IdempotentConsumer<Entry> =>
-    new IdempotentConsumer<Entry>({ brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, handler: async (event, { trx }) => apply(trx, s.schema, event.value), ...extra });
+    new IdempotentConsumer<Entry>({ client: testClient(), brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, handler: async (event, { trx }) => apply(trx, s.schema, event.value), ...extra });
   const deadLetters = async (topic: string): Promise<Array<Record<string, string>>> => {
     const { rows } = await sql<{ headers: Record<string, string> }>`SELECT headers FROM ${sql.id(s.schema, 'outbox')} WHERE topic = ${`${topic}.dlq`} ORDER BY id`.execute(s.db);
     return rows.map((r) => r.headers);
@@ -301,7 +301,7 @@ describe('neighbours of issue 10', () => {
       let error: unknown;
       let c: IdempotentConsumer | undefined;
       try {
-        c = new IdempotentConsumer({ brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema, handler: async () => undefined });
+        c = new IdempotentConsumer({ client: testClient(), brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema, handler: async () => undefined });
         await c.start();
       } catch (e) {
         error = e;
@@ -315,7 +315,7 @@ describe('neighbours of issue 10', () => {
       const newer = await createTestSchema(databaseUrl, 'nbr_newer');
       try {
         await sql`INSERT INTO ${sql.id(newer.schema, MIGRATION_TABLE)} (name, timestamp) VALUES ('9999-from-the-future', now()::text)`.execute(newer.db);
-        const c = new IdempotentConsumer({ brokers, groupId: uniqueName('g'), topics: [topic], db: newer.db, schema: newer.schema, handler: async () => undefined });
+        const c = new IdempotentConsumer({ client: testClient(), brokers, groupId: uniqueName('g'), topics: [topic], db: newer.db, schema: newer.schema, handler: async () => undefined });
         const error = await c.start().then(
           () => undefined,
           (e: unknown) => e,

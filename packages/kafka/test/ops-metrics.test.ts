@@ -1,4 +1,4 @@
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { Registry } from 'prom-client';
 import { consumerPrometheusMetrics, IdempotentConsumer } from '../src';
 import { waitFor } from './support/ledger';
@@ -24,7 +24,7 @@ describe('metrics the alerts need', () => {
       const group = uniqueName('ops');
       const lagAfterChunk: Array<number | undefined> = [];
       const labels = { group, topic, partition: '0' };
-      const consumer = new IdempotentConsumer({
+      const consumer = new IdempotentConsumer({ client: testClient(),
         brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, mode: 'event',
         metrics: consumerPrometheusMetrics(registry),
         handler: async () => {},

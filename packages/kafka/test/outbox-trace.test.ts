@@ -1,4 +1,4 @@
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { IdempotentConsumer } from '../src';
 import { waitFor } from './support/ledger';
@@ -18,7 +18,7 @@ describe('ctx.outbox in a handler', () => {
         { key: 'c', value: JSON.stringify({ n: 3, poison: true }), headers: { 'event-id': 'in-3', traceparent: traced } },
         { key: 'd', value: JSON.stringify({ n: 4, rollback: true }), headers: { 'event-id': 'in-4' } },
       ]);
-      const consumer = new IdempotentConsumer<{ n: number; poison?: boolean; rollback?: boolean }>({
+      const consumer = new IdempotentConsumer<{ n: number; poison?: boolean; rollback?: boolean }>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema: s.schema,
         onFailure: 'dead-letter', maxAttempts: 1, retryDelayMs: 20,
         handler: async (event, { trx, outbox }) => {

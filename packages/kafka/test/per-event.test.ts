@@ -1,6 +1,6 @@
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { Pool } from 'pg';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
 
@@ -25,7 +25,7 @@ describe('per-event mode: failures and the fence lock', () => {
       await createLedger(s.db, s.schema);
       const [topic] = await createTopics(kafka, [{ prefix: 'pe_trips', partitions: 1 }]);
       await produceMessages(kafka, topic as string, [entry('t1', 1), entry('t2', 2), entry('t1', 1)]);
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, mode: 'event',
         handler: async (event, { trx }) => {
           // The claim began the transaction: the handler runs inside it.
@@ -76,7 +76,7 @@ describe('per-event mode: failures and the fence lock', () => {
         const seen: Array<Array<{ name: string; statement: string }>> = [];
         // A pool of its own: connections where nothing was prepared yet.
         const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: databaseUrl, max: 2 }) }) });
-        const consumer = new IdempotentConsumer<Entry>({
+        const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
           brokers, groupId: uniqueName('g'), topics: [topic as string], db, schema: s.schema, mode: 'event', preparedStatements,
           handler: async (event, { trx }) => {
             const { rows } = await sql<{ name: string; statement: string }>`SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'effectively\_%' ORDER BY name`.execute(trx);
@@ -117,7 +117,7 @@ describe('per-event mode: failures and the fence lock', () => {
       await createLedger(s.db, s.schema);
       const [topic] = await createTopics(kafka, [{ prefix: 'pe_conflict', partitions: 1 }]);
       await produceMessages(kafka, topic as string, [entry('c1', 1), entry('c1', 5), entry('c1', 1), entry('c2', 2)]);
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event', onConflict: 'dead-letter',
         handler: async (event, { trx }) => apply(trx, s.schema, event.value),
       });
@@ -144,7 +144,7 @@ describe('per-event mode: failures and the fence lock', () => {
       const messages = Array.from({ length: 24 }, (_, i) => ({ ...entry(`p${i}`, i + 1), key: `k${i % 4}`, partition: i % 4 }));
       await produceMessages(kafka, topic as string, messages);
       const seen = new Map<string, number[]>();
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event',
         partitionsConsumedConcurrently: 4, maxAttempts: 5, retryDelayMs: 20, maxRetryDelayMs: 100,
         handler: async (event, { trx, attempt }) => {
@@ -175,7 +175,7 @@ describe('per-event mode: failures and the fence lock', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'pe_retry', partitions: 1 }]);
       await produceMessages(kafka, topic as string, [entry('r1', 1), entry('r2', 2), entry('r2', 2), entry('r3', 3)]);
       const calls = new Map<number, number>();
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema,
         mode: 'event', maxAttempts: 5, retryDelayMs: 20, maxRetryDelayMs: 100,
         handler: async (event, { trx, attempt }) => {
@@ -208,7 +208,7 @@ describe('per-event mode: failures and the fence lock', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'pe_dlq', partitions: 1 }]);
       await produceMessages(kafka, topic as string, [entry('d1', 1), entry('d2', 2), entry('d3', 3)]);
       let attemptsOfPoison = 0;
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema,
         mode: 'event', maxAttempts: 3, retryDelayMs: 20, maxRetryDelayMs: 100,
         handler: async (event, { trx }) => {
@@ -244,7 +244,7 @@ describe('per-event mode: failures and the fence lock', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'pe_fence_race', partitions: 1 }]);
       await produceMessages(kafka, topic as string, [entry('g1', 1)]);
       const handled: number[] = [];
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event',
         // Generous bounds: the claim statement must still be waiting when the bump commits, however loaded the machine.
         lockTimeoutMs: 600_000, statementTimeoutMs: 600_000,
@@ -297,7 +297,7 @@ describe('per-event mode: failures and the fence lock', () => {
       let release: () => void = () => undefined;
       const gate = new Promise<void>((r) => (release = r));
       let entered = false;
-      const consumer = new IdempotentConsumer<Entry>({
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, mode: 'event',
         handler: async (event, { trx }) => {
           if (event.value.amount === 1) {

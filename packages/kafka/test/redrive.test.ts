@@ -1,5 +1,5 @@
 import { createRelay, type OutboxRelay } from '@effectively/relay';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { IdempotentConsumer, listDeadLetters, replayDeadLetters, REDRIVE_HEADER, type ConsumerStats } from '../src';
 import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
@@ -39,7 +39,7 @@ describe('re-driving dead letters', () => {
     relay = createRelay({ brokers, db: s.db, databaseUrl, schema: s.schema, pollIntervalMs: 100 });
     await relay.start();
     let broken = true;
-    const consumer = new IdempotentConsumer<Entry>({
+    const consumer = new IdempotentConsumer<Entry>({ client: testClient(),
       brokers,
       groupId: uniqueName('g'),
       topics: [t],

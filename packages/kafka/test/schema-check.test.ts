@@ -1,6 +1,6 @@
 import { SchemaNotMigratedError } from '@effectively/core';
 import { MIGRATIONS, MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrationsFor } from '@effectively/migrations';
-import { createTestSchema, createTopics, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { Migrator } from 'kysely';
 import { IdempotentConsumer } from '../src';
 
@@ -16,7 +16,7 @@ describe('start() on a wrong schema', () => {
   });
 
   const consumerOn = (s: TestSchema): IdempotentConsumer =>
-    new IdempotentConsumer({ brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema: s.schema, handler: async () => undefined });
+    new IdempotentConsumer({ client: testClient(), brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema: s.schema, handler: async () => undefined });
 
   it('rejects a schema that was never migrated', async () => {
     const s = await createTestSchema(databaseUrl, 'never', { migrate: false });

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { createTestSchema, createTopics, produceMessages, startLocalBroker, testServices, uniqueName, type LocalKafkaBroker, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, startLocalBroker, testClient, testServices, uniqueName, type LocalKafkaBroker, type TestSchema } from '@effectively/testkit';
 import { Kafka } from 'kafkajs';
 import { IdempotentConsumer } from '../src';
 import { waitFor } from './support/ledger';
@@ -28,7 +28,7 @@ describe('a consumer started with a broker that has just come up', () => {
     });
     // An application logger that binds component itself.
     const logger = pino({ level: 'debug' }, sink).child({ component: 'orders-service' });
-    const consumer = new IdempotentConsumer({ brokers: broker.brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema: s.schema, logger, handler: async () => {} });
+    const consumer = new IdempotentConsumer({ client: testClient(), brokers: broker.brokers, groupId: uniqueName('g'), topics: [topic], db: s.db, schema: s.schema, logger, handler: async () => {} });
     await consumer.start();
     try {
       await waitFor(async () => consumer.stats.processed, (n) => n === 1, 90_000);

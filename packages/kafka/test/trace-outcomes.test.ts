@@ -6,7 +6,7 @@
 import { context, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { createTestSchema, createTopics, produceMessages, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { IdempotentConsumer } from '../src';
 import { waitFor } from './support/ledger';
@@ -38,7 +38,7 @@ describe('process span outcomes', () => {
     const failures = new Map<string, number>();
     let hookFailed = false;
     const group = uniqueName('otel_outcomes');
-    const consumer = new IdempotentConsumer<{ fail: number }>({
+    const consumer = new IdempotentConsumer<{ fail: number }>({ client: testClient(),
       brokers, groupId: group, topics: [topic], db: s.db, schema: s.schema, mode: 'event', maxAttempts: 2, retryDelayMs: 10,
       handler: async (event) => {
         const n = failures.get(event.id) ?? 0;

@@ -147,8 +147,8 @@ function keyOf(row: OutboxRow): string | undefined {
 
 /** Most batches one claim sends back to back (each read while the one before is in flight). */
 const PIPELINE_MAX_BATCHES = 8;
-/** No further batch is read once a claim has run this long. */
-const PIPELINE_MAX_MS = 250;
+/** No further batch is read once a claim has run this long (or a quarter of `leaseMs`, if shorter). */
+const PIPELINE_MAX_MS = 1_000;
 
 /** What a claim did inside its transaction, and the error to raise once it is committed. */
 interface ClaimOutcome {
@@ -588,7 +588,7 @@ export class OutboxRelay<DB = unknown> {
       o.metrics.observe('relay_batch_size', rows.length, this.labels);
       this.zeroed.topicsOf(rows);
       producer ??= await this.ensureProducer(slot);
-      const readNext = outcome.full && batch < PIPELINE_MAX_BATCHES && Date.now() - claimStarted < PIPELINE_MAX_MS && this.state !== 'stopping';
+      const readNext = outcome.full && batch < PIPELINE_MAX_BATCHES && Date.now() - claimStarted < Math.min(PIPELINE_MAX_MS, o.leaseMs / 4) && this.state !== 'stopping';
       const started = process.hrtime.bigint();
       const sending = Promise.all([...byTopic(rows)].map(([topic, topicRows]) => this.sendTopic(producer as ProducerClient, topic, topicRows)));
       const previous = unacked;

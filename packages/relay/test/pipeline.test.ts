@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createTestSchema, createTopics, readTopic, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { createTestSchema, createTopics, readTopic, testClient, testKafka, testServices, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { OutboxRelay, requeueParked, type OutboxRelayOptions } from '../src';
 import { firstOccurrences, jsonValue, orderViolations, outboxRows, publishCommitted, waitFor } from './support/lanes';
@@ -10,7 +10,7 @@ import { firstOccurrences, jsonValue, orderViolations, outboxRows, publishCommit
  * its ack, nothing read ahead sent after a failure, and a row re-queued during a claim still
  * going before the later rows of its key.
  */
-describe('pipelined claims', () => {
+describe(`pipelined claims (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   const schemas: TestSchema[] = [];
@@ -29,7 +29,7 @@ describe('pipelined claims', () => {
   };
 
   const relayFor = (s: TestSchema, options: Partial<OutboxRelayOptions> = {}): OutboxRelay => {
-    const relay = new OutboxRelay({ brokers, db: s.db, schema: s.schema, listen: false, parallelClaims: 1, batchSize: 5, ...options });
+    const relay = new OutboxRelay({ client: testClient(), brokers, db: s.db, schema: s.schema, listen: false, parallelClaims: 1, batchSize: 5, ...options });
     relays.push(relay);
     return relay;
   };
@@ -101,7 +101,12 @@ describe('pipelined claims', () => {
       for (const key of ['p', 'q', 'r']) messages.push({ topic, key, value: key === 'p' && seq === 3 ? { seq, blob: randomBytes(5_000).toString('hex') } : { seq } });
     }
     for (const m of messages) await publishCommitted(s.db, s.schema, m);
-    const relay = relayFor(s, { maxAttempts: 2, retryDelayMs: 50, maxRetryDelayMs: 100, producer: { retry: { retries: 1, initialRetryTime: 50, maxRetryTime: 200 } } });
+    const relay = relayFor(s, {
+      maxAttempts: 2,
+      retryDelayMs: 50,
+      maxRetryDelayMs: 100,
+      ...(testClient() === 'kafkajs' ? { producer: { retry: { retries: 1, initialRetryTime: 50, maxRetryTime: 200 } } } : { platformatic: { retries: 2, retryDelay: 50 } }),
+    });
     const rows = await waitFor(
       async () => {
         await relay.drainOnce();
