@@ -155,7 +155,12 @@ describe('abandoned attempts leak nothing', () => {
     }
   }, 60_000);
 
-  it('a member that lost its partition while its handler waited cannot write when the handler resumes; the new owner applies the event once', async () => {
+  // kafkajs only: the member must be expelled while its handler awaits, which on kafkajs (heartbeats
+  // only between chunks) it is. On @platformatic/kafka the client heartbeats on a timer, so the
+  // member stays and may keep the partition (the assignment is 50/50): it then ends its own open
+  // chunk after takeoverTimeoutMs and redoes it (README, "What differs"). A member losing its
+  // partition is covered on both clients by frozen-member, fencing and rebalance.
+  (testClient() === 'kafkajs' ? it : it.skip)('a member that lost its partition while its handler waited cannot write when the handler resumes; the new owner applies the event once', async () => {
     const { s, options } = await setup('lostpart', ['e1']);
     try {
       let release: () => void = () => undefined;

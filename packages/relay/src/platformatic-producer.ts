@@ -79,14 +79,14 @@ export class PlatformaticSendError extends Error {
 export function createPlatformaticProducer(settings: ProducerClientSettings): ProducerClient {
   const log: Logger = settings.logger;
   // Keys and values are Buffers already; header names and values are strings, as for kafkajs.
-  let producer: Producer<Buffer, Buffer, string, string> | undefined;
+  type BufferProducer = Producer<Buffer, Buffer, string, string>;
+  // One producer at a time, made once even when connect, send and ping ask for it together.
+  let producer: Promise<BufferProducer> | undefined;
 
-  const open = async (): Promise<Producer<Buffer, Buffer, string, string>> => {
-    if (producer !== undefined && !producer.closed) return producer;
+  const create = async (): Promise<BufferProducer> => {
     const kafka = await importOptionalPeer<typeof PlatformaticKafka>({ ...PLATFORMATIC_KAFKA, from: __filename });
-    const p = settings.platformatic;
-    producer = new kafka.Producer<Buffer, Buffer, string, string>({
-      ...p,
+    return new kafka.Producer<Buffer, Buffer, string, string>({
+      ...settings.platformatic,
       serializers: { headerKey: kafka.stringSerializer, headerValue: kafka.stringSerializer },
       clientId: settings.clientId,
       bootstrapBrokers: [...settings.brokers],
@@ -98,7 +98,14 @@ export function createPlatformaticProducer(settings: ProducerClientSettings): Pr
       // Where the Java client and kafkajs put a key (murmur2 & 0x7fffffff); the client's default differs.
       partitioner: kafka.compatibilityPartitioner,
     });
-    return producer;
+  };
+  const open = (): Promise<BufferProducer> => {
+    const current = (producer ??= create());
+    // A failed load is not kept: the next call tries again.
+    current.catch(() => {
+      if (producer === current) producer = undefined;
+    });
+    return current;
   };
 
   return {
@@ -133,7 +140,8 @@ export function createPlatformaticProducer(settings: ProducerClientSettings): Pr
     disconnect: async () => {
       const p = producer;
       producer = undefined;
-      await p?.close(true);
+      const opened = await p?.catch(() => undefined);
+      await opened?.close(true);
     },
   };
 }
