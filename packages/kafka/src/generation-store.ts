@@ -19,15 +19,22 @@ type ClaimArgs = [string, string, string, string | null, number | null, string |
  * switch) and, in a snapshot taken after that lock, names the keys an older live generation or
  * the legacy table already holds; those are not inserted. Within the current slot the primary
  * key (with ON CONFLICT) decides, as without generations. So a key is recorded at most once
- * across the live generations. The statement is compiled once for any number of rows and, with
- * `preparedStatements`, prepared once per connection.
+ * across the live generations. The statement is compiled once for any number of rows; a
+ * single-row claim is, with `preparedStatements`, prepared once per connection.
  */
 export class GenerationStore extends ProcessedEventStore {
   private readonly gens;
   private readonly legacy;
   private readonly gate;
   private readonly fenceTable;
-  private readonly claim: CompiledOnce<ClaimArgs>;
+  /** The claim of a single row, prepared once per connection (with `preparedStatements`). */
+  private readonly claimOne: CompiledOnce<ClaimArgs>;
+  /**
+   * The same statement for several rows, never prepared: planned at each execution with its
+   * arrays' real sizes, as the plain batch claim is (one prepared statement for both would reuse
+   * for 500 rows a generic plan Postgres chose over single-row claims).
+   */
+  private readonly claimMany: CompiledOnce<ClaimArgs>;
   /** The current slot each open transaction's gate returned (where a re-drive moves a record). */
   private readonly slotOf = new WeakMap<object, number>();
 
@@ -41,7 +48,8 @@ export class GenerationStore extends ProcessedEventStore {
     this.legacy = sql.id(schema, 'processed_events');
     this.gate = sql.id(schema, 'dedup_claim_gate');
     this.fenceTable = sql.id(schema, 'partition_fences');
-    this.claim = new CompiledOnce<ClaimArgs>(options.preparedStatements ?? true);
+    this.claimOne = new CompiledOnce<ClaimArgs>(options.preparedStatements ?? true);
+    this.claimMany = new CompiledOnce<ClaimArgs>(false);
   }
 
   override async open(trx: Db, options: OpenOptions): Promise<OpenResult> {
@@ -67,7 +75,7 @@ export class GenerationStore extends ProcessedEventStore {
     ];
     const also = options.also;
     const key = `${fence === undefined ? 'unfenced' : 'fenced'}:${also === undefined ? '' : 'also'}`;
-    const result = await this.claim.execute<{ held: boolean; slot: number | null; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>(
+    const result = await (rows.length === 1 ? this.claimOne : this.claimMany).execute<{ held: boolean; slot: number | null; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>(
       trx,
       key,
       args,
