@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CompiledQuery, createQueryId, type Kysely, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
+import { CompiledQuery, type Kysely, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
 import { Query, type Connection } from 'pg';
 
 type Db = Kysely<unknown> | Transaction<unknown>;
@@ -51,10 +51,50 @@ export class CompiledOnce<A extends unknown[]> {
       const slot = c.slots[i] as number;
       return slot < 0 ? p : args[slot];
     });
-    if (options.begin === true && !this.named) await db.executeQuery(CompiledQuery.raw('begin'));
-    const sql = !this.named ? c.sql : options.begin === true ? beginThen(c.sql, c.name, parameters) : namedText(c.sql, c.name);
-    return db.executeQuery<R>({ query: c.query, queryId: createQueryId(), sql, parameters });
+    const fold = options.begin === true && this.named && (await beginFoldingWorks(db));
+    if (options.begin === true && !fold) await db.executeQuery(CompiledQuery.raw('begin'));
+    const sql = !this.named ? c.sql : fold ? beginThen(c.sql, c.name, parameters) : namedText(c.sql, c.name);
+    return db.executeQuery<R>({ query: c.query, queryId: nextQueryId(), sql, parameters });
   }
+}
+
+let queries = 0;
+/**
+ * A query id as Kysely 0.28's `createQueryId` makes one (Kysely 0.28 reads it, 0.27 has none and
+ * ignores it); that function is not exported by Kysely 0.27, which the packages support.
+ */
+function nextQueryId(): CompiledQuery['queryId'] {
+  queries = (queries + 1) % Number.MAX_SAFE_INTEGER;
+  return { queryId: `effectively-${queries.toString(36)}` };
+}
+
+let folding: Promise<boolean> | undefined;
+
+/**
+ * Whether {@link beginThen} really begins a transaction with the node-postgres this process
+ * loaded: it relies on `Query` internals (below) that pg does not promise, and a statement it
+ * sent without its BEGIN would commit on its own. Checked once per process, on the connection
+ * about to be used (idle, outside a transaction): the probe folds BEGIN into `SELECT 1`, then
+ * `SAVEPOINT`, which Postgres refuses outside a transaction block, then `ROLLBACK`. When it fails
+ * in any way, BEGIN is sent on its own (one round trip more per event, nothing else changes).
+ */
+async function beginFoldingWorks(db: Db): Promise<boolean> {
+  folding ??= (async () => {
+    const internals = Query.prototype as unknown as Partial<Record<keyof QueryInternals, unknown>>;
+    if (!(['prepare', 'hasBeenParsed', 'handleCommandComplete', 'handleError'] as const).every((m) => typeof internals[m] === 'function')) return false;
+    let works = false;
+    try {
+      const probe = await db.executeQuery<{ one: number }>({ query: CompiledQuery.raw('').query, queryId: nextQueryId(), sql: beginThen('SELECT 1 AS one', 'effectively_begin_fold_probe', []), parameters: [] });
+      await db.executeQuery(CompiledQuery.raw('SAVEPOINT effectively_begin_fold_probe'));
+      works = probe.rows[0]?.one === 1;
+    } catch {
+      works = false;
+    } finally {
+      await db.executeQuery(CompiledQuery.raw('ROLLBACK')).catch(() => undefined);
+    }
+    return works;
+  })();
+  return folding;
 }
 
 /** What {@link beginThen} uses of node-postgres' `Query` besides its typed interface (stable across pg 8). */
