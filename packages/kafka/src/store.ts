@@ -86,7 +86,7 @@ export class ProcessedEventStore {
   private readonly fences;
   /** The single-row claim of {@link openOne}, compiled once (and prepared once per connection when named). */
   private readonly one: CompiledOnce<OneArgs>;
-  /** The multi-row claim of {@link open}, compiled once (and prepared once per connection when named). */
+  /** The multi-row claim of {@link open}, compiled once, never prepared (see the constructor). */
   private readonly many: CompiledOnce<ManyArgs>;
 
   constructor(
@@ -97,7 +97,12 @@ export class ProcessedEventStore {
     this.events = sql.id(schema, 'processed_events');
     this.fences = sql.id(schema, 'partition_fences');
     this.one = new CompiledOnce<OneArgs>(options.preparedStatements ?? true);
-    this.many = new CompiledOnce<ManyArgs>(options.preparedStatements ?? true);
+    // Never a named prepared statement: after five executions Postgres may switch a prepared
+    // statement to its generic plan, and for this one (arrays of unknown size) that plan reads
+    // processed_events in a way that grows with the table: 2,044 against 43,047 events/s at
+    // 256,000 messages (`npm run bench -- --only "batch mode (500)"`, the second with
+    // plan_cache_mode = force_custom_plan). Planned at each execution with its arrays' real sizes.
+    this.many = new CompiledOnce<ManyArgs>(false);
   }
 
   /**
