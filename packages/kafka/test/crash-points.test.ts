@@ -39,7 +39,9 @@ describe(`SIGKILL at the crash points (${testClient()})`, () => {
     } finally {
       await own.drop();
     }
-  });
+    // The waits inside are bounded (the survivor's convergence 90 s, its stop 30 s, then SIGKILL)
+    // and add up to more than jest's 120 s default: each fails with its own message first.
+  }, 240_000);
 
   it('offsets never move backwards across a crash and restart', async () => {
     const own = await createTestSchema(databaseUrl, 'mono');
