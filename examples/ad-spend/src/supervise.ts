@@ -21,6 +21,11 @@ export interface PartProcess {
   /** Resolves with the exit signal (e.g. `SIGKILL`) or code. */
   readonly exited: Promise<string>;
   alive(): boolean;
+  /**
+   * Resolves with how the process ended (as `exited`), or rejects after `timeoutMs`, SIGKILLing
+   * it so that no child outlives its supervisor.
+   */
+  exitWithin(timeoutMs: number): Promise<string>;
   waitFor(kind: string, timeoutMs?: number): Promise<ChildReport>;
   kill(): Promise<string>;
   /** SIGTERM, then SIGKILL after `graceMs`. */
@@ -44,6 +49,14 @@ export function startPart(part: Part, name: string, env: Record<string, string>,
     reports,
     exited,
     alive: () => child.exitCode === null && child.signalCode === null,
+    exitWithin: (timeoutMs) =>
+      new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`${name}: did not exit within ${timeoutMs} ms`));
+          child.kill('SIGKILL');
+        }, timeoutMs);
+        void exited.then((how) => (clearTimeout(timer), resolve(how)));
+      }),
     waitFor: (kind, timeoutMs = 60_000) =>
       new Promise<ChildReport>((resolve, reject) => {
         const found = reports.find((r) => r.kind === kind);

@@ -50,7 +50,7 @@ describe('ad-spend pipeline', () => {
 
     const generator = start('generator', 'generator', { EVENTS: '2000', CAMPAIGNS: '8', DUPLICATE_RATE: '0.3', SEED: '7', ROUND_DELAY_MS: '300' });
     await generator.waitFor('done');
-    expect(await doomed.exited).toBe('SIGKILL');
+    expect(await doomed.exitWithin(60_000)).toBe('SIGKILL');
     expect(doomed.reports.some((r) => r.kind === 'crashing')).toBe(true);
     start('aggregator', 'aggregator-1b');
 

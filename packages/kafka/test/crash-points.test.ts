@@ -22,7 +22,7 @@ describe(`SIGKILL at the crash points (${testClient()})`, () => {
       const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '40' };
 
       const doomed = startConsumerChild({ ...env, CRASH_AT: point, CRASH_ON_CHUNK: '3' });
-      expect(await doomed.exited).toBe('SIGKILL');
+      expect(await doomed.exitWithin(60_000, `crash at ${point} of chunk 3`)).toBe('SIGKILL');
       expect(doomed.lines).toContain(`crashing at ${point}`);
       const afterCrash = await count(own.db, own.schema, 'processed_events');
 
@@ -52,7 +52,7 @@ describe(`SIGKILL at the crash points (${testClient()})`, () => {
       await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, random: seededRandom(12) });
       const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '25', OFFSET_COMMIT_INTERVAL_MS: '0' };
       const first = startConsumerChild({ ...env, CRASH_AT: 'after-db-commit', CRASH_ON_CHUNK: '4' });
-      await first.exited;
+      expect(await first.exitWithin(60_000, 'crash after the db commit of chunk 4')).toBe('SIGKILL');
       const second = startConsumerChild(env);
       await waitFor(() => totals(own.db, own.schema), (t) => sameTotals(t, model(events)), 90_000);
       await second.stop();

@@ -8,6 +8,11 @@ export interface ConsumerChild {
   lines: string[];
   /** Resolves with the exit signal (e.g. 'SIGKILL') or code. */
   exited: Promise<string>;
+  /**
+   * Resolves with how the process ended (as `exited`), or rejects after `timeoutMs` with its last
+   * lines, SIGKILLing it so that no child outlives the test.
+   */
+  exitWithin(timeoutMs: number, what: string): Promise<string>;
   /** Resolves when a line matching `pattern` has been printed. */
   waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
   stop(): Promise<string>;
@@ -34,6 +39,14 @@ export function startConsumerChild(env: Record<string, string>, fixture = 'consu
     process: child,
     lines,
     exited,
+    exitWithin: (timeoutMs, what) =>
+      new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`${what}: the consumer did not exit within ${timeoutMs} ms; its last lines: ${lines.slice(-5).join(' | ')}`));
+          child.kill('SIGKILL');
+        }, timeoutMs);
+        void exited.then((how) => (clearTimeout(timer), resolve(how)));
+      }),
     waitForLine: (pattern, timeoutMs = 60_000) =>
       new Promise<string>((resolve, reject) => {
         const found = lines.find((l) => pattern.test(l));
