@@ -3,12 +3,12 @@ import { idKey } from './classify';
 import type { IdOrigin } from './event-id';
 import { CompiledOnce } from './prepared';
 import { storableText } from './storable-text';
-import { ProcessedEventStore, type EventKey, type OpenOptions, type OpenResult, type Redriven, type StoredEvent } from './store';
+import { claimArguments, claimGuards, ProcessedEventStore, type ClaimArguments, type EventKey, type OpenOptions, type OpenResult, type Redriven, type StoredEvent } from './store';
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
 /** The values of {@link GenerationStore.open}'s statement, in order. */
-type ClaimArgs = [string, string, string, string | null, number | null, string | null, IdOrigin[], string[], string[], string[], number[], string[], string[], Array<string | null>, unknown, unknown];
+type ClaimArgs = [...ClaimArguments, unknown, unknown];
 
 /**
  * The claim path once retention by generations is on (migration 0008, `enableGenerations`):
@@ -55,24 +55,7 @@ export class GenerationStore extends ProcessedEventStore {
   override async open(trx: Db, options: OpenOptions): Promise<OpenResult> {
     const { rows, fence } = options;
     const first = rows[0];
-    const args: ClaimArgs = [
-      `${options.lockTimeoutMs}ms`,
-      `${options.statementTimeoutMs}ms`,
-      `${options.statementTimeoutMs * 2}ms`,
-      fence?.topic ?? null,
-      fence?.partition ?? null,
-      fence?.epoch ?? null,
-      rows.map((r) => r.origin),
-      rows.map((r) => r.eventId),
-      rows.map((r) => r.payloadHash),
-      rows.map((r) => r.topic),
-      rows.map((r) => r.partition),
-      rows.map((r) => r.offset),
-      rows.map((r) => r.status),
-      rows.map((r) => (r.error === null ? null : storableText(r.error))),
-      first?.topic ?? null,
-      first?.partition ?? null,
-    ];
+    const args: ClaimArgs = [...claimArguments(options), first?.topic ?? null, first?.partition ?? null];
     const also = options.also;
     const key = `${fence === undefined ? 'unfenced' : 'fenced'}:${also === undefined ? '' : 'also'}`;
     const result = await (rows.length === 1 ? this.claimOne : this.claimMany).execute<{ held: boolean; slot: number | null; claimed: Array<[IdOrigin, string]> | null; stored: Array<[IdOrigin, string, string, StoredEvent['status']]> | null }>(
@@ -80,13 +63,7 @@ export class GenerationStore extends ProcessedEventStore {
       key,
       args,
       (lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch, origins, ids, hashes, topics, partitions, offsets, statuses, errors, alsoTopic, alsoPartition) => {
-        const settings = sql`SELECT set_config('lock_timeout', ${lockTimeout}, true) AS a,
-                                    set_config('statement_timeout', ${statementTimeout}, true) AS b,
-                                    set_config('idle_in_transaction_session_timeout', ${idleTimeout}, true) AS c`;
-        const where = (f: ReturnType<typeof sql.raw>) =>
-          sql`${f}.consumer_group = ${this.groupId} AND ${f}.topic = ${fenceTopic} AND ${f}.partition = ${fencePartition}::int AND ${f}.epoch = ${fenceEpoch}::bigint`;
-        const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fenceTable} f, settings WHERE ${where(sql.raw('f'))}`;
-        const locked = fence === undefined ? sql`SELECT 1 AS locked` : sql`SELECT 1 AS locked FROM ${this.fenceTable} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
+        const { settings, held, locked } = claimGuards(this.fenceTable, this.groupId, fence !== undefined, [lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch]);
         return sql`
           WITH settings AS MATERIALIZED (${settings}),
           fence AS MATERIALIZED (${held}),

@@ -29,10 +29,10 @@ export interface ClaimRow {
 type Db = Kysely<unknown> | Transaction<unknown>;
 
 /** The values of {@link ProcessedEventStore.open}'s statement for several rows, in order (per column, an array of the rows' values). */
-type ManyArgs = [string, string, string, string | null, number | null, string | null, IdOrigin[], string[], string[], string[], number[], string[], string[], Array<string | null>, string, number];
+type ManyArgs = [...ClaimArguments, string, number];
 
 /** The values of {@link ProcessedEventStore.openOne}'s statement, in order. */
-type OneArgs = [string, string, string, string | null, number | null, string | null, IdOrigin, string, string, string, number, string, string, string | null];
+type OneArgs = [...ClaimHead, IdOrigin, string, string, string, number, string, string, string | null];
 
 /** What `processed_events` holds for a key already recorded. */
 export interface StoredEvent {
@@ -62,6 +62,57 @@ export interface OpenOptions {
    * them); their values come back in `also`.
    */
   also?: (topic: unknown, partition: unknown) => RawBuilder<unknown>;
+}
+
+/**
+ * The values every claim statement (of this store and of `GenerationStore`) begins with, in
+ * order: its transaction's time-outs (lock waits, statements, idling: twice the statement
+ * time-out) and the partition fence (nulls when fencing is off). Internal to the package.
+ */
+export type ClaimHead = [lockTimeout: string, statementTimeout: string, idleTimeout: string, fenceTopic: string | null, fencePartition: number | null, fenceEpoch: string | null];
+
+/** {@link ClaimHead}, then the claimed rows' values, per column an array (in the order of `unnest` in the statements). Internal to the package. */
+export type ClaimArguments = [...ClaimHead, origins: IdOrigin[], ids: string[], hashes: string[], topics: string[], partitions: number[], offsets: string[], statuses: string[], errors: Array<string | null>];
+
+/** The {@link ClaimHead} values of a claim with `options`. */
+export function claimHead(options: OpenOptions): ClaimHead {
+  const { fence } = options;
+  return [`${options.lockTimeoutMs}ms`, `${options.statementTimeoutMs}ms`, `${options.statementTimeoutMs * 2}ms`, fence?.topic ?? null, fence?.partition ?? null, fence?.epoch ?? null];
+}
+
+/** The {@link ClaimArguments} of a multi-row claim with `options` (errors cut to what Postgres stores, see {@link storableText}). */
+export function claimArguments(options: OpenOptions): ClaimArguments {
+  const { rows } = options;
+  return [
+    ...claimHead(options),
+    rows.map((r) => r.origin),
+    rows.map((r) => r.eventId),
+    rows.map((r) => r.payloadHash),
+    rows.map((r) => r.topic),
+    rows.map((r) => r.partition),
+    rows.map((r) => r.offset),
+    rows.map((r) => r.status),
+    rows.map((r) => (r.error === null ? null : storableText(r.error))),
+  ];
+}
+
+/**
+ * The guards every claim statement starts with, built from its {@link ClaimHead} values (as
+ * passed to a {@link CompiledOnce} build, untransformed): `settings` (a CTE's body) sets the
+ * time-outs; `held` (the `fence` CTE's body) has a row when the partition fence matches (always,
+ * when `fenced` is false), after `settings`; `locked` locks the fence row `FOR SHARE` once the
+ * statement's `claimed` CTE has a row. `fences` is the schema's `partition_fences`.
+ */
+export function claimGuards(fences: RawBuilder<unknown>, group: string, fenced: boolean, head: ClaimHead): { settings: RawBuilder<unknown>; held: RawBuilder<unknown>; locked: RawBuilder<unknown> } {
+  const [lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch] = head;
+  const settings = sql`SELECT set_config('lock_timeout', ${lockTimeout}, true) AS a,
+                                    set_config('statement_timeout', ${statementTimeout}, true) AS b,
+                                    set_config('idle_in_transaction_session_timeout', ${idleTimeout}, true) AS c`;
+  const where = (f: ReturnType<typeof sql.raw>) =>
+    sql`${f}.consumer_group = ${group} AND ${f}.topic = ${fenceTopic} AND ${f}.partition = ${fencePartition}::int AND ${f}.epoch = ${fenceEpoch}::bigint`;
+  const held = !fenced ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${fences} f, settings WHERE ${where(sql.raw('f'))}`;
+  const locked = !fenced ? sql`SELECT 1 AS locked` : sql`SELECT 1 AS locked FROM ${fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
+  return { settings, held, locked };
 }
 
 /** What {@link ProcessedEventStore.open} found. */
@@ -122,24 +173,7 @@ export class ProcessedEventStore {
     const { rows, fence } = options;
     if (rows.length === 1) return this.openOne(trx, rows[0] as ClaimRow, options);
     const first = rows[0] as ClaimRow;
-    const args: ManyArgs = [
-      `${options.lockTimeoutMs}ms`,
-      `${options.statementTimeoutMs}ms`,
-      `${options.statementTimeoutMs * 2}ms`,
-      fence?.topic ?? null,
-      fence?.partition ?? null,
-      fence?.epoch ?? null,
-      rows.map((r) => r.origin),
-      rows.map((r) => r.eventId),
-      rows.map((r) => r.payloadHash),
-      rows.map((r) => r.topic),
-      rows.map((r) => r.partition),
-      rows.map((r) => r.offset),
-      rows.map((r) => r.status),
-      rows.map((r) => (r.error === null ? null : storableText(r.error))),
-      first.topic,
-      first.partition,
-    ];
+    const args: ManyArgs = [...claimArguments(options), first.topic, first.partition];
     const key = `${fence === undefined ? 'unfenced' : 'fenced'}:${options.also === undefined ? '' : 'also'}`;
     const also = options.also;
     // Compiled once (Kysely builds this text once, not per chunk) and, with preparedStatements, planned once per connection.
@@ -148,13 +182,7 @@ export class ProcessedEventStore {
       key,
       args,
       (lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch, origins, ids, hashes, topics, partitions, offsets, statuses, errors, alsoTopic, alsoPartition) => {
-        const settings = sql`SELECT set_config('lock_timeout', ${lockTimeout}, true) AS a,
-                                    set_config('statement_timeout', ${statementTimeout}, true) AS b,
-                                    set_config('idle_in_transaction_session_timeout', ${idleTimeout}, true) AS c`;
-        const where = (f: ReturnType<typeof sql.raw>) =>
-          sql`${f}.consumer_group = ${this.group} AND ${f}.topic = ${fenceTopic} AND ${f}.partition = ${fencePartition}::int AND ${f}.epoch = ${fenceEpoch}::bigint`;
-        const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fences} f, settings WHERE ${where(sql.raw('f'))}`;
-        const locked = fence === undefined ? sql`SELECT 1 AS locked` : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
+        const { settings, held, locked } = claimGuards(this.fences, this.group, fence !== undefined, [lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch]);
         return sql`
       WITH settings AS MATERIALIZED (${settings}),
       fence AS MATERIALIZED (${held}),
@@ -199,22 +227,7 @@ export class ProcessedEventStore {
   private async openOne(trx: Db, row: ClaimRow, options: OpenOptions): Promise<OpenResult> {
     const { fence } = options;
     const error = row.error === null ? null : storableText(row.error);
-    const args: OneArgs = [
-      `${options.lockTimeoutMs}ms`,
-      `${options.statementTimeoutMs}ms`,
-      `${options.statementTimeoutMs * 2}ms`,
-      fence?.topic ?? null,
-      fence?.partition ?? null,
-      fence?.epoch ?? null,
-      row.origin,
-      row.eventId,
-      row.payloadHash,
-      row.topic,
-      row.partition,
-      row.offset,
-      row.status,
-      error,
-    ];
+    const args: OneArgs = [...claimHead(options), row.origin, row.eventId, row.payloadHash, row.topic, row.partition, row.offset, row.status, error];
     const key = `${fence === undefined ? 'unfenced' : 'fenced'}:${options.also === undefined ? '' : 'also'}`;
     const also = options.also;
     const result = await this.one.execute<{ held: boolean; claimed: boolean; stored: [string, StoredEvent['status']] | null }>(
@@ -222,13 +235,7 @@ export class ProcessedEventStore {
       key,
       args,
       (lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch, origin, eventId, payloadHash, topic, partition, offset, status, storedError) => {
-        const settings = sql`SELECT set_config('lock_timeout', ${lockTimeout}, true) AS a,
-                                    set_config('statement_timeout', ${statementTimeout}, true) AS b,
-                                    set_config('idle_in_transaction_session_timeout', ${idleTimeout}, true) AS c`;
-        const where = (f: ReturnType<typeof sql.raw>) =>
-          sql`${f}.consumer_group = ${this.group} AND ${f}.topic = ${fenceTopic} AND ${f}.partition = ${fencePartition}::int AND ${f}.epoch = ${fenceEpoch}::bigint`;
-        const held = fence === undefined ? sql`SELECT 1 AS held FROM settings` : sql`SELECT 1 AS held FROM ${this.fences} f, settings WHERE ${where(sql.raw('f'))}`;
-        const locked = fence === undefined ? sql`SELECT 1 AS locked` : sql`SELECT 1 AS locked FROM ${this.fences} f WHERE ${where(sql.raw('f'))} AND EXISTS (SELECT 1 FROM claimed) FOR SHARE OF f`;
+        const { settings, held, locked } = claimGuards(this.fences, this.group, fence !== undefined, [lockTimeout, statementTimeout, idleTimeout, fenceTopic, fencePartition, fenceEpoch]);
         const key = sql`consumer_group = ${this.group} AND id_origin = ${origin} AND event_id = ${eventId}`;
         return sql`
           WITH settings AS MATERIALIZED (${settings}),
