@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { createTestSchema, createTopics, readTopic, testClient, testKafka, testServices, type TestSchema } from '@effectively/testkit';
+import { createTopics, readTopic, testClient, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import { OutboxRelay, requeueParked, type OutboxRelayOptions } from '../src';
-import { firstOccurrences, jsonValue, orderViolations, outboxRows, publishCommitted, waitFor } from './support/lanes';
+import { firstOccurrences, jsonValue, orderViolations, outboxRows, publishCommitted, relayTestBed, seqsByKey, waitFor } from './support/lanes';
 
 /**
  * A claim sends several batches back to back: while one is in flight to Kafka, the one before is
@@ -11,37 +11,16 @@ import { firstOccurrences, jsonValue, orderViolations, outboxRows, publishCommit
  * going before the later rows of its key.
  */
 describe(`pipelined claims (${testClient()})`, () => {
-  const { brokers, databaseUrl } = testServices();
-  const kafka = testKafka(brokers);
-  const schemas: TestSchema[] = [];
-  const relays: OutboxRelay[] = [];
-
-  afterAll(async () => {
-    await Promise.all(relays.map((r) => r.stop()));
-    await Promise.all(schemas.map((s) => s.drop()));
-  });
+  const { brokers, kafka, newSchema, stopAfterAll } = relayTestBed();
 
   const setup = async (prefix: string, topicConfig?: Record<string, string>): Promise<{ s: TestSchema; topic: string }> => {
-    const s = await createTestSchema(databaseUrl, prefix);
-    schemas.push(s);
+    const s = await newSchema(prefix);
     const [topic] = await createTopics(kafka, [{ prefix, partitions: 2, ...(topicConfig === undefined ? {} : { config: topicConfig }) }]);
     return { s, topic: topic as string };
   };
 
-  const relayFor = (s: TestSchema, options: Partial<OutboxRelayOptions> = {}): OutboxRelay => {
-    const relay = new OutboxRelay({ client: testClient(), brokers, db: s.db, schema: s.schema, listen: false, parallelClaims: 1, batchSize: 5, ...options });
-    relays.push(relay);
-    return relay;
-  };
-
-  const seqsByKey = async (topic: string): Promise<Map<string, number[]>> => {
-    const out = new Map<string, number[]>();
-    for (const m of firstOccurrences(await readTopic(kafka, topic))) {
-      const key = m.key?.toString() ?? '<null>';
-      out.set(key, [...(out.get(key) ?? []), jsonValue<{ seq: number }>(m).seq]);
-    }
-    return out;
-  };
+  const relayFor = (s: TestSchema, options: Partial<OutboxRelayOptions> = {}): OutboxRelay =>
+    stopAfterAll(new OutboxRelay({ client: testClient(), brokers, db: s.db, schema: s.schema, listen: false, parallelClaims: 1, batchSize: 5, ...options }));
 
   it('one claim sends several batches, each key in commit order, and deletes exactly what Kafka acknowledged', async () => {
     const { s, topic } = await setup('relay_pipe_order');
@@ -58,7 +37,7 @@ describe(`pipelined claims (${testClient()})`, () => {
     expect(acked.every((ids) => ids.length >= 1 && ids.length <= 5)).toBe(true);
     expect(new Set(acked.flat()).size).toBe(48);
     expect(await outboxRows(s.db, s.schema)).toEqual([]);
-    const seqs = await seqsByKey(topic);
+    const seqs = await seqsByKey(kafka, topic);
     for (const key of keys) expect(seqs.get(key)).toEqual(Array.from({ length: 12 }, (_, i) => i));
   });
 
@@ -90,7 +69,7 @@ describe(`pipelined claims (${testClient()})`, () => {
       'outbox drained',
     );
     expect(requeued).toBe(true);
-    const seqs = await seqsByKey(topic);
+    const seqs = await seqsByKey(kafka, topic);
     expect(seqs.get('held')).toEqual([0, 1, 2, 3]);
   });
 
@@ -118,7 +97,7 @@ describe(`pipelined claims (${testClient()})`, () => {
     );
     // The oversized row and every later row of its key are still there.
     expect(rows.map((r) => r.status)).toEqual(['parked', ...Array.from({ length: 16 }, () => 'pending')]);
-    const seqs = await seqsByKey(topic);
+    const seqs = await seqsByKey(kafka, topic);
     expect(seqs.get('p')).toEqual([0, 1, 2]);
     expect(seqs.get('q')).toEqual(Array.from({ length: 20 }, (_, i) => i));
     expect(seqs.get('r')).toEqual(Array.from({ length: 20 }, (_, i) => i));

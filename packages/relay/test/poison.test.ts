@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { createTestSchema, createTopics, readTopic, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { createTopics, readTopic, testClient, uniqueName, type TestSchema } from '@effectively/testkit';
 import { ConfigResourceTypes } from 'kafkajs';
 import { createRelay, discardParked, listParked, requeueParked, type OutboxRelay } from '../src';
-import { firstOccurrences, header, jsonValue, outboxRows, publishCommitted, sleep, waitFor, type OutboxRowView } from './support/lanes';
+import { header, outboxRows, publishCommitted, relayTestBed, seqsByKey, sleep, waitFor, type OutboxRowView } from './support/lanes';
 
 /**
  * Rows Kafka refuses for good: too large for the topic, or for a topic that does not exist.
@@ -10,21 +10,7 @@ import { firstOccurrences, header, jsonValue, outboxRows, publishCommitted, slee
  * key only; an operator re-queues them (after fixing the cause) or discards them.
  */
 describe(`poison rows (${testClient()})`, () => {
-  const { brokers, databaseUrl } = testServices();
-  const kafka = testKafka(brokers);
-  const schemas: TestSchema[] = [];
-  const relays: OutboxRelay[] = [];
-
-  afterAll(async () => {
-    await Promise.all(relays.map((r) => r.stop()));
-    await Promise.all(schemas.map((s) => s.drop()));
-  });
-
-  const newSchema = async (): Promise<TestSchema> => {
-    const s = await createTestSchema(databaseUrl, 'relay_poison');
-    schemas.push(s);
-    return s;
-  };
+  const { brokers, databaseUrl, kafka, newSchema, stopAfterAll } = relayTestBed();
 
   const startRelay = async (s: TestSchema): Promise<OutboxRelay> => {
     const relay = createRelay({
@@ -40,7 +26,7 @@ describe(`poison rows (${testClient()})`, () => {
       // Each client retries a refused send briefly before the relay counts an attempt.
       ...(testClient() === 'kafkajs' ? { producer: { retry: { retries: 1, initialRetryTime: 50, maxRetryTime: 200 } } } : { platformatic: { retries: 2, retryDelay: 50 } }),
     });
-    relays.push(relay);
+    stopAfterAll(relay);
     await relay.start();
     return relay;
   };
@@ -63,22 +49,12 @@ describe(`poison rows (${testClient()})`, () => {
     return ids;
   };
 
-  /** Per key, the `seq` values in topic order (first occurrence of each event id). */
-  const seqsByKey = async (topic: string): Promise<Map<string, number[]>> => {
-    const out = new Map<string, number[]>();
-    for (const m of firstOccurrences(await readTopic(kafka, topic))) {
-      const key = m.key?.toString() ?? '<null>';
-      out.set(key, [...(out.get(key) ?? []), jsonValue<{ seq: number }>(m).seq]);
-    }
-    return out;
-  };
-
   const eventIdsOn = async (topic: string): Promise<Set<string | undefined>> => new Set((await readTopic(kafka, topic)).map((m) => header(m, 'event-id')));
 
   const row = (rows: OutboxRowView[], eventId: string): OutboxRowView | undefined => rows.find((r) => r.eventId === eventId);
 
   it('an oversized row is parked and holds back only its key; after the topic limit is raised, requeueParked publishes it and then the rows that waited, in order', async () => {
-    const s = await newSchema();
+    const s = await newSchema('relay_poison');
     const topic = await smallTopic('relay_too_large');
     const K = 'poison-key';
     const small = (seq: number) => ({ topic, key: K, value: { key: K, seq } });
@@ -140,7 +116,7 @@ describe(`poison rows (${testClient()})`, () => {
 
     onTopic = await eventIdsOn(topic);
     expect(kIds.every((id) => onTopic.has(id))).toBe(true);
-    const seqs = await seqsByKey(topic);
+    const seqs = await seqsByKey(kafka, topic);
     expect(seqs.get(K)).toEqual([0, 1, 2, 3, 4]);
     expect(seqs.get('other-a')).toEqual([0, 1, 0, 1, 2]);
     expect(seqs.get('other-d')).toEqual([0, 1, 2]);
@@ -148,7 +124,7 @@ describe(`poison rows (${testClient()})`, () => {
   });
 
   it('discardParked drops the parked row for good and the rows that waited behind it flow on, in order', async () => {
-    const s = await newSchema();
+    const s = await newSchema('relay_poison');
     const topic = await smallTopic('relay_discard');
     const K = 'discard-key';
     const ids: string[] = [];
@@ -168,12 +144,12 @@ describe(`poison rows (${testClient()})`, () => {
     const onTopic = await eventIdsOn(topic);
     expect(onTopic.has(poison)).toBe(false);
     expect([...waiting, ...others].every((id) => onTopic.has(id))).toBe(true);
-    expect((await seqsByKey(topic)).get(K)).toEqual([0, 2, 3]);
+    expect((await seqsByKey(kafka, topic)).get(K)).toEqual([0, 2, 3]);
     expect(await listParked(s.db, { schema: s.schema })).toEqual([]);
   });
 
   it('a row for a topic that does not exist is parked after maxAttempts (with the rows of its key behind it) while other rows flow', async () => {
-    const s = await newSchema();
+    const s = await newSchema('relay_poison');
     const [topic] = (await createTopics(kafka, [{ prefix: 'relay_ghost_ok', partitions: 2 }])) as [string];
     const missing = uniqueName('relay_missing'); // never created; auto-creation is off
     const [ghost1] = await publishCommitted(s.db, s.schema, { topic: missing, key: 'ghost', value: { seq: 0 } });

@@ -1,15 +1,62 @@
 /**
- * Helpers for the lane, poison and outage tests: relay child processes, waiting, the lane
- * table, and reading what reached Kafka. Child relays, waiting and headers come from support/outbox.ts.
+ * Helpers for the lane, poison, pipeline and outage tests: a describe block's services, schemas
+ * and relays, relay child processes, waiting, the lane table, and reading what reached Kafka.
+ * Child relays, waiting and headers come from support/outbox.ts.
  */
 import { createOutbox, type OutboxMessage } from '@effectively/core';
-import type { ReadMessage } from '@effectively/testkit';
+import { createTestSchema, readTopic, testKafka, testServices, type ReadMessage, type TestSchema } from '@effectively/testkit';
+import type { Kafka } from 'kafkajs';
 import { sql, type Kysely } from 'kysely';
+import type { OutboxRelay } from '../../src';
 import { header, type ChildRelay } from './outbox';
 
 export { header, startChildRelay, waitFor, type ChildRelay } from './outbox';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What {@link relayTestBed} gives a describe block. */
+export interface RelayTestBed {
+  brokers: string[];
+  databaseUrl: string;
+  /** A kafkajs client on the test broker (admin, reading topics). */
+  kafka: Kafka;
+  /** A new migrated schema (named `prefix` + a unique suffix), dropped after all the block's tests. */
+  newSchema(prefix: string): Promise<TestSchema>;
+  /** `relay`, stopped after all the block's tests (before the schemas are dropped). */
+  stopAfterAll<R extends OutboxRelay>(relay: R): R;
+}
+
+/**
+ * The set-up of a describe block whose tests make their own schemas and relays: the test
+ * services, a Kafka client, and an `afterAll` that stops the relays, then drops the schemas.
+ * Call it in the describe block's body.
+ */
+export function relayTestBed(): RelayTestBed {
+  const { brokers, databaseUrl } = testServices();
+  const kafka = testKafka(brokers);
+  const schemas: TestSchema[] = [];
+  const relays: OutboxRelay[] = [];
+
+  afterAll(async () => {
+    await Promise.all(relays.map((r) => r.stop()));
+    await Promise.all(schemas.map((s) => s.drop()));
+  });
+
+  return {
+    brokers,
+    databaseUrl,
+    kafka,
+    newSchema: async (prefix) => {
+      const s = await createTestSchema(databaseUrl, prefix);
+      schemas.push(s);
+      return s;
+    },
+    stopAfterAll: (relay) => {
+      relays.push(relay);
+      return relay;
+    },
+  };
+}
 
 /** Kills every child still running (afterAll). */
 export async function killAll(children: readonly ChildRelay[]): Promise<void> {
@@ -117,6 +164,16 @@ export function orderViolations<T>(items: readonly T[], keyOf: (item: T) => stri
     last.set(key, n);
   }
   return [...bad.values()];
+}
+
+/** Per key, the `seq` values (of JSON values `{ seq }`) on `topic` in topic order, first occurrence of each event id only. */
+export async function seqsByKey(kafka: Kafka, topic: string): Promise<Map<string, number[]>> {
+  const out = new Map<string, number[]>();
+  for (const m of firstOccurrences(await readTopic(kafka, topic))) {
+    const key = m.key?.toString() ?? '<null>';
+    out.set(key, [...(out.get(key) ?? []), jsonValue<{ seq: number }>(m).seq]);
+  }
+  return out;
 }
 
 /** The JSON value of a message. */
