@@ -1,6 +1,6 @@
 import { createDatabase, InvalidConfigError, type Database } from '@effectively/core';
-import { enableGenerations, readGenerations, rotateProcessedEvents, type GenerationsState } from '@effectively/kafka';
-import { defineCommand, defineGroup, ExitCode, type CommandIo, type OptionValues } from '../command';
+import { enableGenerations, readGenerations, rotateProcessedEvents } from '@effectively/kafka';
+import { defineCommand, defineGroup, ExitCode, type Command, type CommandIo, type OptionValues } from '../command';
 import { commandLogger, durationMs } from '../options';
 import { configFile, DATABASE_OPTIONS, databaseUrl, schemaName } from '../settings';
 
@@ -15,9 +15,24 @@ async function withDatabase(values: OptionValues<typeof DATABASE_OPTIONS>, io: C
   }
 }
 
-/** The state as one JSON object (dates as ISO 8601). */
-function stateLine(state: GenerationsState): string {
-  return `${JSON.stringify(state)}\n`;
+/** A command's result as one JSON line (dates as ISO 8601). */
+function jsonLine(result: unknown): string {
+  return `${JSON.stringify(result)}\n`;
+}
+
+/** An action that takes the database options only: runs `act` on that database and prints its result as one JSON line. */
+function databaseAction(name: string, summary: string, act: (db: Database<unknown>['db'], schema: string) => Promise<unknown>): Command {
+  return defineCommand({
+    name,
+    summary,
+    usage: '--schema NAME',
+    options: DATABASE_OPTIONS,
+    run: async ({ values, io }) =>
+      withDatabase(values, io, async (database, schema) => {
+        io.stdout.write(jsonLine(await act(database.db, schema)));
+        return ExitCode.ok;
+      }),
+  });
 }
 
 const enable = defineCommand({
@@ -40,36 +55,15 @@ const enable = defineCommand({
     const windowMs = durationMs(values.window, '--window');
     const intervalMs = durationMs(values.interval, '--interval');
     return withDatabase(values, io, async (database, schema) => {
-      io.stdout.write(stateLine(await enableGenerations(database.db, { schema, windowMs, intervalMs })));
+      io.stdout.write(jsonLine(await enableGenerations(database.db, { schema, windowMs, intervalMs })));
       return ExitCode.ok;
     });
   },
 });
 
-const rotate = defineCommand({
-  name: 'rotate',
-  summary: 'forget generations older than the window and start a new one when due (safe to run anywhere, any time)',
-  usage: '--schema NAME',
-  options: DATABASE_OPTIONS,
-  run: async ({ values, io }) =>
-    withDatabase(values, io, async (database, schema) => {
-      const r = await rotateProcessedEvents(database.db, { schema });
-      io.stdout.write(`${JSON.stringify(r)}\n`);
-      return ExitCode.ok;
-    }),
-});
+const rotate = databaseAction('rotate', 'forget generations older than the window and start a new one when due (safe to run anywhere, any time)', (db, schema) => rotateProcessedEvents(db, { schema }));
 
-const status = defineCommand({
-  name: 'status',
-  summary: 'print the state of retention by generations as JSON (reads only)',
-  usage: '--schema NAME',
-  options: DATABASE_OPTIONS,
-  run: async ({ values, io }) =>
-    withDatabase(values, io, async (database, schema) => {
-      io.stdout.write(stateLine(await readGenerations(database.db, { schema })));
-      return ExitCode.ok;
-    }),
-});
+const status = databaseAction('status', 'print the state of retention by generations as JSON (reads only)', (db, schema) => readGenerations(db, { schema }));
 
 /** `effectively retention enable|rotate|status`. */
 export const retentionCommand = defineGroup({ name: 'retention', summary: 'dedup retention by generations: enable | rotate | status', actions: [enable, rotate, status] });
