@@ -16,10 +16,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql, type Kysely } from 'kysely';
-import { silentLogger } from '@effectively/core';
-import { enableGenerations, IdempotentConsumer, type RawMessage } from '@effectively/kafka';
+import { enableGenerations, type RawMessage } from '@effectively/kafka';
 import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
-import { memoryFeed, rawMessage } from './memory-client';
+import { timedConsume, type TimedRun } from './consume-timing';
+import { rawMessage } from './memory-client';
 import { lineChart } from './report';
 import { fmtBytes, fmtInt, median } from './stats';
 import { runBench } from './main';
@@ -97,32 +97,7 @@ async function prefill(db: Kysely<unknown>, schema: string, kind: IdKind, from: 
 }
 
 /** One timed run: the consumer claims `messages` from memory; events/s over the whole feed. */
-async function runOnce(db: Kysely<unknown>, schema: string, mode: Mode, messages: RawMessage[]): Promise<{ items: number; seconds: number }> {
-  const feed = memoryFeed(topic, [messages]);
-  const consumer = new IdempotentConsumer<unknown>({
-    brokers: ['unused:9092'],
-    groupId: group,
-    topics: [topic],
-    db,
-    schema,
-    mode,
-    batchSize,
-    handler: async () => undefined,
-    batchHandler: async () => undefined,
-    logger: silentLogger(),
-    client: feed.client,
-    rotateGenerations: false,
-  });
-  await consumer.start();
-  await feed.finished;
-  const seconds = (Date.now() - feed.startedAt()) / 1_000;
-  await consumer.stop();
-  const s = consumer.stats;
-  // Every distinct id applied once; a partition paused and handed over again (e.g. until its fence is taken) may repeat some as duplicates.
-  const unique = new Set(messages.map((m) => m.headers['event-id'] as string)).size;
-  if (s.processed !== unique || s.processed + s.duplicates < messages.length) throw new Error(`${mode}: applied ${s.processed} of ${unique} distinct ids, handled ${s.processed + s.duplicates} of ${messages.length} messages`);
-  return { items: messages.length, seconds };
-}
+const runOnce = (db: Kysely<unknown>, schema: string, mode: Mode, messages: RawMessage[]): Promise<TimedRun> => timedConsume({ db, schema, group, topic, mode, batchSize, rotateGenerations: false }, [messages]);
 
 interface SizeResult {
   kind: IdKind;

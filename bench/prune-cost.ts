@@ -7,18 +7,17 @@
 // reported: events/s alone and while pruning, the median of per-round ratios, and how many rows/s
 // the pruner deleted meanwhile (a steady state must delete as many rows per second as it claims).
 // Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/prune-cost.{json,md}.
-import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql, type Kysely } from 'kysely';
-import { createDatabase, silentLogger } from '@effectively/core';
-import { IdempotentConsumer, pruneProcessedEvents, type RawMessage } from '@effectively/kafka';
+import { createDatabase } from '@effectively/core';
+import { pruneProcessedEvents, type RawMessage } from '@effectively/kafka';
 import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
-import { memoryFeed, rawMessage } from './memory-client';
+import { messagesWithCopies, sizeRuns, timedConsume, type TimedRun } from './consume-timing';
 import { fmtInt, median } from './stats';
-import { runBench } from './main';
+import { runBench, stopServices } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -40,22 +39,7 @@ const batchSize = Number(args['batch-size']);
 const pruneBatch = Number(args['prune-batch']);
 const windowMs = 7 * 86_400_000;
 
-/** `n` messages over the partitions: fresh UUIDv4 ids, a share of them sent again a little later (same partition). */
-function makeMessages(n: number): RawMessage[][] {
-  const dup = Number(args['duplicate-rate']);
-  const out: RawMessage[][] = Array.from({ length: partitions }, () => []);
-  const ids: string[][] = Array.from({ length: partitions }, () => []);
-  for (let i = 0; i < n; i++) {
-    const p = i % partitions;
-    const seen = ids[p] as string[];
-    const copy = seen.length > 10 && Math.random() < dup;
-    const id = copy ? (seen[seen.length - 1 - Math.floor(Math.random() * Math.min(seen.length, 1_000))] as string) : randomUUID();
-    if (!copy) seen.push(id);
-    const list = out[p] as RawMessage[];
-    list.push(rawMessage(topic, p, list.length, id, `{"n":${i}}`));
-  }
-  return out;
-}
+const makeMessages = (n: number): RawMessage[][] => messagesWithCopies(topic, partitions, n, Number(args['duplicate-rate']));
 
 /** Tops the rows older than the window up to `oldRows` (another group's ids, as a shared table holds). */
 async function topUp(db: Kysely<unknown>, schema: string): Promise<void> {
@@ -69,36 +53,19 @@ async function topUp(db: Kysely<unknown>, schema: string): Promise<void> {
   await sql`VACUUM ANALYZE ${table}`.execute(db);
 }
 
-interface Run {
-  items: number;
-  seconds: number;
+interface Run extends TimedRun {
   /** Rows the pruner deleted while the consumer ran, and how long it ran. */
   pruned?: { rows: number; seconds: number; exhausted: boolean };
 }
 
 async function consume(db: Kysely<unknown>, schema: string, messages: RawMessage[][], pruner?: Kysely<unknown>): Promise<Run> {
-  const feed = memoryFeed(topic, messages);
-  const consumer = new IdempotentConsumer<unknown>({
-    brokers: ['unused:9092'],
-    groupId: group,
-    topics: [topic],
-    db,
-    schema,
-    mode: 'batch',
-    batchSize,
-    partitionsConsumedConcurrently: partitions,
-    handler: async () => undefined,
-    batchHandler: async () => undefined,
-    logger: silentLogger(),
-    client: feed.client,
-  });
-  let pruning = pruner !== undefined;
   let pruned = 0;
   let exhausted = false;
-  const pruneStarted = Date.now();
+  let pruneStarted = 0;
   // The pruner: back-to-back batches (a retention job running flat out) until the consumer is done.
-  const loop = (async () => {
-    while (pruning && pruner !== undefined) {
+  const prune = async (running: () => boolean): Promise<void> => {
+    pruneStarted = Date.now();
+    while (running() && pruner !== undefined) {
       const n = await pruneProcessedEvents(pruner, { schema, olderThanMs: windowMs, batchSize: pruneBatch, maxBatches: 1 });
       pruned += n;
       if (n < pruneBatch) {
@@ -106,19 +73,9 @@ async function consume(db: Kysely<unknown>, schema: string, messages: RawMessage
         break;
       }
     }
-  })();
-  await consumer.start();
-  await feed.finished;
-  const end = Date.now();
-  pruning = false;
-  await loop;
-  await consumer.stop();
-  const s = consumer.stats;
-  const total = messages.reduce((a, m) => a + m.length, 0);
-  // Every distinct id applied once; a partition paused and handed over again (e.g. until its fence is taken) may repeat some as duplicates.
-  const unique = new Set(messages.flat().map((m) => m.headers['event-id'] as string)).size;
-  if (s.processed !== unique || s.processed + s.duplicates < total) throw new Error(`applied ${s.processed} of ${unique} distinct ids, handled ${s.processed + s.duplicates} of ${total} messages`);
-  return { items: total, seconds: (end - feed.startedAt()) / 1_000, ...(pruner === undefined ? {} : { pruned: { rows: pruned, seconds: (end - pruneStarted) / 1_000, exhausted } }) };
+  };
+  const run = await timedConsume({ db, schema, group, topic, mode: 'batch', batchSize, partitionsConsumedConcurrently: partitions }, messages, pruner === undefined ? undefined : prune);
+  return { ...run, ...(pruner === undefined ? {} : { pruned: { rows: pruned, seconds: (run.end - pruneStarted) / 1_000, exhausted } }) };
 }
 
 async function main(state: { postgres?: RunningPostgres; schema?: TestSchema }): Promise<void> {
@@ -130,12 +87,7 @@ async function main(state: { postgres?: RunningPostgres; schema?: TestSchema }):
     say(`Postgres: ${state.postgres.source}; pre-filling ${fmtInt(oldRows)} rows older than the window`);
     await topUp(s.db, s.schema);
     // Warm-up and sizing: a run lasts at least --min-seconds.
-    let n = 20_000;
-    let m = await consume(s.db, s.schema, makeMessages(n));
-    while (m.seconds < Number(args['min-seconds'])) {
-      n = Math.ceil(((m.items / m.seconds) * Number(args['min-seconds']) * 1.5) / 1_000) * 1_000;
-      m = await consume(s.db, s.schema, makeMessages(n));
-    }
+    const { n, run: m } = await sizeRuns(20_000, Number(args['min-seconds']), 1_000, (k) => consume(s.db, s.schema, makeMessages(k)));
     say(`warm-up: ${fmtInt(m.items / m.seconds)} events/s; ${fmtInt(n)} messages per run`);
     const alone: number[] = [];
     const pruning: number[] = [];
@@ -191,11 +143,4 @@ async function main(state: { postgres?: RunningPostgres; schema?: TestSchema }):
 }
 
 const state: { postgres?: RunningPostgres; schema?: TestSchema } = {};
-runBench(
-  () => main(state),
-  async () => {
-    await state.schema?.drop().catch(() => undefined);
-    await state.postgres?.stop();
-  },
-  say,
-);
+runBench(() => main(state), () => stopServices(state), say);

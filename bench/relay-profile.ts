@@ -17,7 +17,7 @@ import { createKafkajsProducer, OutboxRelay, type ProducerClient } from '@effect
 import { createTestSchema, createTopics, startKafka, startPostgres, testKafka, uniqueName, type RunningKafka, type RunningPostgres, type TestSchema } from '@effectively/testkit';
 import { sql } from 'kysely';
 import type { PoolClient } from 'pg';
-import { runBench } from './main';
+import { runBench, stopServices } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -166,12 +166,4 @@ async function main(state: { kafka?: RunningKafka; postgres?: RunningPostgres; s
 }
 
 const state: { kafka?: RunningKafka; postgres?: RunningPostgres; schema?: TestSchema } = {};
-runBench(
-  () => main(state),
-  async () => {
-    await state.schema?.drop().catch(() => undefined);
-    await state.kafka?.stop().catch(() => undefined);
-    await state.postgres?.stop();
-  },
-  say,
-);
+runBench(() => main(state), () => stopServices(state), say);

@@ -10,17 +10,16 @@
 // as the reference for the claim path itself. The arms alternate round by round; reported:
 // events/s, the median of per-round ratios with min–max, rotations and generations forgotten per run.
 // Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/retention-cost.{json,md}.
-import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Kysely } from 'kysely';
-import { createDatabase, silentLogger } from '@effectively/core';
-import { enableGenerations, IdempotentConsumer, readGenerations, rotateProcessedEvents, type RawMessage } from '@effectively/kafka';
+import { createDatabase } from '@effectively/core';
+import { enableGenerations, readGenerations, rotateProcessedEvents, type RawMessage } from '@effectively/kafka';
 import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
-import { memoryFeed, rawMessage } from './memory-client';
+import { messagesWithCopies, sizeRuns, timedConsume, type TimedRun } from './consume-timing';
 import { fmtInt, median, sleep } from './stats';
 import { runBench } from './main';
 
@@ -52,26 +51,9 @@ const ms = (v: string | undefined): number => {
 const windowMs = ms(args.window);
 const intervalMs = ms(args.interval);
 
-/** `n` messages over the partitions: fresh UUIDv4 ids, a share of them sent again a little later (same partition). */
-function makeMessages(n: number): RawMessage[][] {
-  const dup = Number(args['duplicate-rate']);
-  const out: RawMessage[][] = Array.from({ length: partitions }, () => []);
-  const ids: string[][] = Array.from({ length: partitions }, () => []);
-  for (let i = 0; i < n; i++) {
-    const p = i % partitions;
-    const seen = ids[p] as string[];
-    const copy = seen.length > 10 && Math.random() < dup;
-    const id = copy ? (seen[seen.length - 1 - Math.floor(Math.random() * Math.min(seen.length, 1_000))] as string) : randomUUID();
-    if (!copy) seen.push(id);
-    const list = out[p] as RawMessage[];
-    list.push(rawMessage(topic, p, list.length, id, `{"n":${i}}`));
-  }
-  return out;
-}
+const makeMessages = (n: number): RawMessage[][] => messagesWithCopies(topic, partitions, n, Number(args['duplicate-rate']));
 
-interface Run {
-  items: number;
-  seconds: number;
+interface Run extends TimedRun {
   rotations: number;
   forgotten: number;
   liveAtEnd: number;
@@ -80,29 +62,12 @@ interface Run {
 }
 
 async function consume(db: Kysely<unknown>, schema: string, messages: RawMessage[][], rotator?: Kysely<unknown>): Promise<Run> {
-  const feed = memoryFeed(topic, messages);
-  const consumer = new IdempotentConsumer<unknown>({
-    brokers: ['unused:9092'],
-    groupId: group,
-    topics: [topic],
-    db,
-    schema,
-    mode,
-    batchSize,
-    partitionsConsumedConcurrently: partitions,
-    handler: async () => undefined,
-    batchHandler: async () => undefined,
-    logger: silentLogger(),
-    client: feed.client,
-    rotateGenerations: false,
-  });
-  let rotating = rotator !== undefined;
   let rotations = 0;
   let forgotten = 0;
   const switchMs: number[] = [];
   // Rotation on a short schedule (what every consumer's rotator or a cron job does, much more often).
-  const loop = (async () => {
-    while (rotating && rotator !== undefined) {
+  const rotate = async (running: () => boolean): Promise<void> => {
+    while (running() && rotator !== undefined) {
       const t = performance.now();
       const r = await rotateProcessedEvents(rotator, { schema });
       if (r.rotated) {
@@ -112,19 +77,10 @@ async function consume(db: Kysely<unknown>, schema: string, messages: RawMessage
       forgotten += r.forgotten.length;
       await sleep(checkMs);
     }
-  })();
-  await consumer.start();
-  await feed.finished;
-  const end = Date.now();
-  rotating = false;
-  await loop;
-  await consumer.stop();
-  const s = consumer.stats;
-  const total = messages.reduce((a, m) => a + m.length, 0);
-  const unique = new Set(messages.flat().map((m) => m.headers['event-id'] as string)).size;
-  if (s.processed !== unique || s.processed + s.duplicates < total) throw new Error(`applied ${s.processed} of ${unique} distinct ids, handled ${s.processed + s.duplicates} of ${total} messages`);
+  };
+  const run = await timedConsume({ db, schema, group, topic, mode, batchSize, partitionsConsumedConcurrently: partitions, rotateGenerations: false }, messages, rotator === undefined ? undefined : rotate);
   const state = await readGenerations(db, { schema });
-  return { items: total, seconds: (end - feed.startedAt()) / 1_000, rotations, forgotten, liveAtEnd: state.live.length, switchMs };
+  return { ...run, rotations, forgotten, liveAtEnd: state.live.length, switchMs };
 }
 
 /** Brings the generations schema to its steady state before a run: rotations until as many generations are live as the window holds. */
@@ -149,12 +105,7 @@ async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }
   try {
     say(`Postgres: ${state.postgres.source}; window ${windowMs} ms, a generation every ${intervalMs} ms; mode ${mode}`);
     await steady(gens.db, gens.schema);
-    let n = mode === 'batch' ? 20_000 : 500;
-    let m = await consume(gens.db, gens.schema, makeMessages(n));
-    while (m.seconds < Number(args['min-seconds'])) {
-      n = Math.ceil(((m.items / m.seconds) * Number(args['min-seconds']) * 1.5) / 100) * 100;
-      m = await consume(gens.db, gens.schema, makeMessages(n));
-    }
+    const { n, run: m } = await sizeRuns(mode === 'batch' ? 20_000 : 500, Number(args['min-seconds']), 100, (k) => consume(gens.db, gens.schema, makeMessages(k)));
     await consume(plain.db, plain.schema, makeMessages(n));
     say(`warm-up: ${fmtInt(m.items / m.seconds)} events/s; ${fmtInt(n)} messages per run`);
     const arms = { plain: [] as number[], alone: [] as number[], rotating: [] as number[] };

@@ -36,7 +36,7 @@ import { DEFAULT_TABLE_MODES, runTableBench, TABLE_MODES, type TableMode } from 
 import { markdown, summarise, svg, withRatios, type BenchReport, type VariantResult } from './report';
 import { direct, effectively, effectivelyProcesses, inChild, naive, rawBatched, relay, type BenchClient, type BenchContext, type ChildVariantSpec, type Measurement, type Variant } from './variants';
 import { runWriterBench } from './writers';
-import { runBench } from './main';
+import { runBench, stopServices } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -325,12 +325,4 @@ const interrupt = (): void => {
 };
 process.once('SIGINT', interrupt);
 process.once('SIGTERM', interrupt);
-runBench(
-  () => main(state),
-  async () => {
-    await state.schema?.drop().catch(() => undefined);
-    await state.kafka?.stop().catch(() => undefined);
-    await state.postgres?.stop();
-  },
-  say,
-);
+runBench(() => main(state), () => stopServices(state), say);

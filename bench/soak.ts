@@ -26,7 +26,7 @@ import { sql } from 'kysely';
 import { createTestSchema, createTopics, startKafka, startPostgres, testKafka, uniqueName, type RunningKafka, type RunningPostgres, type TestSchema } from '@effectively/testkit';
 import { lineChart } from './report';
 import { fmtInt, median, round, sleep } from './stats';
-import { runBench } from './main';
+import { runBench, stopServices } from './main';
 
 const { values: args } = parseArgs({
   options: {
@@ -321,9 +321,7 @@ runBench(
   async () => {
     if (state.child !== undefined && state.child.exitCode === null) state.child.kill('SIGTERM');
     await sleep(1_000);
-    await state.schema?.drop().catch(() => undefined);
-    await state.kafka?.stop().catch(() => undefined);
-    await state.postgres?.stop();
+    await stopServices(state);
   },
   say,
 );
