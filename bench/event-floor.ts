@@ -1,10 +1,12 @@
-// npm run bench:event-floor -- [--events 1500] [--lanes 4] [--runs 5] [--arms naive,floor,effectively]
+// npm run bench:event-floor -- [--events 1500] [--lanes 4] [--runs 5] [--arms naive,floor,fused,effectively]
 // How far per-event mode is from the floor its design allows, without Kafka. Three arms do the same
 // work per event (claim or check the id, one upsert into a spend table, commit), each on --lanes
 // partitions at once with one connection each, --events events per lane, alternating round by round:
 //  - naive: BEGIN, SELECT the id, upsert, INSERT the id, COMMIT (5 round trips);
 //  - claim-first floor: BEGIN and a bare INSERT … ON CONFLICT DO NOTHING of the id in one simple
 //    query, upsert, COMMIT (3 round trips, no fence, no attempt bookkeeping, no timeouts);
+//  - fused floor: the claim-first floor with each COMMIT sent with the next event's BEGIN and claim
+//    (one simple query, 2 round trips per event): what folding COMMIT into the next claim would reach;
 //  - effectively per-event mode: IdempotentConsumer fed from memory through its `client` seam
 //    (bench/memory-client.ts), the upsert in its handler (3 round trips: claim with BEGIN, upsert, COMMIT).
 // Reported: events/s (median, min–max), the median of per-round ratios, and this process's CPU per
@@ -29,7 +31,7 @@ const { values: args } = parseArgs({
     events: { type: 'string', default: '1500' },
     lanes: { type: 'string', default: '4' },
     runs: { type: 'string', default: '5' },
-    arms: { type: 'string', default: 'naive,floor,effectively' },
+    arms: { type: 'string', default: 'naive,floor,fused,effectively' },
   },
 });
 const perLane = Number(args.events);
@@ -37,8 +39,8 @@ const lanes = Number(args.lanes);
 const runs = Number(args.runs);
 const say = (line: string): void => void process.stderr.write(`[event-floor] ${line}\n`);
 
-type Arm = 'naive' | 'floor' | 'effectively';
-const ALL_ARMS: readonly Arm[] = ['naive', 'floor', 'effectively'];
+type Arm = 'naive' | 'floor' | 'fused' | 'effectively';
+const ALL_ARMS: readonly Arm[] = ['naive', 'floor', 'fused', 'effectively'];
 const ARMS = (args.arms as string).split(',').filter((a): a is Arm => (ALL_ARMS as readonly string[]).includes(a));
 if (ARMS.length === 0) throw new Error(`--arms: one or more of ${ALL_ARMS.join(', ')}`);
 interface Timed {
@@ -60,7 +62,7 @@ async function timed(work: () => Promise<void>): Promise<Timed> {
 }
 
 /** The naive and floor arms: one pg client per lane, statements as written above. */
-async function rawArm(url: string, schema: string, arm: 'naive' | 'floor', round: number): Promise<Timed> {
+async function rawArm(url: string, schema: string, arm: Exclude<Arm, 'effectively'>, round: number): Promise<Timed> {
   const t = (name: string): string => `"${schema}"."${name}"`;
   const upsert = `INSERT INTO ${t('spend')} (k, v) VALUES ($1, 1) ON CONFLICT (k) DO UPDATE SET v = ${t('spend')}.v + 1`;
   const clients = await Promise.all(
@@ -85,11 +87,16 @@ async function rawArm(url: string, schema: string, arm: 'naive' | 'floor', round
                 await c.query({ name: 'remember', text: `INSERT INTO ${t('seen')} (id) VALUES ($1)`, values: [id] });
               }
               await c.query('COMMIT');
-            } else {
+            } else if (arm === 'floor') {
               // The id is ours (no quote in it): BEGIN and the claim in one simple query, one round trip.
               await c.query(`BEGIN; INSERT INTO ${t('claimed')} (id) VALUES ('${id}') ON CONFLICT DO NOTHING`);
               await c.query({ name: 'upsert', text: upsert, values: [key] });
               await c.query('COMMIT');
+            } else {
+              const claim = `BEGIN; INSERT INTO ${t('claimed')} (id) VALUES ('${id}') ON CONFLICT DO NOTHING`;
+              await c.query(i === 0 ? claim : `COMMIT; ${claim}`);
+              await c.query({ name: 'upsert', text: upsert, values: [key] });
+              if (i === perLane - 1) await c.query('COMMIT');
             }
           }
         }),
@@ -143,7 +150,7 @@ async function main(state: BenchServices): Promise<void> {
   await sql`CREATE TABLE ${t('spend')} (k text PRIMARY KEY, v bigint NOT NULL)`.execute(ts.db);
   await sql`CREATE TABLE ${t('seen')} (id text PRIMARY KEY)`.execute(ts.db);
   await sql`CREATE TABLE ${t('claimed')} (id text PRIMARY KEY)`.execute(ts.db);
-  const results: Record<Arm, Timed[]> = { naive: [], floor: [], effectively: [] };
+  const results: Record<Arm, Timed[]> = { naive: [], floor: [], fused: [], effectively: [] };
   const load = os.loadavg();
   // Round 0 warms every arm up (connections, prepared statements, JIT) and is not reported.
   for (let round = 0; round <= runs; round++) {
@@ -162,7 +169,7 @@ async function main(state: BenchServices): Promise<void> {
     const rates = results[arm].map((r) => r.rate);
     return { arm, median: median(rates), min: Math.min(...rates), max: Math.max(...rates), cpuMicros: median(results[arm].map((r) => r.cpuMicros)), systemMicros: median(results[arm].map((r) => r.systemMicros)) };
   });
-  const ratios = { floorVsNaive: ratio('floor', 'naive'), effectivelyVsNaive: ratio('effectively', 'naive'), effectivelyVsFloor: ratio('effectively', 'floor') };
+  const ratios = { floorVsNaive: ratio('floor', 'naive'), fusedVsNaive: ratio('fused', 'naive'), effectivelyVsNaive: ratio('effectively', 'naive'), effectivelyVsFloor: ratio('effectively', 'floor') };
   const command = `npm run bench:event-floor -- --events ${perLane} --lanes ${lanes} --runs ${runs}`;
   const report = { command, at: new Date().toISOString(), postgres: state.postgres.source, cpus: os.cpus().length, loadAtStart: load, loadAtEnd: os.loadavg(), rows, ratios };
   const dir = path.join(__dirname, 'results');
@@ -171,6 +178,7 @@ async function main(state: BenchServices): Promise<void> {
   const name: Record<Arm, string> = {
     naive: 'naive: BEGIN, check id, upsert, insert id, COMMIT (5 round trips)',
     floor: 'claim-first floor: BEGIN + bare claim, upsert, COMMIT (3 round trips)',
+    fused: 'fused floor: COMMIT + next BEGIN + bare claim, upsert (2 round trips)',
     effectively: 'effectively per-event mode, fed from memory (3 round trips)',
   };
   const f = (r: { median: number; min: number; max: number }): string => `${fmtRatio(r.median)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
@@ -184,7 +192,7 @@ async function main(state: BenchServices): Promise<void> {
     `|---|---:|---:|---:|---:|`,
     ...rows.map((r) => `| ${name[r.arm]} | ${fmtInt(r.median)} | ${fmtInt(r.min)}–${fmtInt(r.max)} | ${fmtInt(r.cpuMicros)} | ${fmtInt(r.systemMicros)} |`),
     ``,
-    `Median of per-round ratios (min–max): floor / naive ${f(ratios.floorVsNaive)}; per-event mode / naive ${f(ratios.effectivelyVsNaive)}; per-event mode / floor ${f(ratios.effectivelyVsFloor)}.`,
+    `Median of per-round ratios (min–max): floor / naive ${f(ratios.floorVsNaive)}; fused floor / naive ${f(ratios.fusedVsNaive)}; per-event mode / naive ${f(ratios.effectivelyVsNaive)}; per-event mode / floor ${f(ratios.effectivelyVsFloor)}.`,
   ];
   writeFileSync(path.join(dir, 'event-floor.md'), md.join('\n') + '\n');
   process.stdout.write(md.join('\n') + '\n');
