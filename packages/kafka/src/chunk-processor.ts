@@ -111,6 +111,12 @@ export class ChunkProcessor<T> {
    * when the batch is left unfinished, and at every assignment.
    */
   private readonly runs = new Map<string, Run>();
+  /**
+   * Batch mode, per partition: the run of several handlers this consumer recorded last (before
+   * its chunk's handlers started). Kept only to forget it once the fetched batch is finished
+   * (see {@link finishRun}); not consulted otherwise.
+   */
+  private readonly batchRuns = new Map<string, Run>();
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.deadLetterOutbox = createOutbox({ schema: options.schema, ...(options.traceContext !== undefined ? { traceContext: options.traceContext } : {}) });
@@ -172,6 +178,23 @@ export class ChunkProcessor<T> {
   /** Partitions were (re)assigned: runs recorded before are no longer known to be this consumer's. */
   forgetRuns(): void {
     this.runs.clear();
+    this.batchRuns.clear();
+  }
+
+  /**
+   * Every message of a fetched batch of the partition was settled: the run this consumer
+   * recorded last for it (per-event mode: the rest of the batch; batch mode: its last chunk's
+   * handlers) describes offsets that have all committed, and its record is cleared. Left in
+   * place, it described those offsets to whoever reads them next: offsets start again at 0 when
+   * a topic is deleted and created again, and the new events there were taken for an unfinished
+   * run's (handled one per transaction, each counting one attempt more than it had).
+   */
+  async finishRun(topic: string, partition: number): Promise<void> {
+    const key = `${topic}:${partition}`;
+    const runs = [this.runs.get(key), this.batchRuns.get(key)].filter((r): r is Run => r !== undefined);
+    this.runs.delete(key);
+    this.batchRuns.delete(key);
+    for (const run of runs) await this.forgetRecordedRun(topic, partition, run, 'could not clear the attempt record of a finished run');
   }
 
   /**
@@ -182,10 +205,15 @@ export class ChunkProcessor<T> {
     const run = this.runs.get(`${topic}:${partition}`);
     if (run === undefined) return;
     this.runs.delete(`${topic}:${partition}`);
+    await this.forgetRecordedRun(topic, partition, run, 'could not forget the run of a batch left unfinished');
+  }
+
+  /** Clears the partition's run record if it still is `run` (bookkeeping: a failure is logged, not raised). */
+  private async forgetRecordedRun(topic: string, partition: number, run: Run, failure: string): Promise<void> {
     try {
       await this.side.run((db) => this.attemptLog.forgetRun(db, topic, partition, run.first, run.last), SIDE_WAIT_MS);
     } catch (error) {
-      this.options.logger.debug({ err: error, topic, partition }, 'could not forget the run of a batch left unfinished');
+      this.options.logger.debug({ err: error, topic, partition }, failure);
     }
   }
 
@@ -422,6 +450,7 @@ export class ChunkProcessor<T> {
         record({ kind: 'event', offset: head.message.offset });
       } else {
         await this.side.run((db) => this.attemptLog.startRun(db, topic, partition, head.message.offset, lastHandled.message.offset), SIDE_WAIT_MS);
+        this.batchRuns.set(runKey, { first: head.message.offset, last: lastHandled.message.offset });
         record({ kind: 'run', first: head.message.offset, last: lastHandled.message.offset });
       }
     } catch (error) {

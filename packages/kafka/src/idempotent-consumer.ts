@@ -286,8 +286,10 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       return;
     }
     try {
-      // Per-event mode: a batch left before its end forgets its run (see ChunkProcessor.leaveRun).
-      if (!(await this.processBatch(batch)) && this.options.mode === 'event') await this.processor.leaveRun(batch.topic, batch.partition);
+      // A finished batch clears the record of its last run (see ChunkProcessor.finishRun); in
+      // per-event mode a batch left before its end forgets its run (see ChunkProcessor.leaveRun).
+      if (await this.processBatch(batch)) await this.processor.finishRun(batch.topic, batch.partition);
+      else if (this.options.mode === 'event') await this.processor.leaveRun(batch.topic, batch.partition);
     } finally {
       await this.flushOffset(batch);
     }
