@@ -6,6 +6,7 @@ import { outboxLanes } from './0004-outbox-lanes';
 import { idOriginAndRedrive } from './0006-id-origin-and-redrive';
 import { consumerAttempts } from './0007-consumer-attempts';
 import { dedupGenerations } from './0008-dedup-generations';
+import { dedupGateProbes } from './0009-dedup-gate-probes';
 
 export { OUTBOX_LANES } from './0004-outbox-lanes';
 
@@ -29,6 +30,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Schema
   ['0006-id-origin-and-redrive', idOriginAndRedrive],
   ['0007-consumer-attempts', consumerAttempts],
   ['0008-dedup-generations', dedupGenerations],
+  ['0009-dedup-gate-probes', dedupGateProbes],
 ];
 
 /** The migrations bound to `schema`, in the shape Kysely's `Migrator` expects. */

@@ -274,14 +274,17 @@ export class ProcessedEventStore {
     return result.rows.length === 1;
   }
 
-  /** What is stored for already-processed keys (to spot conflicting duplicates and dead-lettered ones), by {@link idKey}. */
+  /**
+   * What is stored for already-processed keys (to spot conflicting duplicates and dead-lettered ones), by {@link idKey}.
+   * One primary-key probe per key (`LATERAL … LIMIT 1`): never a hash join over the table, whatever its statistics say.
+   */
   async storedHashes(trx: Db, keys: EventKey[]): Promise<Map<string, StoredEvent>> {
     if (keys.length === 0) return new Map();
     const result = await sql<{ id_origin: IdOrigin; event_id: string; payload_hash: string; status: StoredEvent['status'] }>`
-      SELECT p.id_origin, p.event_id, p.payload_hash, p.status FROM ${this.events} p
-      JOIN unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
-        ON p.id_origin = k.id_origin AND p.event_id = k.event_id
-      WHERE p.consumer_group = ${this.group}`.execute(trx);
+      SELECT k.id_origin, k.event_id, p.payload_hash, p.status
+      FROM unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
+      CROSS JOIN LATERAL (SELECT payload_hash, status FROM ${this.events}
+                          WHERE consumer_group = ${this.group} AND id_origin = k.id_origin AND event_id = k.event_id LIMIT 1) p`.execute(trx);
     return new Map(result.rows.map((r) => [idKey(r.id_origin, r.event_id), { payloadHash: r.payload_hash, status: r.status }]));
   }
 
