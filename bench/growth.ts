@@ -1,5 +1,6 @@
 // npm run bench:growth -- [--sizes 0,1e6,1e7,5e7] [--ids v4,v7] [--modes batch,event] [--runs 3]
 //                         [--min-seconds 2] [--batch-size 500] [--duplicate-rate 0.2] [--keep] [--generations 7]
+//                         [--wal-compression lz4]
 // Claim throughput as processed_events grows. For each id kind (random UUIDv4, time-ordered
 // UUIDv7) one schema; processed_events is pre-filled in SQL (generate_series) to each size in
 // turn, then the idempotent consumer (batch mode and per-event mode, a no-op handler, fed from
@@ -9,6 +10,11 @@
 // ratio to the empty table (median of per-round ratios) and table + index size per million ids.
 // With --generations N the schema's retention is by generations and the rows are spread over N live
 // generations (bench/results/growth-generations.*).
+// With --wal-compression the results go to bench/results/growth[-generations]-wal-compression.*.
+// WAL per event: WAL bytes (LSN difference) and full-page images (pg_stat_wal) over every timed run;
+// the whole server's WAL, so nothing else should write meanwhile. With --wal-compression X every mode
+// also runs, in the same rounds on the same table, with the consumer's sessions set to
+// wal_compression = X (a superuser setting: the bench's role must be allowed to set it).
 // Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/growth.{json,md,svg}.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -16,6 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { sql, type Kysely } from 'kysely';
+import { createDatabase, type Database } from '@effectively/core';
 import { enableGenerations, type RawMessage } from '@effectively/kafka';
 import { createTestSchema, startPostgres, type RunningPostgres, type TestSchema } from '@effectively/testkit';
 import { timedConsume, type TimedRun } from './consume-timing';
@@ -35,6 +42,7 @@ const { values: args } = parseArgs({
     'duplicate-rate': { type: 'string', default: '0.2' },
     keep: { type: 'boolean', default: false },
     generations: { type: 'string', default: '0' },
+    'wal-compression': { type: 'string' },
   },
 });
 const say = (line: string): void => void process.stderr.write(`[growth] ${line}\n`);
@@ -51,8 +59,11 @@ const batchSize = Number(args['batch-size']);
 /** With --generations N: retention by generations, the rows spread over N live generations (as a week's window with daily generations holds 7). */
 const generations = Number(args.generations);
 if (!Number.isInteger(generations) || generations < 0 || generations === 1) throw new Error(`--generations takes 0 (plain processed_events) or a number of live generations >= 2; got ${args.generations}`);
-const outName = generations > 0 ? 'growth-generations' : 'growth';
 const minSeconds = Number(args['min-seconds']);
+const walCompression = args['wal-compression'];
+if (walCompression !== undefined && !/^(on|pglz|lz4|zstd)$/.test(walCompression)) throw new Error(`--wal-compression takes on, pglz, lz4 or zstd; got ${walCompression}`);
+/** bench/results/<name>.{json,md,svg}: growth, growth-generations, and -wal-compression after either when that arm runs. */
+const outName = `${generations > 0 ? 'growth-generations' : 'growth'}${walCompression === undefined ? '' : '-wal-compression'}`;
 const group = 'growth';
 const topic = 'growth_topic';
 
@@ -96,8 +107,52 @@ async function prefill(db: Kysely<unknown>, schema: string, kind: IdKind, from: 
   }
 }
 
-/** One timed run: the consumer claims `messages` from memory; events/s over the whole feed. */
-const runOnce = (db: Kysely<unknown>, schema: string, mode: Mode, messages: RawMessage[]): Promise<TimedRun> => timedConsume({ db, schema, group, topic, mode, batchSize, rotateGenerations: false }, [messages]);
+/** What one timed run wrote to the WAL (the whole server's). */
+interface WalUse {
+  bytes: number;
+  fullPageImages: number;
+}
+
+interface WalMark {
+  lsn: string;
+  fullPageImages: number;
+}
+
+/**
+ * Where the WAL is, and how many full-page images pg_stat_wal counts. Backends report their WAL
+ * statistics at most once a second (and when idle, after 10 s): every connection of the
+ * consumer's pool is asked to report its pending statistics first (`pg_stat_force_next_flush`,
+ * applied as the session goes idle after that statement).
+ */
+async function walMark(db: Kysely<unknown>, consumer: Database): Promise<WalMark> {
+  const clients = await Promise.all(Array.from({ length: 4 }, () => consumer.pool.connect()));
+  try {
+    for (const c of clients) await c.query('SELECT pg_stat_force_next_flush()');
+    for (const c of clients) await c.query('SELECT 1');
+  } finally {
+    for (const c of clients) c.release();
+  }
+  const { rows } = await sql<{ lsn: string; f: string }>`SELECT pg_current_wal_lsn()::text AS lsn, (SELECT wal_fpi FROM pg_stat_wal)::text AS f`.execute(db);
+  const r = rows[0] as { lsn: string; f: string };
+  return { lsn: r.lsn, fullPageImages: Number(r.f) };
+}
+
+/** One timed run: the consumer (on `consumer`) claims `messages` from memory; events/s over the whole feed, and the WAL written meanwhile (bytes: LSN difference; full-page images: pg_stat_wal). */
+async function runOnce(db: Kysely<unknown>, consumer: Database, schema: string, mode: Mode, messages: RawMessage[]): Promise<TimedRun & { wal: WalUse }> {
+  const before = await walMark(db, consumer);
+  const m = await timedConsume({ db: consumer.db, schema, group, topic, mode, batchSize, rotateGenerations: false }, [messages]);
+  const after = await walMark(db, consumer);
+  const { rows } = await sql<{ b: string }>`SELECT pg_wal_lsn_diff(${after.lsn}::pg_lsn, ${before.lsn}::pg_lsn)::text AS b`.execute(db);
+  return { ...m, wal: { bytes: Number((rows[0] as { b: string }).b), fullPageImages: after.fullPageImages - before.fullPageImages } };
+}
+
+/** A timed arm: a mode, with the server's wal_compression or the consumer's sessions set to --wal-compression. */
+interface Arm {
+  key: string;
+  mode: Mode;
+  compressed: boolean;
+}
+const arms: Arm[] = modes.flatMap((mode) => [{ key: mode, mode, compressed: false }, ...(walCompression === undefined ? [] : [{ key: `${mode}+wal_compression`, mode, compressed: true }])]);
 
 interface SizeResult {
   kind: IdKind;
@@ -108,7 +163,7 @@ interface SizeResult {
   indexBytes: number;
   pkeyBytes: number;
   perMillion: { tableBytes: number; indexBytes: number } | null;
-  modes: Record<string, { messages: number; rates: number[]; median: number; ratios: number[]; ratio: number | null }>;
+  modes: Record<string, { messages: number; rates: number[]; median: number; ratios: number[]; ratio: number | null; walBytesPerEvent: number[]; fpiPerEvent: number[] }>;
 }
 
 async function sizesOf(db: Kysely<unknown>, schema: string): Promise<{ tableBytes: number; indexBytes: number; pkeyBytes: number; rows: number }> {
@@ -145,16 +200,21 @@ async function setUpGenerations(db: Kysely<unknown>, schema: string): Promise<vo
   await sql`UPDATE ${t('dedup_retention')} SET current_slot = ${generations - 1}, current_generation = ${generations}`.execute(db);
 }
 
-async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }): Promise<void> {
+async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[]; extra: Database[] }): Promise<void> {
   state.postgres = await startPostgres();
   say(`Postgres: ${state.postgres.source}`);
   const results: SizeResult[] = [];
   for (const kind of kinds) {
     const s = await createTestSchema(state.postgres.url, `growth_${kind}`, { max: 4 });
     state.schemas.push(s);
+    // The consumer's sessions with wal_compression set (startup option), on the same schema.
+    const compressed: Database | undefined =
+      walCompression === undefined ? undefined : createDatabase({ connectionString: state.postgres.url, max: 4, applicationName: 'effectively-bench-growth', pool: { options: `-c wal_compression=${walCompression}` } });
+    if (compressed !== undefined) state.extra.push(compressed);
+    const dbOf = (arm: Arm): Database => (arm.compressed ? (compressed as Database) : s.database);
     if (generations > 0) await setUpGenerations(s.db, s.schema);
     let filled = 0;
-    const empty: Partial<Record<Mode, number[]>> = {};
+    const empty: Record<string, number[]> = {};
     const sizedMessages: Partial<Record<Mode, number>> = {};
     for (const size of sizes) {
       if (size > filled) {
@@ -178,33 +238,35 @@ async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }
       // Warm-up and sizing once per mode (at the first size); the same message count at every size.
       for (const mode of modes) {
         let n = sizedMessages[mode] ?? (mode === 'batch' ? 20_000 : 500);
-        let m = await runOnce(s.db, s.schema, mode, makeMessages(kind, n));
+        let m = await runOnce(s.db, s.database, s.schema, mode, makeMessages(kind, n));
         say(`${kind} ${fmtInt(size)} ${mode} warm-up: ${fmtInt(m.items / m.seconds)} events/s (${m.items} in ${m.seconds.toFixed(2)} s)`);
         while (sizedMessages[mode] === undefined && m.seconds < minSeconds) {
           n = Math.ceil(((m.items / m.seconds) * minSeconds * 1.5) / 100) * 100;
-          m = await runOnce(s.db, s.schema, mode, makeMessages(kind, n));
+          m = await runOnce(s.db, s.database, s.schema, mode, makeMessages(kind, n));
           say(`${kind} ${fmtInt(size)} ${mode} warm-up at ${n}: ${fmtInt(m.items / m.seconds)} events/s (${m.seconds.toFixed(2)} s)`);
         }
         sizedMessages[mode] = n;
-        result.modes[mode] = { messages: n, rates: [], median: 0, ratios: [], ratio: null };
       }
+      for (const arm of arms) result.modes[arm.key] = { messages: sizedMessages[arm.mode] as number, rates: [], median: 0, ratios: [], ratio: null, walBytesPerEvent: [], fpiPerEvent: [] };
       // Statistics as autovacuum keeps them in production, also for the empty table: a table never
       // analysed is planned as empty, and its first timed run (36,000 claims) then ran at a third of
       // the speed of the next ones, which made the empty table's baseline the slowest size.
       await sql`VACUUM ANALYZE ${sql.id(s.schema, generations > 0 ? 'processed_event_generations' : 'processed_events')}`.execute(s.db);
       for (let r = 1; r <= Number(args.runs); r++) {
-        for (const mode of modes) {
-          const entry = result.modes[mode] as SizeResult['modes'][string];
-          const m = await runOnce(s.db, s.schema, mode, makeMessages(kind, entry.messages));
+        for (const arm of arms) {
+          const entry = result.modes[arm.key] as SizeResult['modes'][string];
+          const m = await runOnce(s.db, dbOf(arm), s.schema, arm.mode, makeMessages(kind, entry.messages));
           entry.rates.push(m.items / m.seconds);
-          say(`${kind} ${fmtInt(size)} ${mode} run ${r}: ${fmtInt(m.items / m.seconds)} events/s (${m.seconds.toFixed(2)} s)`);
+          entry.walBytesPerEvent.push(m.wal.bytes / m.items);
+          entry.fpiPerEvent.push(m.wal.fullPageImages / m.items);
+          say(`${kind} ${fmtInt(size)} ${arm.key} run ${r}: ${fmtInt(m.items / m.seconds)} events/s (${m.seconds.toFixed(2)} s), WAL ${fmtInt(m.wal.bytes / m.items)} B and ${(m.wal.fullPageImages / m.items).toFixed(2)} full-page images per message`);
         }
       }
-      for (const mode of modes) {
-        const entry = result.modes[mode] as SizeResult['modes'][string];
+      for (const arm of arms) {
+        const entry = result.modes[arm.key] as SizeResult['modes'][string];
         entry.median = median(entry.rates);
-        if (size === sizes[0]) empty[mode] = entry.rates;
-        const base = empty[mode] ?? [];
+        if (size === sizes[0]) empty[arm.key] = entry.rates;
+        const base = empty[arm.key] ?? [];
         // Runs at different sizes are not neighbours in time: ratios pair run i with the empty table's run i.
         entry.ratios = entry.rates.map((x, i) => x / (base[i] ?? Number.NaN)).filter(Number.isFinite);
         entry.ratio = entry.ratios.length > 0 ? median(entry.ratios) : null;
@@ -219,29 +281,37 @@ async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }
   }
 }
 
+/** The table's name for an arm key (`batch`, `event`, optionally `+wal_compression`). */
+function armName(key: string): string {
+  const [mode, extra] = key.split('+');
+  return `${mode === 'batch' ? `batch ${batchSize}` : 'per-event'}${extra === undefined ? '' : ` + ${extra} ${walCompression ?? ''}`}`;
+}
+
 function writeOut(results: SizeResult[], source: string): void {
   const dir = path.join(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
-  const report = { date: new Date().toISOString(), postgres: source, settings: { sizes, ids: kinds, modes, runs: Number(args.runs), batchSize, minSeconds, duplicateRate: Number(args['duplicate-rate']) }, results };
+  const report = { date: new Date().toISOString(), postgres: source, settings: { sizes, ids: kinds, modes, runs: Number(args.runs), batchSize, minSeconds, duplicateRate: Number(args['duplicate-rate']), walCompression: walCompression ?? null }, results };
   writeFileSync(path.join(dir, `${outName}.json`), JSON.stringify(report, null, 2) + '\n');
   const lines = [
-    `Command: \`npm run bench:growth -- --sizes ${sizes.join(',')} --ids ${kinds.join(',')} --modes ${modes.join(',')} --runs ${args.runs}${generations > 0 ? ` --generations ${generations}` : ''}\`; Postgres ${source}; ${report.date}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} on ${os.cpus().length} CPUs.`,
+    `Command: \`npm run bench:growth -- --sizes ${sizes.join(',')} --ids ${kinds.join(',')} --modes ${modes.join(',')} --runs ${args.runs}${generations > 0 ? ` --generations ${generations}` : ''}${walCompression === undefined ? '' : ` --wal-compression ${walCompression}`}\`; Postgres ${source}; ${report.date}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} on ${os.cpus().length} CPUs.`,
     ...(generations > 0 ? ['', `Retention by generations: the rows spread evenly over ${generations} live generations (partitions of processed_event_generations), claims going to the newest and checking the ${generations - 1} older ones.`] : []),
     '',
-    '| ids | rows in processed_events | table / indexes (primary key) | per million ids: table / indexes | mode | messages per run | events/s (median) | min–max | vs empty table: median of per-round ratios (min–max) |',
-    '|---|---:|---|---|---|---:|---:|---:|---:|',
+    '| ids | rows in processed_events | table / indexes (primary key) | per million ids: table / indexes | mode | messages per run | events/s (median) | min–max | vs empty table: median of per-round ratios (min–max) | WAL per message: bytes, full-page images (median) |',
+    '|---|---:|---|---|---|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     for (const [mode, m] of Object.entries(r.modes)) {
       const ratio = m.ratio === null ? '' : `${m.ratio.toFixed(2)}× (${Math.min(...m.ratios).toFixed(2)}–${Math.max(...m.ratios).toFixed(2)})`;
       lines.push(
-        `| ${r.kind} | ${fmtInt(r.rows)} | ${fmtBytes(r.tableBytes)} / ${fmtBytes(r.indexBytes)} (${fmtBytes(r.pkeyBytes)}) | ${r.perMillion === null ? '' : `${fmtBytes(r.perMillion.tableBytes)} / ${fmtBytes(r.perMillion.indexBytes)}`} | ${mode === 'batch' ? `batch ${batchSize}` : 'per-event'} | ${fmtInt(m.messages)} | ${fmtInt(m.median)} | ${fmtInt(Math.min(...m.rates))}–${fmtInt(Math.max(...m.rates))} | ${ratio} |`,
+        `| ${r.kind} | ${fmtInt(r.rows)} | ${fmtBytes(r.tableBytes)} / ${fmtBytes(r.indexBytes)} (${fmtBytes(r.pkeyBytes)}) | ${r.perMillion === null ? '' : `${fmtBytes(r.perMillion.tableBytes)} / ${fmtBytes(r.perMillion.indexBytes)}`} | ${armName(mode)} | ${fmtInt(m.messages)} | ${fmtInt(m.median)} | ${fmtInt(Math.min(...m.rates))}–${fmtInt(Math.max(...m.rates))} | ${ratio} | ${m.walBytesPerEvent.length > 0 ? `${fmtInt(median(m.walBytesPerEvent))} B, ${median(m.fpiPerEvent).toFixed(2)}` : ''} |`,
       );
     }
   }
   lines.push(
     '',
     `No-op handlers: the cost measured is the consumer's own transaction (claim, fence, commit) on one partition and one connection, fed from memory (no Kafka). Rows in the table include those the runs themselves claimed. Pre-filled rows belong to the measuring consumer group, so claims descend the same primary-key index.`,
+    '',
+    `WAL per message: over each timed run, the WAL written (difference of pg_current_wal_lsn()) and the full-page images counted (pg_stat_wal.wal_fpi, after the consumer's sessions reported their statistics), divided by the messages fed (duplicates included); the whole server's, so anything else writing meanwhile (autovacuum) counts too. A full-page image is the whole 8 KiB page written to the WAL at its first change after a checkpoint (full_page_writes).${walCompression === undefined ? '' : ` "+ wal_compression": the same mode, in the same rounds on the same table, with the consumer's sessions set to wal_compression = ${walCompression}.`}`,
   );
   writeFileSync(path.join(dir, `${outName}.md`), lines.join('\n') + '\n');
   const xLabels = sizes.map((n) => (n === 0 ? '0' : n >= 1e6 ? `${n / 1e6}M` : fmtInt(n)));
@@ -259,10 +329,11 @@ function writeOut(results: SizeResult[], source: string): void {
   writeFileSync(path.join(dir, `${outName}.svg`), parts.join('\n') + '\n');
 }
 
-const state: { postgres?: RunningPostgres; schemas: TestSchema[] } = { schemas: [] };
+const state: { postgres?: RunningPostgres; schemas: TestSchema[]; extra: Database[] } = { schemas: [], extra: [] };
 runBench(
   () => main(state),
   async () => {
+    for (const d of state.extra) await d.destroy().catch(() => undefined);
     if (!args.keep) for (const s of state.schemas) await s.drop().catch(() => undefined);
     await state.postgres?.stop();
   },
