@@ -2,8 +2,7 @@ import { sql, type Transaction, type Kysely } from 'kysely';
 import { idKey } from './classify';
 import type { IdOrigin } from './event-id';
 import { CompiledOnce } from './prepared';
-import { storableText } from './storable-text';
-import { claimArguments, claimGuards, ProcessedEventStore, type ClaimArguments, type EventKey, type OpenOptions, type OpenResult, type Redriven, type StoredEvent } from './store';
+import { claimArguments, claimGuards, markDeadLetteredIn, ProcessedEventStore, redriveIn, releaseIn, restoreIn, type ClaimArguments, type EventKey, type OpenOptions, type OpenResult, type Redriven, type StoredEvent } from './store';
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
@@ -125,46 +124,21 @@ export class GenerationStore extends ProcessedEventStore {
     if (requests.length === 0) return [];
     const slot = this.slotOf.get(trx);
     if (slot === undefined) throw new Error('GenerationStore.redrive: open() was not called in this transaction');
-    const taken: Redriven[] = [];
-    for (const table of [this.gens, this.legacy]) {
-      const move = table === this.gens ? sql`, slot = ${slot}::int` : sql``;
-      const result = await sql<{ id_origin: IdOrigin; event_id: string; previous_redrive_id: string | null; previous_error: string | null; previous_attempts: number }>`
-        WITH r AS (SELECT * FROM unnest(${requests.map((q) => q.origin)}::text[], ${requests.map((q) => q.eventId)}::text[], ${requests.map((q) => q.redriveId)}::text[], ${requests.map((q) => q.offset)}::bigint[])
-                   AS r(id_origin, event_id, redrive_id, kafka_offset)),
-        previous AS (
-          SELECT p.id_origin, p.event_id, p.redrive_id, p.error, p.attempts FROM ${table} p JOIN r ON p.id_origin = r.id_origin AND p.event_id = r.event_id
-          WHERE p.consumer_group = ${this.groupId} AND p.status = 'dead_lettered' AND p.redrive_id IS DISTINCT FROM r.redrive_id
-          FOR UPDATE OF p)
-        UPDATE ${table} p SET status = 'processed', redrive_id = r.redrive_id, error = NULL, kafka_offset = r.kafka_offset, processed_at = now()${move}
-        FROM previous, r
-        WHERE p.consumer_group = ${this.groupId} AND p.id_origin = previous.id_origin AND p.event_id = previous.event_id
-          AND r.id_origin = previous.id_origin AND r.event_id = previous.event_id
-        RETURNING p.id_origin, p.event_id, previous.redrive_id AS previous_redrive_id, previous.error AS previous_error, previous.attempts AS previous_attempts`.execute(trx);
-      taken.push(...result.rows.map((r) => ({ origin: r.id_origin, eventId: r.event_id, previousRedriveId: r.previous_redrive_id, previousError: r.previous_error, previousAttempts: r.previous_attempts })));
-    }
-    return taken;
+    return [...(await redriveIn(trx, this.gens, this.groupId, requests, sql`, slot = ${slot}::int`)), ...(await redriveIn(trx, this.legacy, this.groupId, requests))];
   }
 
   override async restore(trx: Db, taken: Redriven[]): Promise<void> {
     if (taken.length === 0) return;
-    for (const table of [this.gens, this.legacy]) {
-      await sql`
-        UPDATE ${table} p SET status = 'dead_lettered', redrive_id = t.redrive_id, error = t.error, attempts = t.attempts
-        FROM unnest(${taken.map((k) => k.origin)}::text[], ${taken.map((k) => k.eventId)}::text[], ${taken.map((k) => k.previousRedriveId)}::text[],
-                    ${taken.map((k) => k.previousError)}::text[], ${taken.map((k) => k.previousAttempts)}::int[]) AS t(id_origin, event_id, redrive_id, error, attempts)
-        WHERE p.consumer_group = ${this.groupId} AND p.id_origin = t.id_origin AND p.event_id = t.event_id`.execute(trx);
-    }
+    for (const table of [this.gens, this.legacy]) await restoreIn(trx, table, this.groupId, taken);
   }
 
   /** Claims are only ever made in the generations (never in the legacy table). */
   override async release(trx: Db, keys: EventKey[]): Promise<void> {
     if (keys.length === 0) return;
-    await sql`DELETE FROM ${this.gens} p USING unnest(${keys.map((k) => k.origin)}::text[], ${keys.map((k) => k.eventId)}::text[]) AS k(id_origin, event_id)
-              WHERE p.consumer_group = ${this.groupId} AND p.id_origin = k.id_origin AND p.event_id = k.event_id`.execute(trx);
+    await releaseIn(trx, this.gens, this.groupId, keys);
   }
 
   override async markDeadLettered(trx: Db, key: EventKey, error: string, attempts: number): Promise<void> {
-    await sql`UPDATE ${this.gens} SET status = 'dead_lettered', error = ${storableText(error)}, attempts = ${attempts}
-              WHERE consumer_group = ${this.groupId} AND id_origin = ${key.origin} AND event_id = ${key.eventId}`.execute(trx);
+    await markDeadLetteredIn(trx, this.gens, this.groupId, key, error, attempts);
   }
 }

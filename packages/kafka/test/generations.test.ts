@@ -3,6 +3,7 @@ import { createDatabase, InvalidConfigError } from '@effectively/core';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { enableGenerations, pruneProcessedEvents, readGenerations, rotateProcessedEvents } from '../src';
 import { GenerationStore } from '../src/generation-store';
+import { ProcessedEventStore } from '../src/store';
 import type { ClaimRow, OpenResult } from '../src/store';
 import { count } from './support/ledger';
 
@@ -233,14 +234,10 @@ describe('retention by generations: claims and rotation', () => {
     expect(await count(s.db, s.schema, 'processed_event_generations', where)).toBe(1);
   });
 
-  it('claims probe the older generations key by key: generations filled since their last ANALYZE are never read whole', async () => {
-    // Migration 0008's gate asked EXISTS (…) OR (…) per key, which Postgres ran as a hashed subplan
-    // over partitions it had no statistics for: every key of the group in every older generation
-    // read by every claim (600,000 index entries a claim of 500, 800–950 ms). One probe per key and
-    // generation reads only the keys that are there.
+  /** Three older generations of `perGeneration` keys each (`old-<g>-<i>`), filled since their last ANALYZE; then the current one, empty. */
+  const fillOlderGenerations = async (perGeneration: number): Promise<void> => {
     await enableGenerations(s.db, { schema: s.schema, windowMs: 10_000, intervalMs: 1_000 });
     const gens = sql.id(s.schema, 'processed_event_generations');
-    const perGeneration = 20_000;
     for (let g = 0; g < 3; g++) {
       await sql`INSERT INTO ${gens} (consumer_group, event_id, status, payload_hash, topic, partition, kafka_offset, slot)
                 SELECT ${GROUP}, ${`old-${g}-`} || i, 'processed', 'h', 't', 0, i, (SELECT current_slot FROM ${sql.id(s.schema, 'dedup_retention')})
@@ -248,14 +245,23 @@ describe('retention by generations: claims and rotation', () => {
       await sleep(1_050);
       expect((await rotateProcessedEvents(s.db, { schema: s.schema })).rotated).toBe(true);
     }
-    const readSoFar = async (): Promise<number> => {
-      const { rows } = await sql<{ n: string }>`
-        SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = ${s.schema} AND relname LIKE 'processed_event_generations%')
-             + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = ${s.schema} AND relname LIKE 'processed_event_generations%') AS n`.execute(other.db);
-      return Number(rows[0]!.n);
-    };
+  };
+  /** Index entries and heap rows read so far from the generations' partitions (pg_stat_user_*; a transaction's counters after its commit). */
+  const generationsRead = async (): Promise<number> => {
+    const { rows } = await sql<{ n: string }>`
+      SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = ${s.schema} AND relname LIKE 'processed_event_generations%')
+           + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = ${s.schema} AND relname LIKE 'processed_event_generations%') AS n`.execute(other.db);
+    return Number(rows[0]!.n);
+  };
+
+  it('claims probe the older generations key by key: generations filled since their last ANALYZE are never read whole', async () => {
+    // Migration 0008's gate asked EXISTS (…) OR (…) per key, which Postgres ran as a hashed subplan
+    // over partitions it had no statistics for: every key of the group in every older generation
+    // read by every claim (600,000 index entries a claim of 500, 800–950 ms). One probe per key and
+    // generation reads only the keys that are there.
+    await fillOlderGenerations(20_000);
     const store = new GenerationStore(s.schema, GROUP);
-    const before = await readSoFar();
+    const before = await generationsRead();
     const claims = 8; // past the 5 custom plans after which PL/pgSQL may keep a generic one
     for (let c = 0; c < claims; c++) {
       const copies = [0, 1, 2].map((g) => `old-${g}-${c * 100 + 7}`);
@@ -269,7 +275,71 @@ describe('retention by generations: claims and rotation', () => {
     }
     // Reads of the generations' tables and indexes: the copies found (and their stored hashes),
     // never the 60,000 keys the older generations hold.
-    expect(await readSoFar() - before).toBeLessThan(claims * 100);
+    expect(await generationsRead() - before).toBeLessThan(claims * 100);
+  });
+
+  it('releasing failed claims, dead-lettering, re-driving and restoring read only the keys they name, however stale the generations\' statistics', async () => {
+    // The same kind of plan as the gate's: a key set joined to partitions Postgres believes empty
+    // may be hashed against a whole partition. Each statement must find its keys by primary key.
+    await fillOlderGenerations(20_000);
+    const store = new GenerationStore(s.schema, GROUP);
+    const before = await generationsRead();
+    const rounds = 6; // past the 5 custom plans
+    const restored: string[] = [];
+    for (let c = 0; c < rounds; c++) {
+      const ids = Array.from({ length: 500 }, (_, i) => `fail-${c}-${i}`);
+      await s.db.transaction().execute(async (trx) => {
+        await sql`SELECT pg_stat_force_next_flush()`.execute(trx);
+        const r = await store.open(trx, { lockTimeoutMs: 20_000, statementTimeoutMs: 30_000, rows: ids.map((id, i) => row(id, i)) });
+        expect(r.claimed.size).toBe(500);
+        // The handlers failed: 499 claims released, one event dead-lettered in place.
+        await store.release(trx, ids.slice(1).map((eventId) => ({ origin: 'producer', eventId })));
+        await store.markDeadLettered(trx, { origin: 'producer', eventId: ids[0]! }, 'failed', 3);
+        // A re-drive of keys the older generations hold (processed, so not taken) and a restore of what was taken.
+        const copies = [0, 1, 2].map((g) => ({ origin: 'producer' as const, eventId: `old-${g}-${c * 100 + 9}`, redriveId: `r-${c}`, offset: '1' }));
+        expect(await store.redrive(trx, copies)).toEqual([]);
+        await store.restore(trx, copies.map((k) => ({ origin: k.origin, eventId: k.eventId, previousRedriveId: null, previousError: 'e', previousAttempts: 1 })));
+        restored.push(...copies.map((k) => k.eventId));
+      });
+    }
+    // 500 claimed + 499 released + 1 marked + 3 copies probed and restored per round, over 4 live generations: a few thousand at most, never the 60,000 keys.
+    expect(await generationsRead() - before).toBeLessThan(rounds * 2_500);
+    const { rows } = await sql<{ event_id: string; status: string }>`SELECT event_id, status FROM ${sql.id(s.schema, 'processed_event_generations')} WHERE event_id LIKE 'fail-%' ORDER BY event_id`.execute(s.db);
+    expect(rows).toEqual(Array.from({ length: rounds }, (_, c) => ({ event_id: `fail-${c}-0`, status: 'dead_lettered' })));
+    // The restores found their records where they are, in the older generations.
+    const back = await sql<{ status: string }>`SELECT status FROM ${sql.id(s.schema, 'processed_event_generations')} WHERE event_id = ANY (${restored}::text[])`.execute(s.db);
+    expect(back.rows.map((r) => r.status)).toEqual(restored.map(() => 'dead_lettered'));
+  });
+
+  it('without generations too: releasing, dead-lettering, re-driving and restoring read only the keys they name while processed_events has no statistics yet', async () => {
+    const events = sql.id(s.schema, 'processed_events');
+    await sql`INSERT INTO ${events} (consumer_group, event_id, status, payload_hash, topic, partition, kafka_offset)
+              SELECT ${GROUP}, 'old-' || i, 'processed', 'h', 't', 0, i FROM generate_series(1, 60000) i`.execute(s.db);
+    const tableRead = async (): Promise<number> => {
+      const { rows } = await sql<{ n: string }>`
+        SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = ${s.schema} AND relname = 'processed_events')
+             + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = ${s.schema} AND relname = 'processed_events') AS n`.execute(other.db);
+      return Number(rows[0]!.n);
+    };
+    const store = new ProcessedEventStore(s.schema, GROUP);
+    const before = await tableRead();
+    const rounds = 6;
+    for (let c = 0; c < rounds; c++) {
+      const ids = Array.from({ length: 500 }, (_, i) => `fail-${c}-${i}`);
+      await s.db.transaction().execute(async (trx) => {
+        await sql`SELECT pg_stat_force_next_flush()`.execute(trx);
+        const r = await store.open(trx, { lockTimeoutMs: 20_000, statementTimeoutMs: 30_000, rows: ids.map((id, i) => row(id, i)) });
+        expect(r.claimed.size).toBe(500);
+        await store.release(trx, ids.slice(1).map((eventId) => ({ origin: 'producer', eventId })));
+        await store.markDeadLettered(trx, { origin: 'producer', eventId: ids[0]! }, 'failed', 3);
+        const copies = [0, 1, 2].map((g) => ({ origin: 'producer' as const, eventId: `old-${c * 100 + g + 1}`, redriveId: `r-${c}`, offset: '1' }));
+        expect(await store.redrive(trx, copies)).toEqual([]);
+        await store.restore(trx, copies.map((k) => ({ origin: k.origin, eventId: k.eventId, previousRedriveId: null, previousError: 'e', previousAttempts: 1 })));
+      });
+    }
+    expect(await tableRead() - before).toBeLessThan(rounds * 2_500);
+    const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM ${events} WHERE event_id LIKE 'fail-%' OR status = 'dead_lettered'`.execute(s.db);
+    expect(Number(rows[0]!.n)).toBe(rounds + rounds * 3);
   });
 
   it('records made before generations were enabled are still checked, then forgotten with the window', async () => {
