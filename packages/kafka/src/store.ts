@@ -149,24 +149,33 @@ const located = sql`p.ctid = ANY (ARRAY(SELECT row FROM x)) AND p.tableoid = x.r
 
 /**
  * Re-drives taken from `table` (see {@link ProcessedEventStore.redrive}), `set` added to the
- * update (the generations move the record to the current slot). Each request's record is found by
- * primary key and locked, then updated by row id (see {@link locate}).
+ * update (the generations move the record to the current slot). Two statements: each request's
+ * record is found by primary key and locked (`FOR UPDATE`), then updated by row id (see
+ * {@link locate}) in a statement of its own. In one statement the update would read with the
+ * snapshot taken before the lock: a record another transaction changed and committed meanwhile
+ * (a concurrent re-drive's restore) is locked in its newest version, which that snapshot does not
+ * see, and would be left out silently.
  */
 export async function redriveIn(trx: Db, table: RawBuilder<unknown>, group: string, requests: Array<EventKey & { redriveId: string; offset: string }>, set: RawBuilder<unknown> = sql``): Promise<Redriven[]> {
-  const result = await sql<{ id_origin: IdOrigin; event_id: string; previous_redrive_id: string | null; previous_error: string | null; previous_attempts: number }>`
-    WITH x AS MATERIALIZED (
-      SELECT l.rel, l.row, k.id_origin, k.event_id, k.redrive_id, k.kafka_offset, l.previous_redrive_id, l.previous_error, l.previous_attempts
-      FROM unnest(${requests.map((q) => q.origin)}::text[], ${requests.map((q) => q.eventId)}::text[], ${requests.map((q) => q.redriveId)}::text[], ${requests.map((q) => q.offset)}::bigint[])
-           AS k(id_origin, event_id, redrive_id, kafka_offset)
-      CROSS JOIN LATERAL (SELECT p.tableoid AS rel, p.ctid AS row, p.redrive_id AS previous_redrive_id, p.error AS previous_error, p.attempts AS previous_attempts FROM ${table} p
-                          WHERE p.consumer_group = ${group} AND p.id_origin = k.id_origin AND p.event_id = k.event_id
-                            AND p.status = 'dead_lettered' AND p.redrive_id IS DISTINCT FROM k.redrive_id
-                          LIMIT 1 FOR UPDATE OF p) l)
+  const found = await sql<{ rel: string; row: string; id_origin: IdOrigin; event_id: string; redrive_id: string; kafka_offset: string; previous_redrive_id: string | null; previous_error: string | null; previous_attempts: number }>`
+    SELECT l.rel::text AS rel, l.row::text AS row, k.id_origin, k.event_id, k.redrive_id, k.kafka_offset::text AS kafka_offset, l.previous_redrive_id, l.previous_error, l.previous_attempts
+    FROM unnest(${requests.map((q) => q.origin)}::text[], ${requests.map((q) => q.eventId)}::text[], ${requests.map((q) => q.redriveId)}::text[], ${requests.map((q) => q.offset)}::bigint[])
+         AS k(id_origin, event_id, redrive_id, kafka_offset)
+    CROSS JOIN LATERAL (SELECT p.tableoid AS rel, p.ctid AS row, p.redrive_id AS previous_redrive_id, p.error AS previous_error, p.attempts AS previous_attempts FROM ${table} p
+                        WHERE p.consumer_group = ${group} AND p.id_origin = k.id_origin AND p.event_id = k.event_id
+                          AND p.status = 'dead_lettered' AND p.redrive_id IS DISTINCT FROM k.redrive_id
+                        LIMIT 1 FOR UPDATE OF p) l`.execute(trx);
+  const taken = found.rows;
+  if (taken.length === 0) return [];
+  const updated = await sql`
+    WITH x AS MATERIALIZED (SELECT * FROM unnest(${taken.map((t) => t.rel)}::oid[], ${taken.map((t) => t.row)}::tid[], ${taken.map((t) => t.redrive_id)}::text[], ${taken.map((t) => t.kafka_offset)}::bigint[])
+                            AS x(rel, row, redrive_id, kafka_offset))
     UPDATE ${table} p SET status = 'processed', redrive_id = x.redrive_id, error = NULL, kafka_offset = x.kafka_offset, processed_at = now()${set}
     FROM x
-    WHERE ${located}
-    RETURNING x.id_origin, x.event_id, x.previous_redrive_id, x.previous_error, x.previous_attempts`.execute(trx);
-  return result.rows.map((r) => ({ origin: r.id_origin, eventId: r.event_id, previousRedriveId: r.previous_redrive_id, previousError: r.previous_error, previousAttempts: r.previous_attempts }));
+    WHERE ${located}`.execute(trx);
+  // Locked by this transaction since the first statement: every one is there to update.
+  if (Number(updated.numAffectedRows ?? 0) !== taken.length) throw new Error(`re-drive: ${taken.length} records locked but ${String(updated.numAffectedRows)} updated; the chunk is retried`);
+  return taken.map((r) => ({ origin: r.id_origin, eventId: r.event_id, previousRedriveId: r.previous_redrive_id, previousError: r.previous_error, previousAttempts: r.previous_attempts }));
 }
 
 /** Puts re-driven records of `table` back (see {@link ProcessedEventStore.restore}), found by primary key. */

@@ -342,6 +342,50 @@ describe('retention by generations: claims and rotation', () => {
     expect(Number(rows[0]!.n)).toBe(rounds + rounds * 3);
   });
 
+  it.each(['processed_events', 'generations'] as const)('a re-drive waiting for a record another re-drive took, then restored and committed, takes it (%s)', async (kind) => {
+    if (kind === 'generations') await enableGenerations(s.db, { schema: s.schema, windowMs: 10_000, intervalMs: 1_000 });
+    const table = sql.id(s.schema, kind === 'generations' ? 'processed_event_generations' : 'processed_events');
+    const store = kind === 'generations' ? new GenerationStore(s.schema, GROUP) : new ProcessedEventStore(s.schema, GROUP);
+    const open = (trx: Parameters<typeof store.open>[0]) => store.open(trx, { lockTimeoutMs: 20_000, statementTimeoutMs: 30_000, rows: [row('dl')] });
+    await s.db.transaction().execute(async (trx) => {
+      await open(trx);
+      await store.markDeadLettered(trx, { origin: 'producer', eventId: 'dl' }, 'failed', 3);
+    });
+    const key = { origin: 'producer' as const, eventId: 'dl', offset: '5' };
+    const signal = (): [Promise<void>, () => void] => {
+      let fire!: () => void;
+      const p = new Promise<void>((r) => (fire = r));
+      return [p, fire];
+    };
+    const [secondOpened, secondOpen] = signal();
+    const [firstTook, firstTake] = signal();
+    const [restoring, restoreNow] = signal();
+    // The second re-drive's transaction opens first (its claim statement finds the record and waits for nothing) ...
+    const second = other.db.transaction().execute(async (trx) => {
+      await open(trx);
+      secondOpen();
+      await firstTook;
+      // ... then waits for the record's lock, which the first holds; once the first commits, the record is dead-lettered again: taken.
+      return store.redrive(trx, [{ ...key, redriveId: 'r2' }]);
+    });
+    await secondOpened;
+    // The first re-drive takes the record, then (its handling did not settle) restores it and commits.
+    const first = s.db.transaction().execute(async (trx) => {
+      await open(trx);
+      const taken = await store.redrive(trx, [{ ...key, redriveId: 'r1' }]);
+      expect(taken).toHaveLength(1);
+      firstTake();
+      await restoring;
+      await store.restore(trx, taken);
+    });
+    await sleep(300);
+    restoreNow();
+    await first;
+    expect(await second).toEqual([{ origin: 'producer', eventId: 'dl', previousRedriveId: null, previousError: 'failed', previousAttempts: 3 }]);
+    const { rows } = await sql<{ status: string; redrive_id: string | null }>`SELECT status, redrive_id FROM ${table} WHERE consumer_group = ${GROUP} AND event_id = 'dl'`.execute(s.db);
+    expect(rows).toEqual([{ status: 'processed', redrive_id: 'r2' }]);
+  });
+
   it('records made before generations were enabled are still checked, then forgotten with the window', async () => {
     const legacy = sql.id(s.schema, 'processed_events');
     await sql`INSERT INTO ${legacy} (consumer_group, event_id, status, payload_hash, topic, partition, kafka_offset) VALUES (${GROUP}, 'old', 'processed', 'h-old', 't', 0, 1)`.execute(s.db);
