@@ -1,6 +1,6 @@
 // npm run bench:growth -- [--sizes 0,1e6,1e7,5e7] [--ids v4,v7] [--modes batch,event] [--runs 3]
 //                         [--min-seconds 2] [--batch-size 500] [--duplicate-rate 0.2] [--keep] [--generations 7]
-//                         [--wal-compression lz4]
+//                         [--wal-compression lz4] [--out growth-name]
 // Claim throughput as processed_events grows. For each id kind (random UUIDv4, time-ordered
 // UUIDv7) one schema; processed_events is pre-filled in SQL (generate_series) to each size in
 // turn, then the idempotent consumer (batch mode and per-event mode, a no-op handler, fed from
@@ -10,7 +10,8 @@
 // ratio to the empty table (median of per-round ratios) and table + index size per million ids.
 // With --generations N the schema's retention is by generations and the rows are spread over N live
 // generations (bench/results/growth-generations.*).
-// With --wal-compression the results go to bench/results/growth[-generations]-wal-compression.*.
+// With --wal-compression the results go to bench/results/growth[-generations]-wal-compression.*;
+// --out names the files yourself.
 // WAL per event: WAL bytes (LSN difference) and full-page images (pg_stat_wal) over every timed run;
 // the whole server's WAL, so nothing else should write meanwhile. With --wal-compression X every mode
 // also runs, in the same rounds on the same table, with the consumer's sessions set to
@@ -43,6 +44,7 @@ const { values: args } = parseArgs({
     keep: { type: 'boolean', default: false },
     generations: { type: 'string', default: '0' },
     'wal-compression': { type: 'string' },
+    out: { type: 'string' },
   },
 });
 const say = (line: string): void => void process.stderr.write(`[growth] ${line}\n`);
@@ -63,7 +65,8 @@ const minSeconds = Number(args['min-seconds']);
 const walCompression = args['wal-compression'];
 if (walCompression !== undefined && !/^(on|pglz|lz4|zstd)$/.test(walCompression)) throw new Error(`--wal-compression takes on, pglz, lz4 or zstd; got ${walCompression}`);
 /** bench/results/<name>.{json,md,svg}: growth, growth-generations, and -wal-compression after either when that arm runs. */
-const outName = `${generations > 0 ? 'growth-generations' : 'growth'}${walCompression === undefined ? '' : '-wal-compression'}`;
+const outName = args.out ?? `${generations > 0 ? 'growth-generations' : 'growth'}${walCompression === undefined ? '' : '-wal-compression'}`;
+if (!/^[a-z0-9-]+$/.test(outName)) throw new Error(`--out takes a file name without extension (a-z, 0-9, -); got ${outName}`);
 const group = 'growth';
 const topic = 'growth_topic';
 
@@ -293,7 +296,7 @@ function writeOut(results: SizeResult[], source: string): void {
   const report = { date: new Date().toISOString(), postgres: source, settings: { sizes, ids: kinds, modes, runs: Number(args.runs), batchSize, minSeconds, duplicateRate: Number(args['duplicate-rate']), walCompression: walCompression ?? null }, results };
   writeFileSync(path.join(dir, `${outName}.json`), JSON.stringify(report, null, 2) + '\n');
   const lines = [
-    `Command: \`npm run bench:growth -- --sizes ${sizes.join(',')} --ids ${kinds.join(',')} --modes ${modes.join(',')} --runs ${args.runs}${generations > 0 ? ` --generations ${generations}` : ''}${walCompression === undefined ? '' : ` --wal-compression ${walCompression}`}\`; Postgres ${source}; ${report.date}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} on ${os.cpus().length} CPUs.`,
+    `Command: \`npm run bench:growth -- --sizes ${sizes.join(',')} --ids ${kinds.join(',')} --modes ${modes.join(',')} --runs ${args.runs}${generations > 0 ? ` --generations ${generations}` : ''}${walCompression === undefined ? '' : ` --wal-compression ${walCompression}`}${args.out === undefined ? '' : ` --out ${args.out}`}\`; Postgres ${source}; ${report.date}; load average ${os.loadavg().map((l) => l.toFixed(1)).join(', ')} on ${os.cpus().length} CPUs.`,
     ...(generations > 0 ? ['', `Retention by generations: the rows spread evenly over ${generations} live generations (partitions of processed_event_generations), claims going to the newest and checking the ${generations - 1} older ones.`] : []),
     '',
     '| ids | rows in processed_events | table / indexes (primary key) | per million ids: table / indexes | mode | messages per run | events/s (median) | min–max | vs empty table: median of per-round ratios (min–max) | WAL per message: bytes, full-page images (median) |',

@@ -9,7 +9,7 @@
 // A third arm times the same consumption on a schema without generations (plain processed_events)
 // as the reference for the claim path itself. The arms alternate round by round; reported:
 // events/s, the median of per-round ratios with min–max, rotations and generations forgotten per run.
-// Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/retention-cost.{json,md}.
+// Postgres comes from DATABASE_URL, else a private embedded one. Writes bench/results/retention-cost[-event][-<interval>].{json,md}.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -168,7 +168,8 @@ async function main(state: { postgres?: RunningPostgres; schemas: TestSchema[] }
     ].join('\n');
     const dir = path.join(__dirname, 'results');
     mkdirSync(dir, { recursive: true });
-    const suffix = mode === 'batch' ? '' : '-event';
+    // Other schedules than the default (--interval 1s) get files of their own, e.g. retention-cost-5s.md.
+    const suffix = `${mode === 'batch' ? '' : '-event'}${intervalMs === 1_000 ? '' : `-${args.interval}`}`;
     writeFileSync(path.join(dir, `retention-cost${suffix}.json`), JSON.stringify(report, null, 2) + '\n');
     writeFileSync(path.join(dir, `retention-cost${suffix}.md`), md);
     process.stdout.write(md);
