@@ -135,13 +135,12 @@ export interface OpenResult {
  * to the table instead lets the planner read the table, or a partition, by the group's prefix of
  * the primary key or hash it whole whenever its statistics say it is small: a generation filled
  * since its last ANALYZE (a minute at 40,000 claims/s) was read whole by every release of failed
- * claims (60,000 entries per statement in the test). With no index usable on the target, its only
+ * claims (about 60,000 index entries and rows a round in the test). With no index usable on the target, its only
  * other path is a sequential scan, which Postgres costs by the table's real size in pages.
  */
-function locate(table: RawBuilder<unknown>, group: string, filter: RawBuilder<unknown> = sql``, lock = false): RawBuilder<unknown> {
+function locate(table: RawBuilder<unknown>, group: string): RawBuilder<unknown> {
   return sql`CROSS JOIN LATERAL (SELECT p.tableoid AS rel, p.ctid AS row FROM ${table} p
-                                 WHERE p.consumer_group = ${group} AND p.id_origin = k.id_origin AND p.event_id = k.event_id${filter}
-                                 LIMIT 1${lock ? sql` FOR UPDATE OF p` : sql``}) l`;
+                                 WHERE p.consumer_group = ${group} AND p.id_origin = k.id_origin AND p.event_id = k.event_id LIMIT 1) l`;
 }
 
 /** The target rows of a statement over `x` (see {@link locate}): by row id, then the exact table and row. */

@@ -246,12 +246,32 @@ describe('retention by generations: claims and rotation', () => {
       expect((await rotateProcessedEvents(s.db, { schema: s.schema })).rotated).toBe(true);
     }
   };
-  /** Index entries and heap rows read so far from the generations' partitions (pg_stat_user_*; a transaction's counters after its commit). */
-  const generationsRead = async (): Promise<number> => {
+  /** Index entries and heap rows read so far from the tables named like `relname` (pg_stat_user_*; a transaction's counters after its commit). */
+  const readsOf = async (relname: string): Promise<number> => {
     const { rows } = await sql<{ n: string }>`
-      SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = ${s.schema} AND relname LIKE 'processed_event_generations%')
-           + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = ${s.schema} AND relname LIKE 'processed_event_generations%') AS n`.execute(other.db);
+      SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = ${s.schema} AND relname LIKE ${relname})
+           + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = ${s.schema} AND relname LIKE ${relname}) AS n`.execute(other.db);
     return Number(rows[0]!.n);
+  };
+  const generationsRead = (): Promise<number> => readsOf('processed_event_generations%');
+
+  /**
+   * One transaction of a chunk whose handlers failed: 500 new ids claimed, 499 claims released,
+   * the first dead-lettered in place; then a re-drive of `copies` (processed records, so not
+   * taken) and a restore of them.
+   */
+  const failedChunk = async (store: ProcessedEventStore, round: number, copies: string[]): Promise<void> => {
+    const ids = Array.from({ length: 500 }, (_, i) => `fail-${round}-${i}`);
+    await s.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_stat_force_next_flush()`.execute(trx); // this backend's counters reach pg_stat_* at commit
+      const r = await store.open(trx, { lockTimeoutMs: 20_000, statementTimeoutMs: 30_000, rows: ids.map((id, i) => row(id, i)) });
+      expect(r.claimed.size).toBe(500);
+      await store.release(trx, ids.slice(1).map((eventId) => ({ origin: 'producer', eventId })));
+      await store.markDeadLettered(trx, { origin: 'producer', eventId: ids[0]! }, 'failed', 3);
+      const requests = copies.map((eventId) => ({ origin: 'producer' as const, eventId, redriveId: `r-${round}`, offset: '1' }));
+      expect(await store.redrive(trx, requests)).toEqual([]);
+      await store.restore(trx, requests.map((k) => ({ origin: k.origin, eventId: k.eventId, previousRedriveId: null, previousError: 'e', previousAttempts: 1 })));
+    });
   };
 
   it('claims probe the older generations key by key: generations filled since their last ANALYZE are never read whole', async () => {
@@ -287,20 +307,9 @@ describe('retention by generations: claims and rotation', () => {
     const rounds = 6; // past the 5 custom plans
     const restored: string[] = [];
     for (let c = 0; c < rounds; c++) {
-      const ids = Array.from({ length: 500 }, (_, i) => `fail-${c}-${i}`);
-      await s.db.transaction().execute(async (trx) => {
-        await sql`SELECT pg_stat_force_next_flush()`.execute(trx);
-        const r = await store.open(trx, { lockTimeoutMs: 20_000, statementTimeoutMs: 30_000, rows: ids.map((id, i) => row(id, i)) });
-        expect(r.claimed.size).toBe(500);
-        // The handlers failed: 499 claims released, one event dead-lettered in place.
-        await store.release(trx, ids.slice(1).map((eventId) => ({ origin: 'producer', eventId })));
-        await store.markDeadLettered(trx, { origin: 'producer', eventId: ids[0]! }, 'failed', 3);
-        // A re-drive of keys the older generations hold (processed, so not taken) and a restore of what was taken.
-        const copies = [0, 1, 2].map((g) => ({ origin: 'producer' as const, eventId: `old-${g}-${c * 100 + 9}`, redriveId: `r-${c}`, offset: '1' }));
-        expect(await store.redrive(trx, copies)).toEqual([]);
-        await store.restore(trx, copies.map((k) => ({ origin: k.origin, eventId: k.eventId, previousRedriveId: null, previousError: 'e', previousAttempts: 1 })));
-        restored.push(...copies.map((k) => k.eventId));
-      });
+      const copies = [0, 1, 2].map((g) => `old-${g}-${c * 100 + 9}`);
+      await failedChunk(store, c, copies);
+      restored.push(...copies);
     }
     // 500 claimed + 499 released + 1 marked + 3 copies probed and restored per round, over 4 live generations: a few thousand at most, never the 60,000 keys.
     expect(await generationsRead() - before).toBeLessThan(rounds * 2_500);
@@ -315,29 +324,11 @@ describe('retention by generations: claims and rotation', () => {
     const events = sql.id(s.schema, 'processed_events');
     await sql`INSERT INTO ${events} (consumer_group, event_id, status, payload_hash, topic, partition, kafka_offset)
               SELECT ${GROUP}, 'old-' || i, 'processed', 'h', 't', 0, i FROM generate_series(1, 60000) i`.execute(s.db);
-    const tableRead = async (): Promise<number> => {
-      const { rows } = await sql<{ n: string }>`
-        SELECT (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = ${s.schema} AND relname = 'processed_events')
-             + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = ${s.schema} AND relname = 'processed_events') AS n`.execute(other.db);
-      return Number(rows[0]!.n);
-    };
     const store = new ProcessedEventStore(s.schema, GROUP);
-    const before = await tableRead();
+    const before = await readsOf('processed_events');
     const rounds = 6;
-    for (let c = 0; c < rounds; c++) {
-      const ids = Array.from({ length: 500 }, (_, i) => `fail-${c}-${i}`);
-      await s.db.transaction().execute(async (trx) => {
-        await sql`SELECT pg_stat_force_next_flush()`.execute(trx);
-        const r = await store.open(trx, { lockTimeoutMs: 20_000, statementTimeoutMs: 30_000, rows: ids.map((id, i) => row(id, i)) });
-        expect(r.claimed.size).toBe(500);
-        await store.release(trx, ids.slice(1).map((eventId) => ({ origin: 'producer', eventId })));
-        await store.markDeadLettered(trx, { origin: 'producer', eventId: ids[0]! }, 'failed', 3);
-        const copies = [0, 1, 2].map((g) => ({ origin: 'producer' as const, eventId: `old-${c * 100 + g + 1}`, redriveId: `r-${c}`, offset: '1' }));
-        expect(await store.redrive(trx, copies)).toEqual([]);
-        await store.restore(trx, copies.map((k) => ({ origin: k.origin, eventId: k.eventId, previousRedriveId: null, previousError: 'e', previousAttempts: 1 })));
-      });
-    }
-    expect(await tableRead() - before).toBeLessThan(rounds * 2_500);
+    for (let c = 0; c < rounds; c++) await failedChunk(store, c, [0, 1, 2].map((g) => `old-${c * 100 + g + 1}`));
+    expect(await readsOf('processed_events') - before).toBeLessThan(rounds * 2_500);
     const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM ${events} WHERE event_id LIKE 'fail-%' OR status = 'dead_lettered'`.execute(s.db);
     expect(Number(rows[0]!.n)).toBe(rounds + rounds * 3);
   });
