@@ -38,6 +38,7 @@ export const PARAMETRISED_TEST_FILES: readonly string[] = [
   'packages/kafka/test/schema-check.test.ts',
   'packages/kafka/test/startup-logs.test.ts',
   'packages/kafka/test/superseded-takeover.test.ts',
+  'packages/kafka/test/swallowed-error.test.ts',
   'packages/kafka/test/trace-context-option.test.ts',
   'packages/kafka/test/trace-outcomes.test.ts',
   'packages/relay/test/classify.test.ts',

@@ -16,6 +16,7 @@ export const ErrorCodes = {
   SCHEMA_NEWER_THAN_LIBRARY: 'SCHEMA_NEWER_THAN_LIBRARY',
   TOPIC_NOT_FOUND: 'TOPIC_NOT_FOUND',
   OPTIONAL_PEER_UNAVAILABLE: 'OPTIONAL_PEER_UNAVAILABLE',
+  TRANSACTION_ABORTED: 'TRANSACTION_ABORTED',
 } as const;
 
 /** One of the stable error codes in {@link ErrorCodes}. */
@@ -127,4 +128,27 @@ export class TopicNotFoundError extends EffectivelyError {
     );
     this.topics = topics;
   }
+}
+
+/**
+ * A transaction could not commit because Postgres had already aborted it: a statement in it
+ * failed, and user code (a handler, a batch handler, a hook, an HTTP handler) caught that error
+ * and returned normally. Postgres then ignores every later statement (SQLSTATE 25P02) and turns
+ * COMMIT into ROLLBACK: nothing the transaction wrote was kept, so it is reported as a failure
+ * instead of a success (the consumer retries the event and, after its last attempt,
+ * dead-letters it; the HTTP layer answers with an error and keeps no response).
+ */
+export class TransactionAbortedError extends EffectivelyError {
+  constructor(options: { cause?: unknown } = {}) {
+    super(
+      ErrorCodes.TRANSACTION_ABORTED,
+      'The transaction was rolled back, not committed: a statement in it failed and the error was caught by user code (a handler or hook) that then returned normally; Postgres ignores everything after a failed statement, so nothing of this transaction was kept. Let database errors propagate out of the handler, avoid the error in SQL (e.g. INSERT … ON CONFLICT DO NOTHING), or run the statement that may fail inside a savepoint (SAVEPOINT s … ROLLBACK TO SAVEPOINT s) before catching its error.',
+      { ...(options.cause === undefined ? {} : { cause: options.cause }), canRetry: false },
+    );
+  }
+}
+
+/** SQLSTATE 25P02 (in_failed_sql_transaction): a statement sent after an earlier one of the same transaction failed. */
+export function isInFailedTransaction(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '25P02';
 }

@@ -1,4 +1,4 @@
-export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNewerThanLibraryError, SchemaNotMigratedError, ServiceStartError, TopicNotFoundError, ErrorCodes, type ErrorCode } from './errors';
+export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNewerThanLibraryError, SchemaNotMigratedError, ServiceStartError, TopicNotFoundError, TransactionAbortedError, isInFailedTransaction, ErrorCodes, type ErrorCode } from './errors';
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
 export { createLogger, silentLogger, childLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
 export { untyped, retyped } from './database-type';
@@ -12,3 +12,4 @@ export { openTelemetryTracing, noopTracing, MessagingAttributes, type Tracing, t
 export { assertOptionalPeer, importOptionalPeer, nodeVersionAtLeast, OptionalPeerError, PLATFORMATIC_KAFKA, type OptionalPeer, type OptionalPeerFailure, type PlatformaticClientOptions, type PlatformaticCredential } from './optional-peer';
 export { uuidv7 } from './uuid';
 export { NoopMetrics, PrometheusMetrics, type Metrics, type MetricLabels, type MetricDefinition } from './metrics';
+export { runInTransaction, queryAsText } from './transaction';

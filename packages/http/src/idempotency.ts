@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { childLogger, InvalidConfigError, untyped, type Logger } from '@effectively/core';
+import { childLogger, InvalidConfigError, isInFailedTransaction, retyped, runInTransaction, TransactionAbortedError, untyped, type Logger } from '@effectively/core';
 import { fingerprintRequest } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef, type KeyRecord } from './key-store';
@@ -183,11 +183,16 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
 
   /** Runs the handler in its transaction, storing the response there; returns what to send. */
   async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string, pinned: Pinned): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
-    const normalized = await (pinned ?? o.db).transaction().execute(async (trx) => {
-      if (!(await store.lockOwn(untyped(trx), c))) throw new ClaimLost();
+    // COMMIT is checked: a handler that caught a database error and returned (the transaction aborted) gets TransactionAbortedError, not a stored response.
+    const normalized = await runInTransaction(untyped(pinned ?? o.db), false, async (t) => {
+      const trx = retyped<DB>(t);
+      if (!(await store.lockOwn(t, c))) throw new ClaimLost();
       const result = normalizeResponse(await handler({ db: trx, transactional: true, key: c.key, scope, attempt: c.attempt }), o.storedHeaders);
       if (!shouldStore(result.stored.status)) throw new Rollback(result);
-      if (!(await store.complete(untyped(trx), c, result.stored))) throw new ClaimLost();
+      const completed = await store.complete(t, c, result.stored).catch((error: unknown) => {
+        throw isInFailedTransaction(error) ? new TransactionAbortedError({ cause: error }) : error;
+      });
+      if (!completed) throw new ClaimLost();
       return result;
     });
     log.debug({ status: normalized.stored.status }, 'response stored with the transaction');
@@ -234,9 +239,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   async function runUnprotected(request: IdempotentRequest, handler: IdempotentHandler<DB>, transactional: boolean): Promise<HandleResult> {
     const context = { key: undefined, scope: request.scope, attempt: 1 };
     const normalized = transactional
-      ? await o.db
-          .transaction()
-          .execute(async (trx) => normalizeResponse(await handler({ ...context, db: trx, transactional: true }), o.storedHeaders))
+      ? await runInTransaction(untyped(o.db), false, async (trx) => normalizeResponse(await handler({ ...context, db: retyped<DB>(trx), transactional: true }), o.storedHeaders))
       : normalizeResponse(await handler({ ...context, db: o.db, transactional: false }), o.storedHeaders);
     return { outcome: 'unprotected', response: firstResponse(normalized) };
   }

@@ -150,4 +150,37 @@ describe('transactional mode and what gets stored', () => {
     expect((await send(app.url, '/items', { body: {} })).status).toBe(201);
     expect(await countEffects(ts.db, ts.schema, 'unprotected')).toBe(2);
   });
+
+  it.each(['express', 'fastify'] as const)('%s: a handler that catches a database error and returns gets no commit: 500, nothing written, key released; the retry runs again', async (adapter) => {
+    const app = await start({}, adapter);
+    const key = randomUUID();
+    let swallow = true;
+    behaviour = async (_body, { db, key: k }) => {
+      await effect(db, k);
+      // The statement fails, the handler catches its error: Postgres has aborted the transaction.
+      if (swallow) await sql`SELECT 1 / 0`.execute(db).catch(() => undefined);
+      return { status: 201, json: { ok: true } };
+    };
+    const failed = await send(app.url, '/items', { key, body: { amount: 7 } });
+    expect(failed.status).toBe(500);
+    expect(await countEffects(ts.db, ts.schema, key)).toBe(0);
+    expect(await keyRow(key)).toBeUndefined();
+
+    swallow = false;
+    const retry = await send(app.url, '/items', { key, body: { amount: 7 } });
+    expect(retry.status).toBe(201);
+    expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
+    expect(await keyRow(key)).toEqual({ status: 'completed', response_status: 201 });
+  });
+
+  it('a request without a key (requireKey false) whose handler catches a database error and returns: 500, not a 201 for writes that were rolled back', async () => {
+    const app = await start({ requireKey: false });
+    behaviour = async (_body, { db }) => {
+      await effect(db, 'unprotected-swallowed');
+      await sql`SELECT 1 / 0`.execute(db).catch(() => undefined);
+      return { status: 201, json: {} };
+    };
+    expect((await send(app.url, '/items', { body: {} })).status).toBe(500);
+    expect(await countEffects(ts.db, ts.schema, 'unprotected-swallowed')).toBe(0);
+  });
 });

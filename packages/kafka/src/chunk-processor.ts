@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutbox, createOutboxBuffer, openTelemetryTracing, runWithTraceContext, type Outbox, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
+import { createOutbox, createOutboxBuffer, isInFailedTransaction, openTelemetryTracing, runInTransaction, runWithTraceContext, TransactionAbortedError, type Outbox, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { Attempt } from './attempt';
 import { AttemptLog, AttemptStarts, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
@@ -9,7 +9,6 @@ import { AttemptEndedError, FencedError, HandlerTimeoutError, isTransientDatabas
 import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
 import { lazyChildLogger } from './lazy-logger';
-import { runInTransaction } from './chunk-transaction';
 import { SideConnection } from './side-connection';
 import { ProcessedEventStore, type ClaimRow, type EventKey, type Redriven } from './store';
 import { GenerationStore } from './generation-store';
@@ -69,6 +68,12 @@ interface OpenChunk {
   backend?: { pid: number; started: string } | undefined;
   attempts: Set<Attempt>;
   aborted?: AbortTransaction;
+  /**
+   * Per-event mode: the event whose handler returned in this transaction without a savepoint.
+   * If the transaction turns out aborted after that (a later statement fails with 25P02, or
+   * COMMIT answers ROLLBACK), user code caught a database error: the event failed.
+   */
+  returned?: NonNullable<AbortTransaction['event']>;
 }
 
 /** What was recorded outside the transaction before handlers started (to take back if the failure is not theirs). */
@@ -78,6 +83,11 @@ type Recorded = { kind: 'event'; offset: string } | { kind: 'run'; first: string
 interface Run {
   first: string;
   last: string;
+}
+
+/** A statement after user code that fails because user code left the transaction aborted: rethrown as {@link TransactionAbortedError}. */
+function aborted(error: unknown): never {
+  throw isInFailedTransaction(error) ? new TransactionAbortedError({ cause: error }) : error;
 }
 
 function errorText(error: unknown): string {
@@ -364,6 +374,14 @@ export class ChunkProcessor<T> {
       });
     } catch (error) {
       // When the connection was ended, Kysely's ROLLBACK fails too: what happened is in `chunk.aborted`.
+      const returned = chunk.returned;
+      if (chunk.aborted === undefined && returned !== undefined && (error instanceof TransactionAbortedError || isInFailedTransaction(error))) {
+        // Per-event mode: the handler returned, but its transaction had been aborted by a statement whose error user code caught.
+        const inner = error instanceof TransactionAbortedError ? error : new TransactionAbortedError({ cause: error });
+        trace.rolledBack(inner);
+        log.warn({ offset: returned.offset, eventId: returned.id, err: inner, attempt: returned.attempt, maxAttempts: o.maxAttempts }, 'handler returned, but a statement of its transaction had failed; nothing was committed; will retry');
+        return this.afterFailure(new AbortTransaction('failed', inner, returned), returned, empty, topic, partition);
+      }
       const aborted = chunk.aborted;
       if (aborted?.kind === 'timeout' || aborted?.kind === 'failed') trace.rolledBack(aborted.inner);
       if (aborted?.kind === 'timeout') return this.afterTimeout(aborted, recorded, empty, indexOf(first), topic, partition);
@@ -464,10 +482,12 @@ export class ChunkProcessor<T> {
       const mark = chunk.outbox.mark();
       try {
         await this.runUser(chunk, (a) => trace.run(() => batchHandler(handled.map((e) => e.event), { trx: a.trx, outbox: a.outbox, logger: log })));
-        // No RELEASE: nothing else can fail back to this savepoint, and COMMIT releases it (one round trip less).
+        // Fails (25P02) when the batch handler caught a database error and returned: the transaction is aborted.
+        await sql`RELEASE SAVEPOINT effectively_batch`.execute(chunk.trx).catch(aborted);
         outcome.processed += handled.length;
         return unsettled;
-      } catch (error) {
+      } catch (caught) {
+        const error = isInFailedTransaction(caught) ? new TransactionAbortedError({ cause: caught }) : caught;
         // A batch handler that timed out is not retried as a batch: its events run one per transaction next.
         if (error instanceof HandlerTimeoutError) throw new AbortTransaction('timeout', error);
         if (isTransientDatabaseError(error)) throw new AbortTransaction('transient', error);
@@ -492,9 +512,12 @@ export class ChunkProcessor<T> {
       try {
         const handler = o.handler;
         await this.runUser(chunk, (a) => trace.run(() => runWithTraceContext(trace.context(e.message), () => handler(e.event, { trx: a.trx, outbox: a.outbox, logger: eventLog, attempt }))));
-        if (savepoint && !single) await sql`RELEASE SAVEPOINT effectively_event`.execute(chunk.trx);
+        // Fails (25P02) when the handler caught a database error and returned: the transaction is aborted.
+        if (savepoint) await sql`RELEASE SAVEPOINT effectively_event`.execute(chunk.trx).catch(aborted);
+        else chunk.returned = { index: indexOf(e.message), offset, id: e.id, attempt, alone, run };
         outcome.processed++;
-      } catch (error) {
+      } catch (caught) {
+        const error = isInFailedTransaction(caught) ? new TransactionAbortedError({ cause: caught }) : caught;
         const failedAt = Date.now();
         if (error instanceof HandlerTimeoutError) {
           throw new AbortTransaction('timeout', error, { index: indexOf(e.message), offset, id: e.id, attempt, alone, run });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CompiledQuery, type Kysely, type QueryResult, type RawBuilder, type Transaction } from 'kysely';
 import { Query, type Connection } from 'pg';
+import { queryAsText } from '@effectively/core';
 
 type Db = Kysely<unknown> | Transaction<unknown>;
 
@@ -100,7 +101,6 @@ async function beginFoldingWorks(db: Db): Promise<boolean> {
 /** What {@link beginThen} uses of node-postgres' `Query` besides its typed interface (stable across pg 8). */
 interface QueryInternals {
   name?: string;
-  callback?: (error: Error | undefined, result?: unknown) => void;
   prepare(connection: Connection): void;
   hasBeenParsed(connection: Connection): boolean;
   handleCommandComplete(message: unknown, connection: Connection): void;
@@ -144,25 +144,7 @@ function beginThen(text: string, name: string, values: readonly unknown[]): stri
     if (parsedHere && this.name !== undefined && parsed !== undefined) delete parsed[this.name];
     proto.handleError.call(this, error, connection);
   };
-  let done: Promise<unknown> | undefined;
-  const then = (resolve: (value: unknown) => unknown, reject: (error: unknown) => unknown): Promise<unknown> => {
-    done ??= new Promise((ok, fail) => {
-      q.callback = (error, result) => (error === undefined || error === null ? ok(result) : fail(error));
-    });
-    return done.then(resolve, reject);
-  };
-  const stringMethods = String.prototype as unknown as Record<PropertyKey, unknown>;
-  const proxy = new Proxy(query, {
-    get(target, property) {
-      if (property === 'then') return then;
-      if (property === 'toString' || property === 'valueOf') return () => text;
-      if (property === 'length') return text.length;
-      if (property in target) return Reflect.get(target, property) as unknown;
-      const method = stringMethods[property];
-      return typeof method === 'function' ? (method as (...args: unknown[]) => unknown).bind(text) : undefined;
-    },
-  });
-  return proxy as unknown as string;
+  return queryAsText(query, text);
 }
 
 /**

@@ -1,0 +1,78 @@
+import { sql, type Transaction } from 'kysely';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
+import { IdempotentConsumer } from '../src';
+import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
+
+// A handler that catches a database error and returns leaves its transaction aborted: Postgres
+// ignores every later statement and turns COMMIT into ROLLBACK. Nothing of the event was kept, so
+// it must not count as processed (its offset committed, the event lost): it fails, is retried,
+// and is dead-lettered after its last attempt.
+describe('a handler that catches a database error and returns', () => {
+  const { brokers, databaseUrl } = testServices();
+  const kafka = testKafka(brokers);
+  const entry = (id: string, amount: number) => ({ key: 'k', value: JSON.stringify({ account: 'a', amount }), headers: { 'event-id': id } });
+  /** The failing statement, its error caught. */
+  const swallow = (trx: Transaction<unknown>): Promise<unknown> => sql`SELECT 1 / 0`.execute(trx).catch(() => undefined);
+
+  it.each([
+    ['per-event mode', 'event', false],
+    ['per-event mode, preparedStatements: false', 'event-unprepared', false],
+    ['batch mode', 'batch', false],
+    ['batch mode with a batch handler that catches too', 'batch', true],
+  ] as const)('%s: the event is not counted processed; it is retried, then dead-lettered; the other events are applied once', async (_name, mode, withBatchHandler) => {
+    const s = await createTestSchema(databaseUrl, 'swallow');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'swallow', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('s1', 1), entry('s2', 2), entry('s3', 4)]);
+      const calls = new Map<number, number>();
+      const consumer = new IdempotentConsumer<Entry>({
+        client: testClient(),
+        brokers,
+        groupId: uniqueName('g'),
+        topics: [topic as string],
+        db: s.db,
+        schema: s.schema,
+        mode: mode === 'batch' ? 'batch' : 'event',
+        ...(mode === 'event-unprepared' ? { preparedStatements: false } : {}),
+        maxAttempts: 3,
+        retryDelayMs: 20,
+        maxRetryDelayMs: 50,
+        handler: async (event, { trx }) => {
+          calls.set(event.value.amount, (calls.get(event.value.amount) ?? 0) + 1);
+          await apply(trx, s.schema, event.value);
+          if (event.value.amount === 2) await swallow(trx);
+        },
+        ...(withBatchHandler
+          ? {
+              batchHandler: async (events, { trx }) => {
+                for (const e of events) await apply(trx, s.schema, e.value);
+                await swallow(trx);
+              },
+            }
+          : {}),
+      });
+      await consumer.start();
+      try {
+        await waitFor(async () => consumer.stats, (st) => st.processed === 2 && st.deadLettered === 1, 30_000);
+      } finally {
+        await consumer.stop();
+      }
+      expect(await totals(s.db, s.schema)).toEqual({ a: { total: 5, applied: 2 } });
+      expect(calls.get(2)).toBe(3);
+      expect(consumer.stats).toMatchObject({ processed: 2, deadLettered: 1, handlerRetries: 2, duplicates: 0 });
+      const { rows } = await sql<{ event_id: string; status: string; error: string | null }>`
+        SELECT event_id, status, error FROM ${sql.id(s.schema, 'processed_events')} ORDER BY event_id`.execute(s.db);
+      expect(rows.map((r) => [r.event_id, r.status])).toEqual([
+        ['s1', 'processed'],
+        ['s2', 'dead_lettered'],
+        ['s3', 'processed'],
+      ]);
+      expect(rows[1]?.error).toMatch(/TransactionAbortedError: The transaction was rolled back, not committed/);
+      // The dead letter waits in the outbox for the relay.
+      expect(await count(s.db, s.schema, 'outbox')).toBe(1);
+    } finally {
+      await s.drop();
+    }
+  });
+});
