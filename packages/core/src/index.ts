@@ -12,4 +12,4 @@ export { openTelemetryTracing, noopTracing, MessagingAttributes, type Tracing, t
 export { assertOptionalPeer, importOptionalPeer, nodeVersionAtLeast, OptionalPeerError, PLATFORMATIC_KAFKA, type OptionalPeer, type OptionalPeerFailure, type PlatformaticClientOptions, type PlatformaticCredential } from './optional-peer';
 export { uuidv7 } from './uuid';
 export { NoopMetrics, PrometheusMetrics, type Metrics, type MetricLabels, type MetricDefinition } from './metrics';
-export { runInTransaction, queryAsText } from './transaction';
+export { runInTransaction, holdConnection, queryAsText, type HeldConnection } from './transaction';

@@ -22,17 +22,61 @@ import { TransactionAbortedError } from './errors';
  *   a statement throws otherwise
  */
 export async function runInTransaction<R>(db: Kysely<unknown>, beginInFirst: boolean, body: (trx: Transaction<unknown>, begin: boolean) => Promise<R>): Promise<R> {
-  return db.connection().execute(async (connection) => {
+  const held = await holdConnection(db);
+  try {
     let result: R;
     try {
-      if (!beginInFirst) await connection.executeQuery(CompiledQuery.raw('begin'));
-      result = await body(asTransaction(connection), beginInFirst);
+      if (!beginInFirst) await held.begin();
+      result = await body(held.trx, beginInFirst);
     } catch (error) {
-      await connection.executeQuery(CompiledQuery.raw('rollback'));
+      await held.rollback();
       throw error;
     }
-    await commitChecked(connection);
+    await held.commit();
     return result;
+  } finally {
+    held.release();
+  }
+}
+
+/**
+ * One pooled connection, held until {@link HeldConnection.release} (across calls, unlike
+ * `db.connection().execute`, which releases it when its callback returns), with the transaction
+ * statements {@link runInTransaction} uses. Internal to the effectively packages.
+ */
+export interface HeldConnection {
+  /** The connection as a Kysely instance. */
+  readonly db: Kysely<unknown>;
+  /** The connection as a Kysely `Transaction`, for statements inside a transaction this code began (see {@link asTransaction}). */
+  readonly trx: Transaction<unknown>;
+  begin(): Promise<void>;
+  /** COMMIT, checked: throws {@link TransactionAbortedError} when Postgres answered ROLLBACK. */
+  commit(): Promise<void>;
+  rollback(): Promise<void>;
+  /** Hands the connection back to the pool (once; later calls do nothing). */
+  release(): void;
+}
+
+/** Takes a connection from `db`'s pool and holds it until `release()`. */
+export function holdConnection(db: Kysely<unknown>): Promise<HeldConnection> {
+  return new Promise((resolve, reject) => {
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((done) => {
+      release = done;
+    });
+    db.connection()
+      .execute(async (connection) => {
+        resolve({
+          db: connection,
+          trx: asTransaction(connection),
+          begin: async () => void (await connection.executeQuery(CompiledQuery.raw('begin'))),
+          commit: () => commitChecked(connection),
+          rollback: async () => void (await connection.executeQuery(CompiledQuery.raw('rollback'))),
+          release,
+        });
+        await released;
+      })
+      .catch(reject);
   });
 }
 

@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { createOutbox, createOutboxBuffer, isInFailedTransaction, openTelemetryTracing, runInTransaction, runWithTraceContext, TransactionAbortedError, type Outbox, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
+import { createOutbox, createOutboxBuffer, holdConnection, isInFailedTransaction, openTelemetryTracing, runInTransaction, type HeldConnection, runWithTraceContext, TransactionAbortedError, type Outbox, type OutboxBuffer, type OutboxMessage } from '@effectively/core';
 import type { ResolvedOptions } from './config';
 import { Attempt } from './attempt';
 import { AttemptLog, AttemptStarts, handledPrefix, priorAttempts, type AttemptState } from './attempt-log';
@@ -10,7 +10,8 @@ import type { HookContext } from './hooks';
 import type { RawMessage } from './kafka-adapter';
 import { lazyChildLogger } from './lazy-logger';
 import { SideConnection } from './side-connection';
-import { ProcessedEventStore, type ClaimRow, type EventKey, type Redriven } from './store';
+import { ProcessedEventStore, type ClaimRow, type EventKey, type OpenOptions, type OpenResult, type Redriven } from './store';
+import { foldsBegin } from './prepared';
 import { GenerationStore } from './generation-store';
 import { LEGACY_CLOSED_SQLSTATE } from './generations';
 import { ChunkTrace } from './tracing';
@@ -76,6 +77,17 @@ interface OpenChunk {
   returned?: NonNullable<AbortTransaction['event']>;
 }
 
+/** A per-event transaction begun ahead with its message's claim (see {@link ChunkProcessor.run}'s `next`), waiting on its held connection. */
+interface Parked {
+  held: HeldConnection;
+  opened: OpenResult;
+  /** Offset and {@link idKey} of the message it claimed, the epoch and the store it claimed with. */
+  offset: string;
+  key: string;
+  epoch: string | undefined;
+  store: ProcessedEventStore;
+}
+
 /** What was recorded outside the transaction before handlers started (to take back if the failure is not theirs). */
 type Recorded = { kind: 'event'; offset: string } | { kind: 'run'; first: string; last: string };
 
@@ -127,6 +139,9 @@ export class ChunkProcessor<T> {
    * (see {@link finishRun}); not consulted otherwise.
    */
   private readonly batchRuns = new Map<string, Run>();
+  /** Per-event mode, per partition: the transaction begun ahead for the message the partition runs next. */
+  private readonly parked = new Map<string, Parked>();
+  private folds: Promise<boolean> | undefined;
 
   constructor(private readonly options: ResolvedOptions<T>) {
     this.deadLetterOutbox = createOutbox({ schema: options.schema, ...(options.traceContext !== undefined ? { traceContext: options.traceContext } : {}) });
@@ -156,6 +171,9 @@ export class ChunkProcessor<T> {
    * nothing of that work can commit after `stop()` returns.
    */
   async abandonAll(why: string): Promise<void> {
+    const parked = [...this.parked.values()];
+    this.parked.clear();
+    await Promise.all(parked.map((p) => this.closeParked(p)));
     await Promise.all(
       [...this.open].map(async (chunk) => {
         chunk.aborted ??= new AbortTransaction('stopped', new AttemptEndedError(why));
@@ -167,11 +185,14 @@ export class ChunkProcessor<T> {
   /**
    * @param epoch the partition epoch this member holds, when fencing
    * @param fetchedLast per-event mode: the last offset of the fetched batch these messages come from (how far a run may reach)
+   * @param next per-event mode: the message the caller runs next (the following one of the fetched batch). When this one
+   *   succeeds, its COMMIT is sent with BEGIN and the claim of `next` in one round trip; `next`'s transaction is then kept
+   *   open on the connection for the call that runs it (see {@link discardParked}).
    */
-  async run(messages: RawMessage[], epoch: string | undefined, fetchedLast?: string): Promise<ChunkOutcome> {
+  async run(messages: RawMessage[], epoch: string | undefined, fetchedLast?: string, next?: RawMessage): Promise<ChunkOutcome> {
     const trace = new ChunkTrace(tracing, this.options.groupId, messages);
     try {
-      const outcome = await this.runTransaction(messages, epoch, trace, fetchedLast);
+      const outcome = await this.runTransaction(messages, epoch, trace, fetchedLast, next);
       trace.end('committed', { ...outcome, retry: outcome.failed !== undefined });
       return outcome;
     } catch (error) {
@@ -227,7 +248,128 @@ export class ChunkProcessor<T> {
     }
   }
 
-  private async runTransaction(messages: RawMessage[], epoch: string | undefined, trace: ChunkTrace, fetchedLast: string | undefined): Promise<ChunkOutcome> {
+  /**
+   * Rolls back and hands back the connection of the partition's parked transaction (a claim made
+   * ahead, see {@link run}'s `next`), if any: the caller will not run that message now (the
+   * fetched batch ends, the partition waits for a retry, the consumer stops or is rebalanced).
+   */
+  async discardParked(topic: string, partition: number): Promise<void> {
+    const key = `${topic}:${partition}`;
+    const parked = this.parked.get(key);
+    if (parked === undefined) return;
+    this.parked.delete(key);
+    await this.closeParked(parked);
+  }
+
+  private async closeParked(parked: Parked): Promise<void> {
+    try {
+      await parked.held.rollback();
+    } catch (error) {
+      this.options.logger.debug({ err: error, offset: parked.offset }, 'could not roll back a claim made ahead; it ends with its connection');
+    } finally {
+      parked.held.release();
+    }
+  }
+
+  /** The partition's parked transaction if it was made for exactly this chunk (else it is discarded). */
+  private async unpark(topic: string, partition: number, messages: RawMessage[], candidates: Array<Classified<T>>, epoch: string | undefined): Promise<Parked | undefined> {
+    const key = `${topic}:${partition}`;
+    const parked = this.parked.get(key);
+    if (parked === undefined) return undefined;
+    this.parked.delete(key);
+    const only = candidates[0];
+    if (messages.length === 1 && only !== undefined && parked.offset === only.message.offset && parked.key === only.key && parked.epoch === epoch && parked.store === this.store) return parked;
+    await this.closeParked(parked);
+    return undefined;
+  }
+
+  /** Whether BEGIN and COMMIT can travel with the claim (probed once, on one connection). */
+  private foldsBegin(): Promise<boolean> {
+    this.folds ??= this.options.db
+      .connection()
+      .execute((connection) => foldsBegin(connection))
+      .catch(() => {
+        this.folds = undefined; // asked again at the next chunk
+        return false;
+      });
+    return this.folds;
+  }
+
+  /** The claim statement's options for `candidates` (the chunk's first copy of each id). */
+  private claimOptions(candidates: Array<Classified<T>>, epoch: string | undefined): OpenOptions {
+    const o = this.options;
+    const first = candidates[0]?.message as RawMessage;
+    const rows: ClaimRow[] = candidates.map((c) => ({
+      eventId: c.id,
+      origin: c.origin,
+      payloadHash: c.hash,
+      topic: c.message.topic,
+      partition: c.message.partition,
+      offset: c.message.offset,
+      status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
+      error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
+    }));
+    return {
+      lockTimeoutMs: o.lockTimeoutMs,
+      statementTimeoutMs: o.statementTimeoutMs,
+      ...(epoch === undefined ? {} : { fence: { topic: first.topic, partition: first.partition, epoch } }),
+      rows,
+      also: (t, p) => this.attemptLog.stateColumns(t, p),
+    };
+  }
+
+  /**
+   * Runs `body` in the chunk's transaction and commits it. Per-event mode with begin folding
+   * (prepared statements): the transaction is on a connection held for the partition; a parked
+   * transaction made for this chunk is used (its claim already made, `body` gets it); and when
+   * `ahead` names the next message after a success, COMMIT travels with BEGIN and the next
+   * message's claim, whose transaction is parked. COMMIT's answer is checked either way
+   * ({@link TransactionAbortedError} when Postgres rolled back).
+   */
+  private async inTransaction(
+    fold: boolean,
+    parked: Parked | undefined,
+    body: (trx: Transaction<unknown>, begin: boolean, claimed: OpenResult | undefined) => Promise<void>,
+    ahead: () => { key: string; offset: string; claimKey: string; epoch: string | undefined; options: OpenOptions } | undefined,
+  ): Promise<void> {
+    if (!fold) return runInTransaction(this.options.db, false, (trx, begin) => body(trx, begin, undefined));
+    const held = parked?.held ?? (await holdConnection(this.options.db));
+    let keep = false;
+    try {
+      try {
+        await body(held.trx, parked === undefined, parked?.opened);
+      } catch (error) {
+        await held.rollback();
+        throw error;
+      }
+      const next = ahead();
+      if (next === undefined) return await held.commit();
+      const commit: { tag?: string } = {};
+      const store = this.store;
+      let opened: OpenResult;
+      try {
+        opened = await store.open(held.trx, { ...next.options, begin: true, commitFirst: commit });
+      } catch (error) {
+        // Ends the next message's transaction if it began (without one, Postgres only warns).
+        await held.rollback().catch(() => undefined);
+        if (commit.tag === undefined) throw error;
+        if (commit.tag !== 'COMMIT') throw new TransactionAbortedError();
+        // Committed; the claim made ahead failed: the next run makes it again and meets whatever made it fail.
+        this.options.logger.debug({ err: error, offset: next.offset }, 'claim made ahead failed; made again by its own run');
+        return;
+      }
+      if (commit.tag !== 'COMMIT') {
+        await held.rollback();
+        throw new TransactionAbortedError();
+      }
+      this.parked.set(next.key, { held, opened, offset: next.offset, key: next.claimKey, epoch: next.epoch, store });
+      keep = true;
+    } finally {
+      if (!keep) held.release();
+    }
+  }
+
+  private async runTransaction(messages: RawMessage[], epoch: string | undefined, trace: ChunkTrace, fetchedLast: string | undefined, nextMessage: RawMessage | undefined): Promise<ChunkOutcome> {
     const o = this.options;
     const first = messages[0] as RawMessage;
     const last = messages[messages.length - 1] as RawMessage;
@@ -248,34 +390,24 @@ export class ChunkProcessor<T> {
     const indexOf = (m: RawMessage): number => position.get(m.offset) as number;
     const chunk: OpenChunk = { attempts: new Set() };
     let recorded: Recorded | undefined;
+    const fold = o.mode === 'event' && o.preparedStatements && (await this.foldsBegin());
+    const parked = fold ? await this.unpark(topic, partition, messages, candidates, epoch) : undefined;
     this.open.add(chunk);
 
     try {
-      // Per-event mode with prepared statements: BEGIN travels with the claim (one round trip less per event).
-      await runInTransaction(o.db, o.mode === 'event' && o.preparedStatements, async (trx, begin) => {
+      // Per-event mode with prepared statements: BEGIN travels with the claim, and COMMIT with the next event's claim (two round trips less per event).
+      const ahead = () => {
+        if (nextMessage === undefined || outcome.failed !== undefined || outcome.settled !== messages.length || chunk.aborted !== undefined) return undefined;
+        const c = classify(nextMessage, o);
+        return { key: `${topic}:${partition}`, offset: nextMessage.offset, claimKey: c.key, epoch, options: this.claimOptions([c], epoch) };
+      };
+      await this.inTransaction(fold, parked, async (trx, begin, claimedAhead) => {
         try {
           // Handlers' outbox rows are queued and written in one statement just before COMMIT.
           const outbox = createOutboxBuffer({ schema: o.schema, ...(o.traceContext !== undefined ? { traceContext: o.traceContext } : {}) });
           Object.assign(chunk, { trx, outbox });
-          const rows: ClaimRow[] = candidates.map((c) => ({
-            eventId: c.id,
-            origin: c.origin,
-            payloadHash: c.hash,
-            topic: c.message.topic,
-            partition: c.message.partition,
-            offset: c.message.offset,
-            status: c.kind === 'rejected' ? 'dead_lettered' : 'processed',
-            error: c.kind === 'rejected' ? `${c.reason}: ${c.error}` : null,
-          }));
           // One round trip: timeouts, fence check (a share lock on the fence row once something is claimed), claim, stored hashes, the backend and the attempt state.
-          const opened = await this.store.open(trx, {
-            begin,
-            lockTimeoutMs: o.lockTimeoutMs,
-            statementTimeoutMs: o.statementTimeoutMs,
-            ...(epoch === undefined ? {} : { fence: { topic, partition, epoch } }),
-            rows,
-            also: (t, p) => this.attemptLog.stateColumns(t, p),
-          });
+          const opened = claimedAhead ?? (await this.store.open(trx, { ...this.claimOptions(candidates, epoch), begin }));
           const start = this.attemptLog.parseState(opened.also);
           // The run this consumer recorded is no other consumer's unfinished one.
           const own = this.runs.get(`${topic}:${partition}`);
@@ -371,7 +503,7 @@ export class ChunkProcessor<T> {
           }
           throw error;
         }
-      });
+      }, ahead);
     } catch (error) {
       // When the connection was ended, Kysely's ROLLBACK fails too: what happened is in `chunk.aborted`.
       const returned = chunk.returned;

@@ -91,7 +91,7 @@ export class GenerationStore extends ProcessedEventStore {
                  (SELECT json_agg(json_build_array(id_origin, event_id, payload_hash, status)) FROM stored) AS stored
                  ${also === undefined ? sql`` : also(alsoTopic, alsoPartition)}`;
       },
-      { begin: options.begin === true },
+      { begin: options.begin === true, ...(options.commitFirst === undefined ? {} : { commitFirst: options.commitFirst }) },
     );
     const row = result.rows[0];
     if (row?.slot !== null && row?.slot !== undefined) this.slotOf.set(trx, row.slot);

@@ -291,6 +291,8 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
       if (await this.processBatch(batch)) await this.processor.finishRun(batch.topic, batch.partition);
       else if (this.options.mode === 'event') await this.processor.leaveRun(batch.topic, batch.partition);
     } finally {
+      // A claim made ahead for a message this batch no longer runs is rolled back.
+      await this.processor.discardParked(batch.topic, batch.partition);
       await this.flushOffset(batch);
     }
   }
@@ -305,7 +307,9 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
     while (remaining.length > 0 && live()) {
       if (!(await this.waitForRetry(key, batch, live))) return false;
       const chunk = remaining.slice(0, o.batchSize);
-      const outcome = await this.runWithTransientRetry(chunk, key, batch, live, batch.messages[batch.messages.length - 1]?.offset);
+      // Per-event mode: the next message, whose claim may travel with this one's COMMIT (see ChunkProcessor.run).
+      const next = o.mode === 'event' ? remaining[chunk.length] : undefined;
+      const outcome = await this.runWithTransientRetry(chunk, key, batch, live, batch.messages[batch.messages.length - 1]?.offset, next);
       if (outcome === undefined) return false;
       this.record(outcome, chunk.length, key);
       if (outcome.settled > 0) {
@@ -378,12 +382,12 @@ export class IdempotentConsumer<T = unknown, DB = unknown> {
   }
 
   /** Runs one chunk, retrying transient database errors with backoff (heartbeating meanwhile). */
-  private async runWithTransientRetry(chunk: RawMessage[], key: string, batch: FetchedBatch, live: () => boolean, fetchedLast: string | undefined): Promise<ChunkOutcome | undefined> {
+  private async runWithTransientRetry(chunk: RawMessage[], key: string, batch: FetchedBatch, live: () => boolean, fetchedLast: string | undefined, next?: RawMessage): Promise<ChunkOutcome | undefined> {
     const o = this.options;
     for (let attempt = 1; ; attempt++) {
       const started = process.hrtime.bigint();
       try {
-        const outcome = await this.processor.run(chunk, o.fencing ? this.epochs.get(key) : undefined, fetchedLast);
+        const outcome = await this.processor.run(chunk, o.fencing ? this.epochs.get(key) : undefined, fetchedLast, live() ? next : undefined);
         o.metrics.observe('batch_duration_seconds', Number(process.hrtime.bigint() - started) / 1e9, { group: o.groupId });
         return outcome;
       } catch (error) {

@@ -37,7 +37,7 @@ export class CompiledOnce<A extends unknown[]> {
    * `key` must tell apart every call whose statement text differs (`build` may branch only on
    * what `key` says, and must pass each argument into the SQL untransformed, as a value).
    */
-  async execute<R>(db: Db, key: string, args: A, build: (...args: A) => RawBuilder<unknown>, options: { begin?: boolean } = {}): Promise<QueryResult<R>> {
+  async execute<R>(db: Db, key: string, args: A, build: (...args: A) => RawBuilder<unknown>, options: FoldOptions = {}): Promise<QueryResult<R>> {
     let c = this.compiled.get(key);
     if (c === undefined) {
       const slots = args.map((_, i) => ({ [SLOT]: i }) as Slot) as unknown as A;
@@ -53,10 +53,30 @@ export class CompiledOnce<A extends unknown[]> {
       return slot < 0 ? p : args[slot];
     });
     const fold = options.begin === true && this.named && (await beginFoldingWorks(db));
+    if (options.commitFirst !== undefined && !fold) throw new Error('CompiledOnce: commitFirst needs begin, a named statement and begin folding (see foldsBegin)');
     if (options.begin === true && !fold) await db.executeQuery(CompiledQuery.raw('begin'));
-    const sql = !this.named ? c.sql : fold ? beginThen(c.sql, c.name, parameters) : namedText(c.sql, c.name);
+    const sql = !this.named ? c.sql : fold ? beginThen(c.sql, c.name, parameters, options.commitFirst) : namedText(c.sql, c.name);
     return db.executeQuery<R>({ query: c.query, queryId: nextQueryId(), sql, parameters });
   }
+}
+
+/** How {@link CompiledOnce.execute} sends a statement that begins a transaction. */
+export interface FoldOptions {
+  /** The statement begins the transaction: BEGIN goes in its round trip when folding works (see {@link foldsBegin}), else just before it. */
+  begin?: boolean;
+  /**
+   * With `begin`, when folding works only: COMMIT of the transaction open on the connection goes
+   * ahead of BEGIN in the same round trip; its command tag (`COMMIT`, or `ROLLBACK` when that
+   * transaction had been aborted) is written to `tag` once Postgres answered it. When COMMIT
+   * fails, `tag` stays undefined and nothing after it ran; when the statement fails after a
+   * COMMIT, `tag` is set: that transaction committed, the new one is open (failed).
+   */
+  commitFirst?: { tag?: string };
+}
+
+/** Whether BEGIN (and COMMIT, see {@link FoldOptions}) can travel with a named statement on this process's node-postgres (probed once, on `db`'s connection, outside a transaction). */
+export function foldsBegin(db: Db): Promise<boolean> {
+  return beginFoldingWorks(db);
 }
 
 let queries = 0;
@@ -118,22 +138,27 @@ interface QueryInternals {
  * caller rolls back, as after any failed statement. Reads as the SQL text wherever a string is
  * expected (a Kysely `log` function).
  */
-function beginThen(text: string, name: string, values: readonly unknown[]): string {
+function beginThen(text: string, name: string, values: readonly unknown[], commit?: { tag?: string }): string {
   const query = new Query({ text, name, values: [...values] });
   const q = query as unknown as QueryInternals;
   const proto = Query.prototype as unknown as QueryInternals;
-  let beginAnswered = false;
+  const ahead = commit === undefined ? ['BEGIN'] : ['COMMIT', 'BEGIN'];
+  let answered = 0;
   let parsedHere = false;
   q.prepare = function (this: QueryInternals, connection: Connection): void {
     parsedHere = !proto.hasBeenParsed.call(this, connection);
-    connection.parse({ text: 'BEGIN', name: '', types: [] }, true);
-    connection.bind({ statement: '', portal: '', values: [] }, true);
-    connection.execute({ portal: '' }, true);
+    for (const statement of ahead) {
+      connection.parse({ text: statement, name: '', types: [] }, true);
+      connection.bind({ statement: '', portal: '', values: [] }, true);
+      connection.execute({ portal: '' }, true);
+    }
     proto.prepare.call(this, connection);
   };
   q.handleCommandComplete = function (this: QueryInternals, message: unknown, connection: Connection): void {
-    if (!beginAnswered) {
-      beginAnswered = true;
+    if (answered < ahead.length) {
+      const tag = (message as { text?: string }).text;
+      if (ahead[answered] === 'COMMIT' && commit !== undefined && tag !== undefined) commit.tag = tag;
+      answered++;
       return;
     }
     proto.handleCommandComplete.call(this, message, connection);
@@ -144,7 +169,7 @@ function beginThen(text: string, name: string, values: readonly unknown[]): stri
     if (parsedHere && this.name !== undefined && parsed !== undefined) delete parsed[this.name];
     proto.handleError.call(this, error, connection);
   };
-  return queryAsText(query, text);
+  return queryAsText(query, commit === undefined ? text : `COMMIT; ${text}`);
 }
 
 /**

@@ -57,6 +57,12 @@ export interface OpenOptions {
   /** The transaction is not begun yet: this statement begins it (with a single row and prepared statements, in the same round trip). */
   begin?: boolean;
   /**
+   * With `begin` and a single row: COMMIT of the transaction open on the connection goes first,
+   * in the same round trip (see `FoldOptions.commitFirst` in prepared.ts: its tag is written
+   * here). Only where begin folding works (`foldsBegin`).
+   */
+  commitFirst?: { tag?: string };
+  /**
    * More columns for the same round trip (`, expr AS name, …`) about the chunk's topic and
    * partition (passed in as values only: the statement may be compiled once with placeholders for
    * them); their values come back in `also`.
@@ -335,7 +341,7 @@ export class ProcessedEventStore {
                   WHERE ${key} AND EXISTS (SELECT 1 FROM fence) AND NOT EXISTS (SELECT 1 FROM claimed)) AS stored
                  ${also === undefined ? sql`` : also(topic, partition)}`;
       },
-      { begin: options.begin === true },
+      { begin: options.begin === true, ...(options.commitFirst === undefined ? {} : { commitFirst: options.commitFirst }) },
     );
     const r = result.rows[0];
     const k = idKey(row.origin, row.eventId);

@@ -10,19 +10,28 @@ describe(`SIGKILL at the crash points (${testClient()})`, () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
 
-  it.each(['before-db-commit', 'after-db-commit', 'after-offset-commit'])('killed %s, restarted, converges to the model', async (point) => {
+  // Per-event mode: at after-db-commit the next event's claim, sent with that COMMIT, is open on the killed connection.
+  it.each([
+    ['batch', 'before-db-commit'],
+    ['batch', 'after-db-commit'],
+    ['batch', 'after-offset-commit'],
+    ['event', 'before-db-commit'],
+    ['event', 'after-db-commit'],
+    ['event', 'after-offset-commit'],
+  ] as const)('%s mode, killed %s, restarted, converges to the model', async (mode, point) => {
     // Each case gets its own schema: its own ledger and processed_events.
-    const own = await createTestSchema(databaseUrl, `crash_${point}`);
+    const own = await createTestSchema(databaseUrl, `crash_${mode}_${point}`);
     try {
       await createLedger(own.db, own.schema);
       const [topic] = await createTopics(kafka, [{ prefix: `crash_${point}`, partitions: 2 }]);
       const random = seededRandom(point.length);
       const events = makeEvents(400, random);
       await produceMessages(kafka, topic as string, toMessages(events), { duplicateRate: 0.3, maxCopies: 3, random });
-      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '40' };
-
-      const doomed = startConsumerChild({ ...env, CRASH_AT: point, CRASH_ON_CHUNK: '3' });
-      expect(await doomed.exitWithin(60_000, `crash at ${point} of chunk 3`)).toBe('SIGKILL');
+      const env = { BROKERS: brokers.join(','), DATABASE_URL: databaseUrl, SCHEMA: own.schema, TOPIC: topic as string, GROUP: uniqueName('g'), BATCH_SIZE: '40', MODE: mode };
+      // A chunk is one event in per-event mode: crash well inside the first fetched batch.
+      const chunk = mode === 'event' ? '30' : '3';
+      const doomed = startConsumerChild({ ...env, CRASH_AT: point, CRASH_ON_CHUNK: chunk });
+      expect(await doomed.exitWithin(60_000, `crash at ${point} of chunk ${chunk}`)).toBe('SIGKILL');
       expect(doomed.lines).toContain(`crashing at ${point}`);
       const afterCrash = await count(own.db, own.schema, 'processed_events');
 

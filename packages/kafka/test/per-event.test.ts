@@ -11,12 +11,12 @@ describe('per-event mode: failures and the fence lock', () => {
   const kafka = testKafka(brokers);
   const entry = (id: string, amount: number) => ({ key: 'k', value: JSON.stringify({ account: 'a', amount }), headers: { 'event-id': id } });
 
-  it('a new event costs 3 round trips (the claim with BEGIN, the handler\'s statement, COMMIT), a duplicate 2; the attempt is recorded once per fetched batch, before the first handler', async () => {
+  it('a new event costs 2 round trips (the claim with BEGIN and the previous event\'s COMMIT, the handler\'s statement), a duplicate 1; the last of a fetched batch commits alone; the attempt is recorded once per fetched batch, before the first handler', async () => {
     const s = await createTestSchema(databaseUrl, 'pe_trips');
     const statements: string[] = [];
     // What each statement is (its text read as a string, as a Kysely log function would).
     const kind = (text: string): string => {
-      if (text.includes('processed_events') && text.includes('INSERT INTO')) return 'CLAIM';
+      if (text.includes('processed_events') && text.includes('INSERT INTO')) return text.startsWith('COMMIT; ') ? 'COMMIT+CLAIM' : 'CLAIM';
       if (text.includes('consumer_attempts')) return 'ATTEMPTS';
       return text.trim().split(/\s+/)[0]?.toUpperCase() ?? '';
     };
@@ -40,23 +40,12 @@ describe('per-event mode: failures and the fence lock', () => {
       } finally {
         await consumer.stop();
       }
-      // Each event's statements, from its claim to its COMMIT.
-      const transactions: string[][] = [];
-      let open: string[] | undefined;
-      for (const st of statements) {
-        if (open === undefined && st === 'CLAIM') open = [];
-        open?.push(st);
-        if (st === 'COMMIT' && open !== undefined) {
-          transactions.push(open);
-          open = undefined;
-        }
-      }
+      // Each round trip from the first claim to the last COMMIT: one fetched batch of three events.
+      const first = statements.indexOf('CLAIM');
+      const last = statements.lastIndexOf('COMMIT');
       // The run (the rest of the fetched batch) is recorded after the first claim (which reads the partition's attempt record) and before the first handler starts, outside the transaction, so a process that dies in a handler still counts it.
-      expect(transactions).toEqual([
-        ['CLAIM', 'ATTEMPTS', 'SELECT', 'INSERT', 'COMMIT'],
-        ['CLAIM', 'SELECT', 'INSERT', 'COMMIT'],
-        ['CLAIM', 'COMMIT'],
-      ]);
+      // Each event's COMMIT travels with the next event's BEGIN and claim; the duplicate's transaction (nothing claimed) commits with the last claim.
+      expect(statements.slice(first, last + 1)).toEqual(['CLAIM', 'ATTEMPTS', 'SELECT', 'INSERT', 'COMMIT+CLAIM', 'SELECT', 'INSERT', 'COMMIT+CLAIM', 'COMMIT']);
       expect(statements).not.toContain('BEGIN');
       expect(await totals(s.db, s.schema)).toEqual({ a: { total: 3, applied: 2 } });
     } finally {
@@ -334,6 +323,51 @@ describe('per-event mode: failures and the fence lock', () => {
         await consumer.stop();
       }
     } finally {
+      await s.drop();
+    }
+  });
+
+  it('a claim made ahead (with the previous COMMIT) for a message the consumer then does not run is rolled back and its connection handed back: stopped after the first event, restarted, every event applied once', async () => {
+    const s = await createTestSchema(databaseUrl, 'pe_ahead');
+    const pool = new Pool({ connectionString: databaseUrl, max: 2, application_name: `pe-ahead-${s.schema}` });
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'pe_ahead', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('h1', 1), entry('h2', 2), entry('h3', 4)]);
+      const groupId = uniqueName('g');
+      let stopping: Promise<void> | undefined;
+      const first = new IdempotentConsumer<Entry>({ client: testClient(),
+        brokers, groupId, topics: [topic as string], db, schema: s.schema, mode: 'event',
+        handler: async (event, { trx }) => apply(trx, s.schema, event.value),
+        // After h1 committed (h2 claimed ahead in the same round trip, its transaction open): stop.
+        hooks: { afterDbCommit: () => void (stopping ??= first.stop()) },
+      });
+      await first.start();
+      await waitFor(async () => stopping, (p) => p !== undefined, 30_000);
+      await stopping;
+      expect(first.stats.processed).toBe(1);
+      // h2's claim was rolled back: only h1 is recorded, and no session of the pool is left in a transaction.
+      expect(await count(s.db, s.schema, 'processed_events')).toBe(1);
+      expect(pool.totalCount).toBe(pool.idleCount);
+      const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = ${`pe-ahead-${s.schema}`} AND state <> 'idle'`.execute(s.db);
+      expect(Number(rows[0]?.n)).toBe(0);
+
+      const second = new IdempotentConsumer<Entry>({ client: testClient(),
+        brokers, groupId, topics: [topic as string], db, schema: s.schema, mode: 'event',
+        handler: async (event, { trx }) => apply(trx, s.schema, event.value),
+      });
+      await second.start();
+      try {
+        await waitFor(() => totals(s.db, s.schema), (t) => t.a?.applied === 3, 30_000);
+      } finally {
+        await second.stop();
+      }
+      expect(await totals(s.db, s.schema)).toEqual({ a: { total: 7, applied: 3 } });
+      expect(await count(s.db, s.schema, 'processed_events')).toBe(3);
+      expect(pool.totalCount).toBe(pool.idleCount);
+    } finally {
+      await db.destroy();
       await s.drop();
     }
   });
