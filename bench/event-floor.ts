@@ -8,7 +8,7 @@
 //  - fused floor: the claim-first floor with each COMMIT sent with the next event's BEGIN and claim
 //    (one simple query, 2 round trips per event): what folding COMMIT into the next claim would reach;
 //  - effectively per-event mode: IdempotentConsumer fed from memory through its `client` seam
-//    (bench/memory-client.ts), the upsert in its handler (3 round trips: claim with BEGIN, upsert, COMMIT).
+//    (bench/memory-client.ts), the upsert in its handler (2 round trips: the previous COMMIT with BEGIN and the claim, upsert).
 // Reported: events/s (median, min–max), the median of per-round ratios, and this process's CPU per
 // event. The gap between the floor and per-event mode is the consumer's own cost per event: what the
 // claim statement does beyond an insert (timeouts, fence lock, attempt state) and the work in Node.
@@ -179,7 +179,7 @@ async function main(state: BenchServices): Promise<void> {
     naive: 'naive: BEGIN, check id, upsert, insert id, COMMIT (5 round trips)',
     floor: 'claim-first floor: BEGIN + bare claim, upsert, COMMIT (3 round trips)',
     fused: 'fused floor: COMMIT + next BEGIN + bare claim, upsert (2 round trips)',
-    effectively: 'effectively per-event mode, fed from memory (3 round trips)',
+    effectively: 'effectively per-event mode, fed from memory (2 round trips: the previous COMMIT with BEGIN and the claim, upsert)',
   };
   const f = (r: { median: number; min: number; max: number }): string => `${fmtRatio(r.median)} (${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
   const md = [

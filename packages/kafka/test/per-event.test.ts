@@ -336,22 +336,34 @@ describe('per-event mode: failures and the fence lock', () => {
       const [topic] = await createTopics(kafka, [{ prefix: 'pe_ahead', partitions: 1 }]);
       await produceMessages(kafka, topic as string, [entry('h1', 1), entry('h2', 2), entry('h3', 4)]);
       const groupId = uniqueName('g');
-      let stopping: Promise<void> | undefined;
+      let entered = false;
+      let release: () => void = () => undefined;
+      const gate = new Promise<void>((r) => (release = r));
       const first = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId, topics: [topic as string], db, schema: s.schema, mode: 'event',
         handler: async (event, { trx }) => apply(trx, s.schema, event.value),
-        // After h1 committed (h2 claimed ahead in the same round trip, its transaction open): stop.
-        hooks: { afterDbCommit: () => void (stopping ??= first.stop()) },
+        // After h1 committed (h2 claimed ahead in the same round trip, its transaction open): wait until stop() was called.
+        hooks: {
+          afterDbCommit: async () => {
+            entered = true;
+            await gate;
+          },
+        },
       });
       await first.start();
-      await waitFor(async () => stopping, (p) => p !== undefined, 30_000);
+      await waitFor(async () => entered, (e) => e, 30_000);
+      const sessions = async (state: string): Promise<number> =>
+        Number((await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = ${`pe-ahead-${s.schema}`} AND state = ${state}`.execute(s.db)).rows[0]?.n);
+      // h2's transaction, begun with h1's COMMIT, is open on the partition's connection.
+      expect(await sessions('idle in transaction')).toBe(1);
+      const stopping = first.stop();
+      release();
       await stopping;
       expect(first.stats.processed).toBe(1);
       // h2's claim was rolled back: only h1 is recorded, and no session of the pool is left in a transaction.
       expect(await count(s.db, s.schema, 'processed_events')).toBe(1);
       expect(pool.totalCount).toBe(pool.idleCount);
-      const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = ${`pe-ahead-${s.schema}`} AND state <> 'idle'`.execute(s.db);
-      expect(Number(rows[0]?.n)).toBe(0);
+      expect(await sessions('idle in transaction')).toBe(0);
 
       const second = new IdempotentConsumer<Entry>({ client: testClient(),
         brokers, groupId, topics: [topic as string], db, schema: s.schema, mode: 'event',
