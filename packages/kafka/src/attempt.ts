@@ -1,6 +1,6 @@
 import type { Kysely, KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryExecutor, QueryResult, RootOperationNode, Transaction, UnknownRow } from 'kysely';
 import type { Outbox } from '@effectively/core';
-import { AttemptEndedError } from './errors';
+import { AttemptEndedError, TransactionControlRefusedError } from './errors';
 
 /**
  * One run of user code (a handler, a batch handler) inside a chunk transaction. User code gets
@@ -79,6 +79,7 @@ function guardTransaction(trx: Transaction<unknown>, check: () => void): Transac
       if (property === 'executeQuery') {
         return (...args: Parameters<Transaction<unknown>['executeQuery']>) => {
           check();
+          refuseTransactionControl(args[0]);
           return target.executeQuery(...args);
         };
       }
@@ -110,6 +111,7 @@ function guardExecutor(executor: QueryExecutor, check: () => void): QueryExecuto
       if (property === 'executeQuery' || property === 'stream') {
         return (...args: unknown[]) => {
           check();
+          refuseTransactionControl(args[0]);
           return method.apply(target, args);
         };
       }
@@ -117,4 +119,19 @@ function guardExecutor(executor: QueryExecutor, check: () => void): QueryExecuto
       return method.bind(target);
     },
   });
+}
+
+/**
+ * A statement that ends the transaction (COMMIT, END, ABORT, ROLLBACK but not ROLLBACK TO, PREPARE
+ * TRANSACTION), after leading comments: the handler's writes and the event's claim must commit
+ * together, by the consumer.
+ */
+const ENDS_TRANSACTION = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(commit|end|abort|rollback(?!\s+to\b)|prepare\s+transaction)\b/i;
+
+/** Throws {@link TransactionControlRefusedError} for a compiled query whose SQL would end the transaction. */
+function refuseTransactionControl(query: unknown): void {
+  const text = typeof query === 'object' && query !== null ? (query as { sql?: unknown }).sql : undefined;
+  if (typeof text !== 'string') return;
+  const match = ENDS_TRANSACTION.exec(text);
+  if (match !== null) throw new TransactionControlRefusedError((match[1] ?? '').toUpperCase());
 }

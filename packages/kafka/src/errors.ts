@@ -26,6 +26,22 @@ export class AttemptEndedError extends EffectivelyError {
   }
 }
 
+/**
+ * Handler code sent a statement that would end the transaction the consumer opened for it
+ * (COMMIT, END, ROLLBACK without TO, ABORT, PREPARE TRANSACTION): the event's claim and the
+ * handler's writes must commit together, by the consumer. The statement is not sent; the attempt
+ * fails like any handler error.
+ */
+export class TransactionControlRefusedError extends EffectivelyError {
+  constructor(statement: string) {
+    super(
+      ErrorCodes.TRANSACTION_CONTROL_REFUSED,
+      `Refused "${statement}" from a handler: the consumer commits the handler's transaction together with the event's claim, so a handler must not end it. To undo part of its own work, a handler can use SAVEPOINT s … ROLLBACK TO SAVEPOINT s.`,
+      { canRetry: false },
+    );
+  }
+}
+
 const TRANSIENT_SQLSTATES = new Set([
   '40001', // serialization_failure
   '40P01', // deadlock_detected

@@ -3,7 +3,7 @@ export type { IdempotentConsumerOptions, ClientChoice, ConsumedEvent, HandlerCon
 export type { EventIdSource, InvalidIdReason, IdOrigin } from './event-id';
 export type { ConsumerHooks, HookContext } from './hooks';
 export type { ConsumerClient, FetchedBatch, RawMessage, Assignment, KafkaClientSettings, PartitionPosition, SkippedRange } from './kafka-adapter';
-export { HandlerTimeoutError, FencedError, AttemptEndedError, isTransientDatabaseError } from './errors';
+export { HandlerTimeoutError, FencedError, AttemptEndedError, TransactionControlRefusedError, isTransientDatabaseError } from './errors';
 export { pruneProcessedEvents } from './store';
 export { enableGenerations, readGenerations, rotateProcessedEvents, GENERATION_LIMITS, type EnableGenerationsOptions, type GenerationsState, type LiveGeneration, type RotationResult } from './generations';
 export { CONSUMER_METRICS, consumerPrometheusMetrics } from './metrics';

@@ -1,4 +1,4 @@
-import { sql, type Transaction } from 'kysely';
+import { CompiledQuery, sql, type Transaction } from 'kysely';
 import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
 import { IdempotentConsumer } from '../src';
 import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
@@ -71,6 +71,53 @@ describe('a handler that catches a database error and returns', () => {
       expect(rows[1]?.error).toMatch(/TransactionAbortedError: The transaction was rolled back, not committed/);
       // The dead letter waits in the outbox for the relay.
       expect(await count(s.db, s.schema, 'outbox')).toBe(1);
+    } finally {
+      await s.drop();
+    }
+  });
+
+  it.each([
+    ['sql`COMMIT`', (trx: Transaction<unknown>) => sql`COMMIT`.execute(trx)],
+    ['ROLLBACK through executeQuery', (trx: Transaction<unknown>) => trx.executeQuery(CompiledQuery.raw('rollback'))],
+    ['END after a comment, through the executor', (trx: Transaction<unknown>) => trx.getExecutor().executeQuery(CompiledQuery.raw('/* done */ end'))],
+  ] as const)('a handler that ends its transaction itself (%s) is refused: the attempt fails, the event is dead-lettered, its earlier write undone', async (_name, end) => {
+    const s = await createTestSchema(databaseUrl, 'endtx');
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix: 'endtx', partitions: 1 }]);
+      await produceMessages(kafka, topic as string, [entry('c1', 1), entry('c2', 2)]);
+      const consumer = new IdempotentConsumer<Entry>({
+        client: testClient(),
+        brokers,
+        groupId: uniqueName('g'),
+        topics: [topic as string],
+        db: s.db,
+        schema: s.schema,
+        mode: 'event',
+        maxAttempts: 2,
+        retryDelayMs: 20,
+        handler: async (event, { trx }) => {
+          await apply(trx, s.schema, event.value);
+          if (event.value.amount === 1) await end(trx);
+          // A ROLLBACK TO SAVEPOINT is the handler's own business and allowed.
+          await sql`SAVEPOINT mine`.execute(trx);
+          await sql`ROLLBACK TO SAVEPOINT mine`.execute(trx);
+        },
+      });
+      await consumer.start();
+      try {
+        await waitFor(async () => consumer.stats, (st) => st.processed === 1 && st.deadLettered === 1, 30_000);
+      } finally {
+        await consumer.stop();
+      }
+      expect(await totals(s.db, s.schema)).toEqual({ a: { total: 2, applied: 1 } });
+      const { rows } = await sql<{ event_id: string; status: string; error: string | null }>`
+        SELECT event_id, status, error FROM ${sql.id(s.schema, 'processed_events')} ORDER BY event_id`.execute(s.db);
+      expect(rows.map((r) => [r.event_id, r.status])).toEqual([
+        ['c1', 'dead_lettered'],
+        ['c2', 'processed'],
+      ]);
+      expect(rows[0]?.error).toMatch(/TransactionControlRefusedError: Refused "(COMMIT|ROLLBACK|END)" from a handler/);
     } finally {
       await s.drop();
     }
