@@ -81,9 +81,9 @@ interface OpenChunk {
 interface Parked {
   held: HeldConnection;
   opened: OpenResult;
-  /** Offset and {@link idKey} of the message it claimed, the epoch and the store it claimed with. */
-  offset: string;
-  key: string;
+  /** The message it claimed (as the caller will pass it on), classified; the epoch and the store it claimed with. */
+  message: RawMessage;
+  classified: Classified<unknown>;
   epoch: string | undefined;
   store: ProcessedEventStore;
 }
@@ -265,7 +265,7 @@ export class ChunkProcessor<T> {
     try {
       await parked.held.rollback();
     } catch (error) {
-      this.options.logger.debug({ err: error, offset: parked.offset }, 'could not roll back a claim made ahead; it ends with its connection');
+      this.options.logger.debug({ err: error, offset: parked.message.offset }, 'could not roll back a claim made ahead; it ends with its connection');
     } finally {
       parked.held.release();
     }
@@ -278,7 +278,7 @@ export class ChunkProcessor<T> {
     if (parked === undefined) return undefined;
     this.parked.delete(key);
     const only = candidates[0];
-    if (messages.length === 1 && only !== undefined && parked.offset === only.message.offset && parked.key === only.key && parked.epoch === epoch && parked.store === this.store) return parked;
+    if (messages.length === 1 && only !== undefined && parked.message === only.message && parked.epoch === epoch && parked.store === this.store) return parked;
     await this.closeParked(parked);
     return undefined;
   }
@@ -330,7 +330,7 @@ export class ChunkProcessor<T> {
     fold: boolean,
     parked: Parked | undefined,
     body: (trx: Transaction<unknown>, begin: boolean, claimed: OpenResult | undefined) => Promise<void>,
-    ahead: () => { key: string; offset: string; claimKey: string; epoch: string | undefined; options: OpenOptions } | undefined,
+    ahead: () => { key: string; message: RawMessage; classified: Classified<T>; epoch: string | undefined; options: OpenOptions } | undefined,
   ): Promise<void> {
     if (!fold) return runInTransaction(this.options.db, false, (trx, begin) => body(trx, begin, undefined));
     const held = parked?.held ?? (await holdConnection(this.options.db));
@@ -355,14 +355,14 @@ export class ChunkProcessor<T> {
         if (commit.tag === undefined) throw error;
         if (commit.tag !== 'COMMIT') throw new TransactionAbortedError();
         // Committed; the claim made ahead failed: the next run makes it again and meets whatever made it fail.
-        this.options.logger.debug({ err: error, offset: next.offset }, 'claim made ahead failed; made again by its own run');
+        this.options.logger.debug({ err: error, offset: next.message.offset }, 'claim made ahead failed; made again by its own run');
         return;
       }
       if (commit.tag !== 'COMMIT') {
         await held.rollback();
         throw new TransactionAbortedError();
       }
-      this.parked.set(next.key, { held, opened, offset: next.offset, key: next.claimKey, epoch: next.epoch, store });
+      this.parked.set(next.key, { held, opened, message: next.message, classified: next.classified, epoch: next.epoch, store });
       keep = true;
     } finally {
       if (!keep) held.release();
@@ -374,7 +374,9 @@ export class ChunkProcessor<T> {
     const first = messages[0] as RawMessage;
     const last = messages[messages.length - 1] as RawMessage;
     const { topic, partition } = first;
-    const classified = messages.map((m) => classify(m, o));
+    // A message claimed ahead was classified then: not again.
+    const ahead = this.parked.get(`${topic}:${partition}`);
+    const classified = messages.map((m) => (ahead?.message === m ? (ahead.classified as Classified<T>) : classify(m, o)));
     trace.eventId((classified[0] as Classified<T>).id, messages.length);
     // Within the chunk, only the first copy of an id is a candidate; later copies are duplicates.
     const firstIndexOf = new Map<string, number>();
@@ -399,7 +401,7 @@ export class ChunkProcessor<T> {
       const ahead = () => {
         if (nextMessage === undefined || outcome.failed !== undefined || outcome.settled !== messages.length || chunk.aborted !== undefined) return undefined;
         const c = classify(nextMessage, o);
-        return { key: `${topic}:${partition}`, offset: nextMessage.offset, claimKey: c.key, epoch, options: this.claimOptions([c], epoch) };
+        return { key: `${topic}:${partition}`, message: nextMessage, classified: c, epoch, options: this.claimOptions([c], epoch) };
       };
       await this.inTransaction(fold, parked, async (trx, begin, claimedAhead) => {
         try {

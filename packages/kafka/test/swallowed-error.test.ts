@@ -1,6 +1,6 @@
 import { CompiledQuery, sql, type Transaction } from 'kysely';
-import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName } from '@effectively/testkit';
-import { IdempotentConsumer } from '../src';
+import { createTestSchema, createTopics, produceMessages, testClient, testKafka, testServices, uniqueName, type TestSchema } from '@effectively/testkit';
+import { IdempotentConsumer, type IdempotentConsumerOptions } from '../src';
 import { apply, count, createLedger, totals, waitFor, type Entry } from './support/ledger';
 
 // A handler that catches a database error and returns leaves its transaction aborted: Postgres
@@ -11,6 +11,34 @@ describe('a handler that catches a database error and returns', () => {
   const { brokers, databaseUrl } = testServices();
   const kafka = testKafka(brokers);
   const entry = (id: string, amount: number) => ({ key: 'k', value: JSON.stringify({ account: 'a', amount }), headers: { 'event-id': id } });
+  type Options = Partial<IdempotentConsumerOptions<Entry>> & Pick<IdempotentConsumerOptions<Entry>, 'handler'>;
+  type Records = Array<{ event_id: string; status: string; error: string | null }>;
+
+  /**
+   * Runs a consumer with `options` over `ids` (amounts 1, 2, 4, …) on a topic and schema of its
+   * own until `done` holds for its stats; then gives `check` the consumer, the schema and the
+   * processed_events records in id order.
+   */
+  async function consume(prefix: string, ids: string[], options: (schema: string) => Options, done: (stats: IdempotentConsumer<Entry>['stats']) => boolean, check: (consumer: IdempotentConsumer<Entry>, s: TestSchema, records: Records) => Promise<void>): Promise<void> {
+    const s = await createTestSchema(databaseUrl, prefix);
+    try {
+      await createLedger(s.db, s.schema);
+      const [topic] = await createTopics(kafka, [{ prefix, partitions: 1 }]);
+      await produceMessages(kafka, topic as string, ids.map((id, i) => entry(id, 2 ** i)));
+      const consumer = new IdempotentConsumer<Entry>({ client: testClient(), brokers, groupId: uniqueName('g'), topics: [topic as string], db: s.db, schema: s.schema, retryDelayMs: 20, ...options(s.schema) });
+      await consumer.start();
+      try {
+        await waitFor(async () => consumer.stats, done, 30_000);
+      } finally {
+        await consumer.stop();
+      }
+      const { rows } = await sql<Records[number]>`SELECT event_id, status, error FROM ${sql.id(s.schema, 'processed_events')} ORDER BY event_id`.execute(s.db);
+      await check(consumer, s, rows);
+    } finally {
+      await s.drop();
+    }
+  }
+
   /** The failing statement, its error caught. */
   const swallow = (trx: Transaction<unknown>): Promise<unknown> => sql`SELECT 1 / 0`.execute(trx).catch(() => undefined);
 
@@ -20,60 +48,44 @@ describe('a handler that catches a database error and returns', () => {
     ['batch mode', 'batch', false],
     ['batch mode with a batch handler that catches too', 'batch', true],
   ] as const)('%s: the event is not counted processed; it is retried, then dead-lettered; the other events are applied once', async (_name, mode, withBatchHandler) => {
-    const s = await createTestSchema(databaseUrl, 'swallow');
-    try {
-      await createLedger(s.db, s.schema);
-      const [topic] = await createTopics(kafka, [{ prefix: 'swallow', partitions: 1 }]);
-      await produceMessages(kafka, topic as string, [entry('s1', 1), entry('s2', 2), entry('s3', 4)]);
-      const calls = new Map<number, number>();
-      const consumer = new IdempotentConsumer<Entry>({
-        client: testClient(),
-        brokers,
-        groupId: uniqueName('g'),
-        topics: [topic as string],
-        db: s.db,
-        schema: s.schema,
+    const calls = new Map<number, number>();
+    await consume(
+      'swallow',
+      ['s1', 's2', 's3'],
+      (schema) => ({
         mode: mode === 'batch' ? 'batch' : 'event',
         ...(mode === 'event-unprepared' ? { preparedStatements: false } : {}),
         maxAttempts: 3,
-        retryDelayMs: 20,
         maxRetryDelayMs: 50,
         handler: async (event, { trx }) => {
           calls.set(event.value.amount, (calls.get(event.value.amount) ?? 0) + 1);
-          await apply(trx, s.schema, event.value);
+          await apply(trx, schema, event.value);
           if (event.value.amount === 2) await swallow(trx);
         },
         ...(withBatchHandler
           ? {
               batchHandler: async (events, { trx }) => {
-                for (const e of events) await apply(trx, s.schema, e.value);
+                for (const e of events) await apply(trx, schema, e.value);
                 await swallow(trx);
               },
             }
           : {}),
-      });
-      await consumer.start();
-      try {
-        await waitFor(async () => consumer.stats, (st) => st.processed === 2 && st.deadLettered === 1, 30_000);
-      } finally {
-        await consumer.stop();
-      }
-      expect(await totals(s.db, s.schema)).toEqual({ a: { total: 5, applied: 2 } });
-      expect(calls.get(2)).toBe(3);
-      expect(consumer.stats).toMatchObject({ processed: 2, deadLettered: 1, handlerRetries: 2, duplicates: 0 });
-      const { rows } = await sql<{ event_id: string; status: string; error: string | null }>`
-        SELECT event_id, status, error FROM ${sql.id(s.schema, 'processed_events')} ORDER BY event_id`.execute(s.db);
-      expect(rows.map((r) => [r.event_id, r.status])).toEqual([
-        ['s1', 'processed'],
-        ['s2', 'dead_lettered'],
-        ['s3', 'processed'],
-      ]);
-      expect(rows[1]?.error).toMatch(/TransactionAbortedError: The transaction was rolled back, not committed/);
-      // The dead letter waits in the outbox for the relay.
-      expect(await count(s.db, s.schema, 'outbox')).toBe(1);
-    } finally {
-      await s.drop();
-    }
+      }),
+      (st) => st.processed === 2 && st.deadLettered === 1,
+      async (consumer, s, rows) => {
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: 5, applied: 2 } });
+        expect(calls.get(2)).toBe(3);
+        expect(consumer.stats).toMatchObject({ processed: 2, deadLettered: 1, handlerRetries: 2, duplicates: 0 });
+        expect(rows.map((r) => [r.event_id, r.status])).toEqual([
+          ['s1', 'processed'],
+          ['s2', 'dead_lettered'],
+          ['s3', 'processed'],
+        ]);
+        expect(rows[1]?.error).toMatch(/TransactionAbortedError: The transaction was rolled back, not committed/);
+        // The dead letter waits in the outbox for the relay.
+        expect(await count(s.db, s.schema, 'outbox')).toBe(1);
+      },
+    );
   });
 
   it.each([
@@ -81,45 +93,29 @@ describe('a handler that catches a database error and returns', () => {
     ['ROLLBACK through executeQuery', (trx: Transaction<unknown>) => trx.executeQuery(CompiledQuery.raw('rollback'))],
     ['END after a comment, through the executor', (trx: Transaction<unknown>) => trx.getExecutor().executeQuery(CompiledQuery.raw('/* done */ end'))],
   ] as const)('a handler that ends its transaction itself (%s) is refused: the attempt fails, the event is dead-lettered, its earlier write undone', async (_name, end) => {
-    const s = await createTestSchema(databaseUrl, 'endtx');
-    try {
-      await createLedger(s.db, s.schema);
-      const [topic] = await createTopics(kafka, [{ prefix: 'endtx', partitions: 1 }]);
-      await produceMessages(kafka, topic as string, [entry('c1', 1), entry('c2', 2)]);
-      const consumer = new IdempotentConsumer<Entry>({
-        client: testClient(),
-        brokers,
-        groupId: uniqueName('g'),
-        topics: [topic as string],
-        db: s.db,
-        schema: s.schema,
+    await consume(
+      'endtx',
+      ['c1', 'c2'],
+      (schema) => ({
         mode: 'event',
         maxAttempts: 2,
-        retryDelayMs: 20,
         handler: async (event, { trx }) => {
-          await apply(trx, s.schema, event.value);
+          await apply(trx, schema, event.value);
           if (event.value.amount === 1) await end(trx);
           // A ROLLBACK TO SAVEPOINT is the handler's own business and allowed.
           await sql`SAVEPOINT mine`.execute(trx);
           await sql`ROLLBACK TO SAVEPOINT mine`.execute(trx);
         },
-      });
-      await consumer.start();
-      try {
-        await waitFor(async () => consumer.stats, (st) => st.processed === 1 && st.deadLettered === 1, 30_000);
-      } finally {
-        await consumer.stop();
-      }
-      expect(await totals(s.db, s.schema)).toEqual({ a: { total: 2, applied: 1 } });
-      const { rows } = await sql<{ event_id: string; status: string; error: string | null }>`
-        SELECT event_id, status, error FROM ${sql.id(s.schema, 'processed_events')} ORDER BY event_id`.execute(s.db);
-      expect(rows.map((r) => [r.event_id, r.status])).toEqual([
-        ['c1', 'dead_lettered'],
-        ['c2', 'processed'],
-      ]);
-      expect(rows[0]?.error).toMatch(/TransactionControlRefusedError: Refused "(COMMIT|ROLLBACK|END)" from a handler/);
-    } finally {
-      await s.drop();
-    }
+      }),
+      (st) => st.processed === 1 && st.deadLettered === 1,
+      async (_consumer, s, rows) => {
+        expect(await totals(s.db, s.schema)).toEqual({ a: { total: 2, applied: 1 } });
+        expect(rows.map((r) => [r.event_id, r.status])).toEqual([
+          ['c1', 'dead_lettered'],
+          ['c2', 'processed'],
+        ]);
+        expect(rows[0]?.error).toMatch(/TransactionControlRefusedError: Refused "(COMMIT|ROLLBACK|END)" from a handler/);
+      },
+    );
   });
 });
