@@ -13,19 +13,27 @@ describe(`a topic deleted and created again (${testClient()})`, () => {
   const kafka = testKafka(brokers);
   const entry = (id: string, amount: number) => ({ key: 'k', value: JSON.stringify({ account: 'a', amount }), headers: { 'event-id': id } });
 
-  /** Deletes `topic` and creates it again (deletion completes in the background: retried until it is gone). */
+  /**
+   * Deletes `topic` and creates it again. Deletion completes in the background, and a create
+   * may succeed on the broker yet fail (or time out) at the client: whatever createTopics
+   * answered, the topic counts as created again once its partitions have leaders and it is
+   * empty (the old topic held messages, so it is never taken for the new one).
+   */
   async function recreate(topic: string): Promise<void> {
     const admin = kafka.admin();
     await admin.connect();
     try {
       await admin.deleteTopics({ topics: [topic], timeout: 30_000 });
-      const deadline = Date.now() + 60_000;
+      const deadline = Date.now() + 90_000;
       for (;;) {
-        const created = await admin.createTopics({ waitForLeaders: false, topics: [{ topic, numPartitions: 1, replicationFactor: 1 }] }).catch(() => false);
-        const ready =
-          created && (await admin.fetchTopicMetadata({ topics: [topic] }).then((m) => m.topics[0]?.partitions.every((p) => p.leader >= 0) === true && (m.topics[0]?.partitions.length ?? 0) > 0).catch(() => false));
-        if (ready) return;
-        if (Date.now() > deadline) throw new Error(`${topic} could not be created again within 60 s`);
+        await admin.createTopics({ waitForLeaders: false, topics: [{ topic, numPartitions: 1, replicationFactor: 1 }] }).catch(() => false);
+        const led = await admin
+          .fetchTopicMetadata({ topics: [topic] })
+          .then((m) => (m.topics[0]?.partitions.length ?? 0) > 0 && m.topics[0]?.partitions.every((p) => p.leader >= 0) === true)
+          .catch(() => false);
+        const empty = led && (await admin.fetchTopicOffsets(topic).then((o) => o.length > 0 && o.every((p) => p.high === '0')).catch(() => false));
+        if (empty) return;
+        if (Date.now() > deadline) throw new Error(`${topic} could not be created again within 90 s`);
         await new Promise((r) => setTimeout(r, 250));
       }
     } finally {
