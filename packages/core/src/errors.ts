@@ -153,3 +153,20 @@ export class TransactionAbortedError extends EffectivelyError {
 export function isInFailedTransaction(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '25P02';
 }
+
+/**
+ * User code (a consumer's handler or batch handler, an HTTP handler in transactional mode) sent a
+ * statement that would end the transaction the library opened for it (COMMIT, END, ROLLBACK
+ * without TO, ABORT, PREPARE TRANSACTION), alone or among several statements in one query: the
+ * library commits that transaction itself, together with its own records (the event's claim, the
+ * stored response). The statement is not sent; the attempt or request fails like any handler error.
+ */
+export class TransactionControlRefusedError extends EffectivelyError {
+  constructor(statement: string) {
+    super(
+      ErrorCodes.TRANSACTION_CONTROL_REFUSED,
+      `Refused "${statement}" from a handler: the library commits the handler's transaction itself, together with its own records (the event's claim, the stored response), so a handler must not end it. To undo part of its own work, a handler can use SAVEPOINT s … ROLLBACK TO SAVEPOINT s.`,
+      { canRetry: false },
+    );
+  }
+}

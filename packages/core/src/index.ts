@@ -1,4 +1,4 @@
-export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNewerThanLibraryError, SchemaNotMigratedError, ServiceStartError, TopicNotFoundError, TransactionAbortedError, isInFailedTransaction, ErrorCodes, type ErrorCode } from './errors';
+export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNewerThanLibraryError, SchemaNotMigratedError, ServiceStartError, TopicNotFoundError, TransactionAbortedError, TransactionControlRefusedError, isInFailedTransaction, ErrorCodes, type ErrorCode } from './errors';
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
 export { createLogger, silentLogger, childLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
 export { untyped, retyped } from './database-type';
@@ -13,3 +13,5 @@ export { assertOptionalPeer, importOptionalPeer, nodeVersionAtLeast, OptionalPee
 export { uuidv7 } from './uuid';
 export { NoopMetrics, PrometheusMetrics, type Metrics, type MetricLabels, type MetricDefinition } from './metrics';
 export { runInTransaction, holdConnection, queryAsText, type HeldConnection } from './transaction';
+export { guardTransaction, refuseTransactionControl, type StatementCheck, type TransactionGuardOptions } from './transaction-guard';
+export { transactionEndingStatement } from './statement-control';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
-import { childLogger, InvalidConfigError, isInFailedTransaction, retyped, runInTransaction, TransactionAbortedError, untyped, type Logger } from '@effectively/core';
+import type { Kysely, Transaction } from 'kysely';
+import { childLogger, guardTransaction, InvalidConfigError, isInFailedTransaction, refuseTransactionControl, retyped, runInTransaction, TransactionAbortedError, untyped, type Logger } from '@effectively/core';
 import { fingerprintRequest } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef, type KeyRecord } from './key-store';
@@ -181,11 +181,14 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   const release = (c: Claim): Promise<boolean> => store.release(c);
   type Pinned = Kysely<DB> | undefined;
 
+  /** The transaction as a handler sees it: a statement that would end it (COMMIT, ROLLBACK, …) is refused with TransactionControlRefusedError. */
+  const handlerTransaction = (t: Transaction<unknown>): Transaction<DB> => guardTransaction(retyped<DB>(t), { check: refuseTransactionControl });
+
   /** Runs the handler in its transaction, storing the response there; returns what to send. */
   async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string, pinned: Pinned): Promise<{ normalized: NormalizedResponse; stored: boolean }> {
     // COMMIT is checked: a handler that caught a database error and returned (the transaction aborted) gets TransactionAbortedError, not a stored response.
     const normalized = await runInTransaction(untyped(pinned ?? o.db), false, async (t) => {
-      const trx = retyped<DB>(t);
+      const trx = handlerTransaction(t);
       if (!(await store.lockOwn(t, c))) throw new ClaimLost();
       const result = normalizeResponse(await handler({ db: trx, transactional: true, key: c.key, scope, attempt: c.attempt }), o.storedHeaders);
       if (!shouldStore(result.stored.status)) throw new Rollback(result);
@@ -239,7 +242,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   async function runUnprotected(request: IdempotentRequest, handler: IdempotentHandler<DB>, transactional: boolean): Promise<HandleResult> {
     const context = { key: undefined, scope: request.scope, attempt: 1 };
     const normalized = transactional
-      ? await runInTransaction(untyped(o.db), false, async (trx) => normalizeResponse(await handler({ ...context, db: retyped<DB>(trx), transactional: true }), o.storedHeaders))
+      ? await runInTransaction(untyped(o.db), false, async (trx) => normalizeResponse(await handler({ ...context, db: handlerTransaction(trx), transactional: true }), o.storedHeaders))
       : normalizeResponse(await handler({ ...context, db: o.db, transactional: false }), o.storedHeaders);
     return { outcome: 'unprotected', response: firstResponse(normalized) };
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
-import { createOutbox } from '@effectively/core';
+import { CompiledQuery, sql } from 'kysely';
+import { createOutbox, TransactionControlRefusedError } from '@effectively/core';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { createIdempotency, type HandlerContext, type HandlerResponse, type IdempotencyOptions } from '../src';
 import { startApp, type RunningApp, type TestHandler } from './adapters';
@@ -182,5 +182,31 @@ describe('transactional mode and what gets stored', () => {
     };
     expect((await send(app.url, '/items', { body: {} })).status).toBe(500);
     expect(await countEffects(ts.db, ts.schema, 'unprotected-swallowed')).toBe(0);
+  });
+
+  it.each([
+    ['COMMIT after another statement', 'SELECT 1; COMMIT'],
+    ['ROLLBACK', 'ROLLBACK'],
+  ])('a handler that ends its transaction itself (%s) is refused before the statement is sent: 500, its write undone, nothing stored, the key released', async (_name, text) => {
+    const app = await start({});
+    const key = randomUUID();
+    let attempts = 0;
+    let refused: unknown;
+    behaviour = async (_body, { db, key: k }) => {
+      attempts++;
+      await effect(db, k);
+      if (attempts === 1) await db.executeQuery(CompiledQuery.raw(text)).catch((error: unknown) => {
+        refused = error;
+        throw error;
+      });
+      return { status: 201, json: {} };
+    };
+    expect((await send(app.url, '/items', { key, body: {} })).status).toBe(500);
+    expect(refused).toBeInstanceOf(TransactionControlRefusedError);
+    expect(await countEffects(ts.db, ts.schema, key)).toBe(0);
+    expect(await keyRow(key)).toBeUndefined();
+    const retry = await send(app.url, '/items', { key, body: {} });
+    expect(retry.status).toBe(201);
+    expect(await countEffects(ts.db, ts.schema, key)).toBe(1);
   });
 });

@@ -1,5 +1,7 @@
 import { EffectivelyError, ErrorCodes } from '@effectively/core';
 
+export { TransactionControlRefusedError } from '@effectively/core';
+
 /** The handler did not finish within `handlerTimeoutMs`; its transaction was rolled back. */
 export class HandlerTimeoutError extends EffectivelyError {
   constructor(timeoutMs: number) {
@@ -23,22 +25,6 @@ export class FencedError extends EffectivelyError {
 export class AttemptEndedError extends EffectivelyError {
   constructor(why: string) {
     super(ErrorCodes.ATTEMPT_ENDED, `Refused a statement from a handler whose attempt is over (${why}); nothing it issues now can commit. Await every statement before the handler returns.`, { canRetry: false });
-  }
-}
-
-/**
- * Handler code sent a statement that would end the transaction the consumer opened for it
- * (COMMIT, END, ROLLBACK without TO, ABORT, PREPARE TRANSACTION): the event's claim and the
- * handler's writes must commit together, by the consumer. The statement is not sent; the attempt
- * fails like any handler error.
- */
-export class TransactionControlRefusedError extends EffectivelyError {
-  constructor(statement: string) {
-    super(
-      ErrorCodes.TRANSACTION_CONTROL_REFUSED,
-      `Refused "${statement}" from a handler: the consumer commits the handler's transaction together with the event's claim, so a handler must not end it. To undo part of its own work, a handler can use SAVEPOINT s … ROLLBACK TO SAVEPOINT s.`,
-      { canRetry: false },
-    );
   }
 }
 

@@ -92,6 +92,7 @@ describe('a handler that catches a database error and returns', () => {
     ['sql`COMMIT`', (trx: Transaction<unknown>) => sql`COMMIT`.execute(trx)],
     ['ROLLBACK through executeQuery', (trx: Transaction<unknown>) => trx.executeQuery(CompiledQuery.raw('rollback'))],
     ['END after a comment, through the executor', (trx: Transaction<unknown>) => trx.getExecutor().executeQuery(CompiledQuery.raw('/* done */ end'))],
+    ['COMMIT after another statement in one text', (trx: Transaction<unknown>) => sql`SELECT 1; COMMIT`.execute(trx)],
   ] as const)('a handler that ends its transaction itself (%s) is refused: the attempt fails, the event is dead-lettered, its earlier write undone', async (_name, end) => {
     await consume(
       'endtx',
