@@ -1,59 +1,105 @@
+import { Client } from 'pg';
 import { CompiledQuery } from 'kysely';
+import { testServices, uniqueName } from '@effectively/testkit';
 import { refuseTransactionControl, transactionEndingStatement, TransactionControlRefusedError } from '../src';
 
-// Pure text checks: what a handler may send through the transaction the library opened for it.
+// What a handler may send through the transaction the library opened for it. Every text below is
+// also sent to Postgres inside an open transaction (the simple query protocol, which runs every
+// statement of a text), so each expectation is checked against the server, not only stated.
+const tag = 'a'.repeat(70);
+
+/** Texts that end the transaction, and the statement reported. */
+const ENDING: Array<[string, string]> = [
+  ['COMMIT', 'COMMIT'],
+  ['commit', 'COMMIT'],
+  ['COMMIT AND CHAIN', 'COMMIT'],
+  ['  /* done */ -- really\n end', 'END'],
+  ['END TRANSACTION', 'END'],
+  ['end work', 'END'],
+  ['abort', 'ABORT'],
+  ['ABORT TRANSACTION', 'ABORT'],
+  ['ROLLBACK', 'ROLLBACK'],
+  ['rollback work', 'ROLLBACK'],
+  ['ROLLBACK AND CHAIN', 'ROLLBACK'],
+  ["PREPARE TRANSACTION 'effectively-test-gid'", 'PREPARE TRANSACTION'],
+  ["PREPARE/**/TRANSACTION 'effectively-test-gid'", 'PREPARE TRANSACTION'],
+  [`PREPARE${' '.repeat(30)} TRANSACTION 'effectively-test-gid'`, 'PREPARE TRANSACTION'],
+  // Several statements in one text.
+  ['SELECT 1; COMMIT', 'COMMIT'],
+  ['SELECT 1;commit', 'COMMIT'],
+  ['SELECT 1; --x\rCOMMIT', 'COMMIT'],
+  ["SELECT 'a'; /* then */ ROLLBACK", 'ROLLBACK'],
+  ['SELECT 1;;END', 'END'],
+  ["SELECT '\\'; COMMIT", 'COMMIT'], // a standard string: the backslash is only a character
+  ["SELECT e'\\\\'; COMMIT", 'COMMIT'], // an escape string holding one backslash
+  ["SELECT 'it''s'; COMMIT", 'COMMIT'],
+  ['SELECT "a""b" FROM (SELECT 1 AS "a""b") t; END', 'END'],
+  ['SELECT $$x$$; ABORT', 'ABORT'],
+  // An escape string continued on the next line keeps its backslash escapes.
+  ["SELECT E'x'\n'\\''; COMMIT; SELECT 'y'", 'COMMIT'],
+  ["SELECT E'x' -- c\n'\\''; COMMIT; SELECT 'y'", 'COMMIT'],
+  ["SELECT E'x'\r'\\''; COMMIT; SELECT 'y'", 'COMMIT'],
+  [`SELECT $${tag}$'$${tag}$; COMMIT; SELECT 'x'`, 'COMMIT'],
+  ['CREATE TABLE begin (atomic int); COMMIT', 'COMMIT'],
+  ['CREATE FUNCTION f1() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END; COMMIT', 'COMMIT'],
+  ['CREATE FUNCTION f2() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END; COMMIT', 'COMMIT'],
+];
+
+/** Texts that leave the transaction open. */
+const KEEPING: string[] = [
+  'SELECT 1',
+  'SAVEPOINT s; ROLLBACK TO SAVEPOINT s',
+  'SAVEPOINT s; rollback to s',
+  'SAVEPOINT s; ROLLBACK WORK TO SAVEPOINT s',
+  'SAVEPOINT s; ROLLBACK TRANSACTION TO s',
+  'SAVEPOINT s; ROLLBACK/**/TO s',
+  'SAVEPOINT s; ROLLBACK -- x\nTO s',
+  `SAVEPOINT s; ROLLBACK${' '.repeat(30)} TO s`,
+  'SAVEPOINT s; ROLLBACK TO SAVEPOINT s; RELEASE SAVEPOINT s',
+  'SELECT 1 AS commit',
+  'SELECT 1 AS end_date, 2 AS endless',
+  "SELECT 'end' AS status",
+  "SELECT 'a; COMMIT'",
+  "SELECT 'it''s; commit'",
+  "SELECT E'\\'; COMMIT'",
+  "SELECT E'x'\n'\\'; COMMIT; SELECT '",
+  "SELECT 'x'\n'; COMMIT'",
+  'SELECT 1 AS "x;commit"',
+  'SELECT $$; COMMIT$$',
+  'SELECT $t$ $$; commit $t$',
+  `SELECT $${tag}$; COMMIT$${tag}$`,
+  '-- ; commit\nSELECT 1',
+  'SELECT 1 -- ; commit',
+  '/* /* ; commit */ */ SELECT 1',
+  'PREPARE transaction AS SELECT 1',
+  'PREPARE transaction(int) AS SELECT $1',
+  'CREATE FUNCTION k1() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END',
+  'create procedure k2() language sql begin atomic select 1; end;',
+  'CREATE FUNCTION k3() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS end; END',
+  'CREATE TABLE kt (x int); CREATE FUNCTION k4() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT t.x FROM kt t; SELECT 2; END',
+  'SELECT 1 AS a$b$c; SELECT 1',
+];
+
+/** Texts Postgres fails (the transaction is aborted, not ended): refusing them costs nothing. */
+const FAILING: Array<[string, string | undefined]> = [
+  ['SELECT $1; COMMIT', 'COMMIT'],
+  ["COMMIT PREPARED 'effectively-test-none'", 'COMMIT'],
+  ["ROLLBACK PREPARED 'effectively-test-none'", 'ROLLBACK'],
+  ['DO $$BEGIN COMMIT; END$$', undefined],
+  ['SELECT 1;\u000bCOMMIT', undefined], // \v is not whitespace to Postgres 15
+];
+
 describe('transactionEndingStatement', () => {
-  it.each([
-    ['COMMIT', 'COMMIT'],
-    ['commit', 'COMMIT'],
-    ['COMMIT AND CHAIN', 'COMMIT'],
-    ['  /* done */ -- really\n end', 'END'],
-    ['END TRANSACTION', 'END'],
-    ['abort', 'ABORT'],
-    ['ROLLBACK', 'ROLLBACK'],
-    ['rollback work', 'ROLLBACK'],
-    ["PREPARE TRANSACTION 'x'", 'PREPARE TRANSACTION'],
-    ['prepare\n  transaction \'x\'', 'PREPARE TRANSACTION'],
-    // Several statements in one text (the simple query protocol runs them all).
-    ['SELECT 1; COMMIT', 'COMMIT'],
-    ['SELECT 1;commit', 'COMMIT'],
-    ["INSERT INTO t VALUES ('a'); /* then */ ROLLBACK", 'ROLLBACK'],
-    ['SELECT 1;;END', 'END'],
-    ['SELECT $1; COMMIT', 'COMMIT'],
-    ["SELECT '\\'; COMMIT", 'COMMIT'], // a standard string: the backslash is only a character
-    ["SELECT e'\\\\'; COMMIT", 'COMMIT'], // an escape string holding one backslash
-    ["SELECT 'it''s'; COMMIT", 'COMMIT'],
-    ['SELECT "a""b"; END', 'END'],
-    ['SELECT $$x$$; ABORT', 'ABORT'],
-    ['CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END; COMMIT', 'COMMIT'],
-  ])('%j ends the transaction: %s', (text, statement) => {
+  it.each(ENDING)('%j ends the transaction: %s', (text, statement) => {
     expect(transactionEndingStatement(text)).toBe(statement);
   });
 
-  it.each([
-    'SELECT 1',
-    'ROLLBACK TO SAVEPOINT s',
-    'rollback to s',
-    'SAVEPOINT s; ROLLBACK TO SAVEPOINT s; RELEASE SAVEPOINT s',
-    'SELECT 1 AS commit',
-    'SELECT end_date, endless FROM t',
-    'UPDATE t SET status = \'end\' WHERE id = $1',
-    "SELECT 'a; COMMIT'",
-    "SELECT 'it''s; commit'",
-    "SELECT E'\\'; COMMIT'",
-    'SELECT "x;commit"',
-    'SELECT $$; COMMIT$$',
-    'SELECT $t$ $$; commit $t$',
-    '-- ; commit\nSELECT 1',
-    'SELECT 1 -- ; commit',
-    '/* /* ; commit */ */ SELECT 1',
-    'DO $$BEGIN COMMIT; END$$', // Postgres refuses COMMIT in a DO block run inside a transaction
-    'CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END',
-    'create procedure p() language sql begin atomic insert into t values (1); end;',
-    'SELECT a$b$c FROM t; SELECT 1',
-    '',
-  ])('%j does not', (text) => {
+  it.each(KEEPING)('%j does not', (text) => {
     expect(transactionEndingStatement(text)).toBeUndefined();
+  });
+
+  it.each(FAILING)('%j (which Postgres fails): %s', (text, statement) => {
+    expect(transactionEndingStatement(text)).toBe(statement);
   });
 
   it('refuseTransactionControl throws TransactionControlRefusedError naming the statement, and lets others through', () => {
@@ -61,5 +107,50 @@ describe('transactionEndingStatement', () => {
     expect(() => refuseTransactionControl(CompiledQuery.raw('select 1; end'))).toThrow(/Refused "END" from a handler/);
     expect(() => refuseTransactionControl(CompiledQuery.raw('ROLLBACK TO SAVEPOINT s'))).not.toThrow();
     expect(() => refuseTransactionControl(undefined)).not.toThrow();
+  });
+});
+
+describe('what Postgres does with those texts inside a transaction', () => {
+  const { databaseUrl } = testServices();
+  const schema = uniqueName('stmt_control');
+  let client: Client;
+
+  beforeAll(async () => {
+    client = new Client({ connectionString: databaseUrl });
+    await client.connect();
+    await client.query(`CREATE SCHEMA "${schema}"`);
+  });
+  afterAll(async () => {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
+    await client.end();
+  });
+
+  /** Runs `text` after BEGIN; says whether the transaction ended (a new one runs after it, chained or not), stayed open, or failed. */
+  async function outcome(text: string): Promise<'ended' | 'open' | 'failed'> {
+    await client.query(`SET search_path TO "${schema}"`);
+    await client.query('BEGIN');
+    const { rows } = await client.query<{ x: string }>('SELECT txid_current()::text AS x');
+    await client.query(text).catch(() => undefined);
+    const after = await client.query<{ x: string }>('SELECT txid_current()::text AS x').then(
+      (r) => r.rows[0]?.x,
+      () => undefined,
+    );
+    await client.query('ROLLBACK');
+    await client.query("ROLLBACK PREPARED 'effectively-test-gid'").catch(() => undefined);
+    await client.query('DEALLOCATE ALL');
+    await client.query('RESET search_path');
+    // Made by a text that committed: dropped so the next text starts alike.
+    for (const f of ['f1', 'f2']) await client.query(`DROP FUNCTION IF EXISTS "${schema}".${f}()`);
+    await client.query(`DROP TABLE IF EXISTS "${schema}"."begin"`);
+    if (after === undefined) return 'failed';
+    return after === rows[0]?.x ? 'open' : 'ended';
+  }
+
+  it('ends the transaction for every text reported, keeps it for every other text, and fails the rest', async () => {
+    const seen: Record<string, string[]> = { ended: [], open: [], failed: [] };
+    for (const [text] of ENDING) seen[await outcome(text)]?.push(text);
+    for (const text of KEEPING) seen[await outcome(text)]?.push(text);
+    for (const [text] of FAILING) seen[await outcome(text)]?.push(text);
+    expect(seen).toEqual({ ended: ENDING.map(([t]) => t), open: KEEPING, failed: FAILING.map(([t]) => t) });
   });
 });
