@@ -1,38 +1,79 @@
 /**
  * Finds, in SQL text about to be sent, a statement that would end the transaction it runs in.
  * The text may hold several statements (a query without parameters goes through Postgres's
- * simple query protocol, which runs them all), so it is read as Postgres 15's lexer reads it
- * (standard_conforming_strings on): tokens, not characters. Quoted strings ('…', E'…' with
- * backslash escapes, B'…', X'…', N'…', U&'…', each continued across a line break as the server
- * continues it), quoted identifiers ("…", U&"…"), dollar-quoted bodies ($$…$$, $tag$…$tag$),
- * comments (-- … and nested /* … *\/) and the bodies of SQL-standard functions
- * (CREATE … BEGIN ATOMIC … END) never split a statement.
+ * simple query protocol, which runs them all), so it is read as Postgres 15's lexer reads it:
+ * tokens, not characters. Quoted strings ('…', E'…' with backslash escapes, B'…', X'…', N'…',
+ * U&'…', each continued across a line break as the server continues it), quoted identifiers
+ * ("…", U&"…"), dollar-quoted bodies ($$…$$, $tag$…$tag$), comments (-- … and nested /* … *\/)
+ * and the bodies of SQL-standard functions (CREATE FUNCTION|PROCEDURE … BEGIN ATOMIC … END) never
+ * split a statement.
+ *
+ * Where a backslash's meaning depends on the session (`standard_conforming_strings` off makes it
+ * an escape in '…' too; a multi-byte `client_encoding` such as SJIS can take it as the second
+ * byte of the character before it), the text is read every way, and a statement any reading
+ * finds is reported.
  */
 
-type Token = { kind: 'word'; word: string } | { kind: 'string' } | { kind: 'semicolon' } | { kind: 'other'; char: string };
+type Token = { kind: 'word'; word: string } | { kind: 'string' } | { kind: 'semicolon' } | { kind: 'other'; char: number };
 
-/** Whitespace as Postgres 15 reads it (not \v). */
-const SPACE = /[ \t\n\r\f]/;
-const IDENT_START = /[A-Za-z_\u0080-\uffff]/;
-const IDENT_CONT = /[A-Za-z0-9_$\u0080-\uffff]/;
-/** A dollar-quote delimiter at the start of the text searched (any tag length). */
+/** How backslashes read inside quoted strings. */
+interface Reading {
+  /** Backslash escapes in plain '…' strings too (`standard_conforming_strings = off`). */
+  plainEscapes: boolean;
+  /** A backslash right after a non-ASCII character is part of that character (a multi-byte client encoding). */
+  swallowAfterNonAscii: boolean;
+}
+
+const READINGS: readonly Reading[] = [
+  { plainEscapes: false, swallowAfterNonAscii: false },
+  { plainEscapes: true, swallowAfterNonAscii: false },
+  { plainEscapes: false, swallowAfterNonAscii: true },
+  { plainEscapes: true, swallowAfterNonAscii: true },
+];
+
+const NON_ASCII_THEN_BACKSLASH = /[\u0080-\uffff]\\/;
+
+const QUOTE = 0x27;
+const DOUBLE_QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const DOLLAR = 0x24;
+const SEMICOLON = 0x3b;
+const DASH = 0x2d;
+const SLASH = 0x2f;
+const STAR = 0x2a;
+const AMPERSAND = 0x26;
+const LF = 0x0a;
+const CR = 0x0d;
+
+/** Whitespace as Postgres 15 reads it (space, \t, \n, \r, \f; not \v). */
+const isSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === LF || c === CR || c === 0x0c;
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
+const isLetter = (c: number): boolean => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+const isIdentStart = (c: number): boolean => isLetter(c) || c === 0x5f || c >= 0x80;
+const isIdentCont = (c: number): boolean => isIdentStart(c) || isDigit(c) || c === DOLLAR;
+
+/** A dollar-quote delimiter at `lastIndex` (any tag length; a tag has no `$`). */
 const DOLLAR_DELIMITER = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
-/** What lets a quoted string continue: whitespace with a line break (and `--` comments), then a quote. */
-const STRING_CONTINUES = /(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]+|--[^\n\r]*[\n\r])*'/y;
+/**
+ * What lets a quoted string continue at `lastIndex`: horizontal whitespace and a `--` comment,
+ * a line break, then whitespace and whole comment lines, then a quote. Each repetition consumes
+ * one character or one whole comment line, so a failed match backtracks linearly.
+ */
+const STRING_CONTINUES = /[ \t\f]*(?:--[^\n\r]*)?[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*'/y;
 
 /** Index just past the string whose opening quote is at `open`, continuations included. */
-function skipString(text: string, open: number, backslashEscapes: boolean): number {
+function skipString(text: string, open: number, escapes: boolean, reading: Reading): number {
   let j = open + 1;
   for (;;) {
-    while (j < text.length) {
-      const c = text[j];
-      if (backslashEscapes && c === '\\') j += 2;
-      else if (c === "'") {
-        if (text[j + 1] === "'") j += 2;
+    for (;;) {
+      if (j >= text.length) return text.length;
+      const c = text.charCodeAt(j);
+      if (c === BACKSLASH && escapes && !(reading.swallowAfterNonAscii && text.charCodeAt(j - 1) >= 0x80)) j += 2;
+      else if (c === QUOTE) {
+        if (text.charCodeAt(j + 1) === QUOTE) j += 2;
         else break;
       } else j++;
     }
-    if (j >= text.length) return text.length;
     j++; // past the closing quote
     STRING_CONTINUES.lastIndex = j;
     if (!STRING_CONTINUES.test(text)) return j;
@@ -43,59 +84,61 @@ function skipString(text: string, open: number, backslashEscapes: boolean): numb
 /** Index just past the quoted identifier whose opening quote is at `open`. */
 function skipQuotedIdentifier(text: string, open: number): number {
   let j = open + 1;
-  while (j < text.length) {
-    if (text[j] === '"') {
-      if (text[j + 1] === '"') j += 2;
-      else return j + 1;
-    } else j++;
+  for (;;) {
+    const close = text.indexOf('"', j);
+    if (close === -1) return text.length;
+    if (text.charCodeAt(close + 1) !== DOUBLE_QUOTE) return close + 1;
+    j = close + 2;
   }
-  return text.length;
 }
 
-/** The text's tokens, comments and whitespace left out. */
-function tokenize(text: string): Token[] {
+/** The text's tokens as `reading` sees them, comments and whitespace left out. */
+function tokenize(text: string, reading: Reading): Token[] {
   const tokens: Token[] = [];
   let i = 0;
   while (i < text.length) {
-    const c = text[i] as string;
-    const next = text[i + 1];
-    if (SPACE.test(c)) {
+    const c = text.charCodeAt(i);
+    const next = text.charCodeAt(i + 1);
+    if (isSpace(c)) {
       i++;
-    } else if (c === '-' && next === '-') {
-      while (i < text.length && text[i] !== '\n' && text[i] !== '\r') i++;
-    } else if (c === '/' && next === '*') {
+    } else if (c === DASH && next === DASH) {
+      while (i < text.length && text.charCodeAt(i) !== LF && text.charCodeAt(i) !== CR) i++;
+    } else if (c === SLASH && next === STAR) {
       let depth = 1;
       i += 2;
       while (i < text.length && depth > 0) {
-        if (text[i] === '/' && text[i + 1] === '*') {
+        const d = text.charCodeAt(i);
+        if (d === SLASH && text.charCodeAt(i + 1) === STAR) {
           depth++;
           i += 2;
-        } else if (text[i] === '*' && text[i + 1] === '/') {
+        } else if (d === STAR && text.charCodeAt(i + 1) === SLASH) {
           depth--;
           i += 2;
         } else i++;
       }
-    } else if (c === "'") {
-      i = skipString(text, i, false);
+    } else if (c === QUOTE) {
+      i = skipString(text, i, reading.plainEscapes, reading);
       tokens.push({ kind: 'string' });
-    } else if (c === '"') {
+    } else if (c === DOUBLE_QUOTE) {
       i = skipQuotedIdentifier(text, i);
-      tokens.push({ kind: 'other', char: '"' });
-    } else if ((c === 'e' || c === 'E') && next === "'") {
-      i = skipString(text, i + 1, true);
+      tokens.push({ kind: 'other', char: DOUBLE_QUOTE });
+    } else if ((c === 0x45 || c === 0x65) && next === QUOTE) {
+      // E'…': backslash escapes whatever the session says.
+      i = skipString(text, i + 1, true, reading);
       tokens.push({ kind: 'string' });
-    } else if (/[bBxXnN]/.test(c) && next === "'") {
-      i = skipString(text, i + 1, false);
+    } else if ((c === 0x42 || c === 0x62 || c === 0x58 || c === 0x78 || c === 0x4e || c === 0x6e) && next === QUOTE) {
+      // B'…', X'…' and N'…' read like '…'.
+      i = skipString(text, i + 1, reading.plainEscapes, reading);
       tokens.push({ kind: 'string' });
-    } else if ((c === 'u' || c === 'U') && next === '&' && (text[i + 2] === "'" || text[i + 2] === '"')) {
-      if (text[i + 2] === "'") {
-        i = skipString(text, i + 2, false);
+    } else if ((c === 0x55 || c === 0x75) && next === AMPERSAND && (text.charCodeAt(i + 2) === QUOTE || text.charCodeAt(i + 2) === DOUBLE_QUOTE)) {
+      if (text.charCodeAt(i + 2) === QUOTE) {
+        i = skipString(text, i + 2, reading.plainEscapes, reading);
         tokens.push({ kind: 'string' });
       } else {
         i = skipQuotedIdentifier(text, i + 2);
-        tokens.push({ kind: 'other', char: '"' });
+        tokens.push({ kind: 'other', char: DOUBLE_QUOTE });
       }
-    } else if (c === '$') {
+    } else if (c === DOLLAR) {
       DOLLAR_DELIMITER.lastIndex = i;
       const delimiter = DOLLAR_DELIMITER.exec(text);
       if (delimiter !== null) {
@@ -104,22 +147,22 @@ function tokenize(text: string): Token[] {
         tokens.push({ kind: 'string' });
       } else {
         i++;
-        while (i < text.length && /[0-9]/.test(text[i] as string)) i++;
-        tokens.push({ kind: 'other', char: '$' });
+        while (i < text.length && isDigit(text.charCodeAt(i))) i++;
+        tokens.push({ kind: 'other', char: DOLLAR });
       }
-    } else if (IDENT_START.test(c)) {
+    } else if (isIdentStart(c)) {
       let j = i + 1;
-      while (j < text.length && IDENT_CONT.test(text[j] as string)) j++;
+      while (j < text.length && isIdentCont(text.charCodeAt(j))) j++;
       tokens.push({ kind: 'word', word: text.slice(i, j).toLowerCase() });
       i = j;
-    } else if (/[0-9]/.test(c)) {
-      // A number (and any junk after it, which Postgres refuses anyway).
+    } else if (isDigit(c)) {
+      // A number (and any junk after it, which Postgres 15 refuses anyway).
       let j = i + 1;
-      while (j < text.length && /[0-9A-Za-z_.]/.test(text[j] as string)) j++;
-      tokens.push({ kind: 'other', char: '0' });
+      while (j < text.length && (isDigit(text.charCodeAt(j)) || isLetter(text.charCodeAt(j)) || text.charCodeAt(j) === 0x2e || text.charCodeAt(j) === 0x5f)) j++;
+      tokens.push({ kind: 'other', char: 0x30 });
       i = j;
     } else {
-      tokens.push(c === ';' ? { kind: 'semicolon' } : { kind: 'other', char: c });
+      tokens.push(c === SEMICOLON ? { kind: 'semicolon' } : { kind: 'other', char: c });
       i++;
     }
   }
@@ -153,49 +196,74 @@ function endingStatementAt(tokens: readonly Token[], i: number): string | undefi
   }
 }
 
+/** Whether the statement starting at token `i` is CREATE [OR REPLACE] FUNCTION|PROCEDURE. */
+function createsRoutine(tokens: readonly Token[], i: number): boolean {
+  if (wordAt(tokens, i) !== 'create') return false;
+  const kind = wordAt(tokens, i + 1) === 'or' && wordAt(tokens, i + 2) === 'replace' ? wordAt(tokens, i + 3) : wordAt(tokens, i + 1);
+  return kind === 'function' || kind === 'procedure';
+}
+
 /**
- * Statement heads in `tokens`, split at semicolons. With `bodies`, a CREATE statement's
- * `BEGIN ATOMIC … END` body (its CASE … END inside counted too) does not split it. Returns the
- * first transaction-ending statement, and whether the bodies' BEGIN and END balanced.
+ * The first transaction-ending statement in `tokens`, and whether every function body it
+ * entered was closed. With `bodies`, a CREATE FUNCTION|PROCEDURE's `BEGIN ATOMIC` (outside
+ * parentheses) opens a body: its statements end with `;`, and END right after ATOMIC or a `;`
+ * closes it. A statement in a body that would end the transaction is reported all the same (no
+ * body may hold one).
  */
-function scan(tokens: readonly Token[], bodies: boolean): { statement: string | undefined; balanced: boolean } {
-  let start = 0;
-  let depth = 0;
-  let create = false;
-  for (let i = 0; i <= tokens.length; i++) {
-    if (i === start) {
+function scan(tokens: readonly Token[], bodies: boolean): { statement: string | undefined; closed: boolean } {
+  let inBody = false;
+  let routine = false;
+  let parens = 0;
+  let statementStart = true;
+  for (let i = 0; i < tokens.length; i++) {
+    const token = tokens[i] as Token;
+    if (statementStart) {
+      statementStart = false;
+      if (inBody && wordAt(tokens, i) === 'end') {
+        inBody = false;
+        continue;
+      }
       const statement = endingStatementAt(tokens, i);
-      if (statement !== undefined) return { statement, balanced: true };
-      create = bodies && wordAt(tokens, i) === 'create';
-      depth = 0;
+      if (statement !== undefined) return { statement, closed: true };
+      if (!inBody) {
+        routine = bodies && createsRoutine(tokens, i);
+        parens = 0;
+      }
     }
-    const token = tokens[i];
-    if (token === undefined) break;
     if (token.kind === 'semicolon') {
-      if (depth === 0) start = i + 1;
+      statementStart = true;
       continue;
     }
-    if (!create || token.kind !== 'word') continue;
-    // A keyword right after AS or a dot is only a name (a column label, a field).
-    const previous = tokens[i - 1];
-    if ((previous?.kind === 'word' && previous.word === 'as') || (previous?.kind === 'other' && previous.char === '.')) continue;
-    if (token.word === 'begin' && wordAt(tokens, i + 1) === 'atomic') depth++;
-    else if (token.word === 'case' && depth > 0) depth++;
-    else if (token.word === 'end' && depth > 0) depth--;
+    if (!routine || inBody) continue;
+    if (token.kind === 'other' && token.char === 0x28) parens++;
+    else if (token.kind === 'other' && token.char === 0x29) parens = Math.max(0, parens - 1);
+    else if (parens === 0 && token.kind === 'word' && token.word === 'begin' && wordAt(tokens, i + 1) === 'atomic') {
+      inBody = true;
+      i++; // ATOMIC
+      statementStart = true; // END may follow at once (an empty body)
+    }
   }
-  return { statement: undefined, balanced: depth === 0 };
+  return { statement: undefined, closed: !inBody };
 }
 
 /**
  * The first statement in `text` that would end the transaction, as its leading keyword(s) in
  * upper case (`COMMIT`, `END`, `ABORT`, `ROLLBACK`, `PREPARE TRANSACTION`), or `undefined`.
- * `ROLLBACK [WORK | TRANSACTION] TO …` is not reported. When a function body's BEGIN ATOMIC and
- * END do not balance (the text is not what this reading expects), every semicolon splits, so a
- * misread body can only refuse a statement, never let one through.
+ * `ROLLBACK [WORK | TRANSACTION] TO …` is not reported. Where a function body is left open (the
+ * text is not what this reading expects), every semicolon splits, so a misread body can only
+ * refuse a statement, never let one through.
  */
 export function transactionEndingStatement(text: string): string | undefined {
-  const tokens = tokenize(text);
-  const read = scan(tokens, true);
-  if (read.statement !== undefined || read.balanced) return read.statement;
-  return scan(tokens, false).statement;
+  // Without a backslash every reading is the same; without one right after a non-ASCII character, swallowing changes nothing.
+  const backslash = text.includes('\\');
+  const swallowable = backslash && NON_ASCII_THEN_BACKSLASH.test(text);
+  for (const reading of READINGS) {
+    if (reading !== READINGS[0] && !backslash) break;
+    if (reading.swallowAfterNonAscii && !swallowable) continue;
+    const tokens = tokenize(text, reading);
+    const read = scan(tokens, true);
+    const statement = read.statement ?? (read.closed ? undefined : scan(tokens, false).statement);
+    if (statement !== undefined) return statement;
+  }
+  return undefined;
 }

@@ -8,8 +8,8 @@ import { refuseTransactionControl, transactionEndingStatement, TransactionContro
 // statement of a text), so each expectation is checked against the server, not only stated.
 const tag = 'a'.repeat(70);
 
-/** Texts that end the transaction, and the statement reported. */
-const ENDING: Array<[string, string]> = [
+/** Texts that end the transaction, the statement reported, and a statement run before the text in the same transaction. */
+const ENDING: Array<[string, string, string?]> = [
   ['COMMIT', 'COMMIT'],
   ['commit', 'COMMIT'],
   ['COMMIT AND CHAIN', 'COMMIT'],
@@ -43,6 +43,16 @@ const ENDING: Array<[string, string]> = [
   ['CREATE TABLE begin (atomic int); COMMIT', 'COMMIT'],
   ['CREATE FUNCTION f1() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END; COMMIT', 'COMMIT'],
   ['CREATE FUNCTION f2() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END; COMMIT', 'COMMIT'],
+  // BEGIN ATOMIC opens a body only in CREATE FUNCTION|PROCEDURE, outside parentheses; CASE and END elsewhere are names.
+  ['CREATE VIEW v1 AS SELECT begin atomic FROM (VALUES (1)) s(begin); END', 'END'],
+  ['CREATE VIEW v2 AS SELECT begin atomic FROM (VALUES (1)) s(begin); COMMIT; SELECT 1 end', 'COMMIT'],
+  ['CREATE TABLE t3 AS SELECT begin atomic FROM (VALUES (1)) s(begin); ROLLBACK; SELECT 1 end', 'ROLLBACK'],
+  ['CREATE PROCEDURE p4() LANGUAGE sql BEGIN ATOMIC SELECT 1 case; END; COMMIT; SELECT 1 end', 'COMMIT'],
+  ["CREATE OR REPLACE FUNCTION f5() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 case; END; PREPARE TRANSACTION 'effectively-test-gid'; SELECT 1 end", 'PREPARE TRANSACTION'],
+  ['CREATE DOMAIN atomic AS int; CREATE FUNCTION f6(begin atomic) RETURNS int LANGUAGE sql RETURN 1; COMMIT; SELECT 1 end', 'COMMIT'],
+  // Backslashes as the session reads them.
+  ["SELECT '\\'';COMMIT;SELECT '\\''", 'COMMIT', 'SET LOCAL standard_conforming_strings = off'],
+  ["SELECT E'\u00c1\\'; COMMIT; SELECT 1 --'", 'COMMIT', "SET LOCAL client_encoding = 'SJIS'"],
 ];
 
 /** Texts that leave the transaction open. */
@@ -78,6 +88,11 @@ const KEEPING: string[] = [
   'CREATE FUNCTION k3() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS end; END',
   'CREATE TABLE kt (x int); CREATE FUNCTION k4() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT t.x FROM kt t; SELECT 2; END',
   'SELECT 1 AS a$b$c; SELECT 1',
+  'CREATE FUNCTION k5() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END end; END',
+  'CREATE FUNCTION k6() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT (SELECT 1 end); END',
+  'CREATE FUNCTION k7() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 case; END',
+  'CREATE PROCEDURE k8() LANGUAGE sql BEGIN ATOMIC END',
+  "SELECT 'C:\\dir\\' AS path",
 ];
 
 /** Texts Postgres fails (the transaction is aborted, not ended): refusing them costs nothing. */
@@ -100,6 +115,14 @@ describe('transactionEndingStatement', () => {
 
   it.each(FAILING)('%j (which Postgres fails): %s', (text, statement) => {
     expect(transactionEndingStatement(text)).toBe(statement);
+  });
+
+  it('reads long texts in linear time (no backtracking blow-up after a string at the end of a line)', () => {
+    const indented = `SELECT id\n  FROM t\n WHERE status = 'open'\n${' '.repeat(200)}AND kind = 'x'`;
+    expect(transactionEndingStatement(indented)).toBeUndefined();
+    expect(transactionEndingStatement(`SELECT 'a'${'-'.repeat(200)}`)).toBeUndefined();
+    const long = `${"SELECT 'x', E'\\'', $$y$$, \"z\"; -- c\n".repeat(20_000)}COMMIT`;
+    expect(transactionEndingStatement(long)).toBe('COMMIT');
   });
 
   it('refuseTransactionControl throws TransactionControlRefusedError naming the statement, and lets others through', () => {
@@ -126,9 +149,10 @@ describe('what Postgres does with those texts inside a transaction', () => {
   });
 
   /** Runs `text` after BEGIN; says whether the transaction ended (a new one runs after it, chained or not), stayed open, or failed. */
-  async function outcome(text: string): Promise<'ended' | 'open' | 'failed'> {
+  async function outcome(text: string, setup?: string): Promise<'ended' | 'open' | 'failed'> {
     await client.query(`SET search_path TO "${schema}"`);
     await client.query('BEGIN');
+    if (setup !== undefined) await client.query(setup);
     const { rows } = await client.query<{ x: string }>('SELECT txid_current()::text AS x');
     await client.query(text).catch(() => undefined);
     const after = await client.query<{ x: string }>('SELECT txid_current()::text AS x').then(
@@ -139,16 +163,15 @@ describe('what Postgres does with those texts inside a transaction', () => {
     await client.query("ROLLBACK PREPARED 'effectively-test-gid'").catch(() => undefined);
     await client.query('DEALLOCATE ALL');
     await client.query('RESET search_path');
-    // Made by a text that committed: dropped so the next text starts alike.
-    for (const f of ['f1', 'f2']) await client.query(`DROP FUNCTION IF EXISTS "${schema}".${f}()`);
-    await client.query(`DROP TABLE IF EXISTS "${schema}"."begin"`);
+    // What a text that committed made is dropped, so the next text starts alike.
+    await client.query(`DROP SCHEMA "${schema}" CASCADE; CREATE SCHEMA "${schema}"`);
     if (after === undefined) return 'failed';
     return after === rows[0]?.x ? 'open' : 'ended';
   }
 
   it('ends the transaction for every text reported, keeps it for every other text, and fails the rest', async () => {
     const seen: Record<string, string[]> = { ended: [], open: [], failed: [] };
-    for (const [text] of ENDING) seen[await outcome(text)]?.push(text);
+    for (const [text, , setup] of ENDING) seen[await outcome(text, setup)]?.push(text);
     for (const text of KEEPING) seen[await outcome(text)]?.push(text);
     for (const [text] of FAILING) seen[await outcome(text)]?.push(text);
     expect(seen).toEqual({ ended: ENDING.map(([t]) => t), open: KEEPING, failed: FAILING.map(([t]) => t) });
