@@ -1,7 +1,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import { Pool, type PoolConfig } from 'pg';
 import type { Logger } from './logger';
-import { silentLogger } from './logger';
+import { loggerOption } from './logger';
 
 /** Options for {@link createDatabase}. */
 export interface DatabaseOptions {
@@ -31,7 +31,7 @@ export interface Database<DB = unknown> {
  * instead of crashing the process; the pool replaces the connection on next use.
  */
 export function createDatabase<DB = unknown>(options: DatabaseOptions): Database<DB> {
-  const logger = options.logger ?? silentLogger();
+  const logger = loggerOption(options.logger, 'createDatabase options.logger');
   const pool = new Pool({
     ...options.pool,
     connectionString: options.connectionString,

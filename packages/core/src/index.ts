@@ -1,6 +1,6 @@
 export { EffectivelyError, InvalidConfigError, InvalidIdentifierError, MigrationError, SchemaNewerThanLibraryError, SchemaNotMigratedError, ServiceStartError, TopicNotFoundError, TransactionAbortedError, TransactionControlRefusedError, isInFailedTransaction, ErrorCodes, type ErrorCode } from './errors';
 export { assertIdentifier, MAX_IDENTIFIER_BYTES } from './identifiers';
-export { createLogger, silentLogger, childLogger, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
+export { createLogger, silentLogger, childLogger, loggerOption, kafkajsLogCreator, type Logger, type KafkajsLogEntry } from './logger';
 export { untyped, retyped } from './database-type';
 export { pgQuery, type PgQuery, type PgQueryResult } from './pg-query';
 export { createDatabase, type Database, type DatabaseOptions } from './db';
@@ -13,5 +13,5 @@ export { assertOptionalPeer, importOptionalPeer, nodeVersionAtLeast, OptionalPee
 export { uuidv7 } from './uuid';
 export { NoopMetrics, PrometheusMetrics, type Metrics, type MetricLabels, type MetricDefinition } from './metrics';
 export { runInTransaction, holdConnection, queryAsText, type HeldConnection } from './transaction';
-export { guardTransaction, refuseTransactionControl, type StatementCheck, type TransactionGuardOptions } from './transaction-guard';
+export { guardTransaction, refuseTransactionControl, type TransactionGuardOptions } from './transaction-guard';
 export { transactionEndingStatement } from './statement-control';

@@ -1,3 +1,4 @@
+import { InvalidConfigError } from './errors';
 import pino from 'pino';
 
 /**
@@ -17,6 +18,27 @@ export function createLogger(name: string, level: string = process.env['LOG_LEVE
 /** A logger that discards everything, for callers who wire logging elsewhere. */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
+}
+
+const LOGGER_METHODS = ['child', 'bindings', 'trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+
+/**
+ * The `logger` option as given, or a silent logger when it is `undefined`. `option` names the
+ * option in the error (e.g. `'createRelay options.logger'`).
+ *
+ * @throws InvalidConfigError when the value is not a pino logger (a factory such as
+ *   `silentLogger` passed uncalled, a console, a plain object).
+ */
+export function loggerOption(value: unknown, option: string): Logger {
+  if (value === undefined) return silentLogger();
+  if (typeof value === 'function') {
+    throw new InvalidConfigError(`${option} must be a pino logger, got a function: call it (e.g. silentLogger() or createLogger('my-service')), or pass your application's pino logger.`);
+  }
+  const missing = typeof value === 'object' && value !== null ? LOGGER_METHODS.filter((m) => typeof (value as Record<string, unknown>)[m] !== 'function') : [...LOGGER_METHODS];
+  if (missing.length > 0) {
+    throw new InvalidConfigError(`${option} must be a pino logger (it lacks ${missing.join(', ')}): pass createLogger('my-service'), silentLogger(), or your application's pino logger.`);
+  }
+  return value as Logger;
 }
 
 /**

@@ -1,22 +1,18 @@
 /**
- * Wraps a Kysely transaction handed to user code so that each statement passes a check before it
- * is sent: the paths around plugins (precompiled queries through `executeQuery`, also via
- * `getExecutor()`, and streams) are covered, and the wrappers `withPlugin`, `withSchema`,
- * `withTables` and `withoutPlugins` return keep the check.
+ * Wraps a Kysely transaction handed to user code so that no statement it sends can end the
+ * transaction (see {@link refuseTransactionControl}), by any path: query builders (a plugin
+ * compiles and checks every query that holds raw SQL, such as `modifyEnd(sql`…`)`), `sql`
+ * templates, precompiled queries through `executeQuery` (also via `getExecutor()`), and streams.
+ * The wrappers `withPlugin`, `withSchema`, `withTables` and `withoutPlugins` return keep the guard.
  */
-import type { Compilable, CompiledQuery, KyselyPlugin, QueryExecutor, Transaction } from 'kysely';
+import { PostgresQueryCompiler, type Compilable, type CompiledQuery, type KyselyPlugin, type OperationNode, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryExecutor, type QueryResult, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
 import { TransactionControlRefusedError } from './errors';
 import { transactionEndingStatement } from './statement-control';
 
-/** Called with each compiled query before it is sent; throws to refuse it. */
-export type StatementCheck = (query: CompiledQuery | undefined) => void;
-
-/** What {@link guardTransaction} needs beyond the transaction. */
+/** What {@link guardTransaction} checks beyond transaction control. */
 export interface TransactionGuardOptions {
-  /** Runs before every precompiled query and stream. */
-  check: StatementCheck;
-  /** Plugins added back when user code calls `withoutPlugins()` (the guard's own plugin, say). */
-  keepPlugins?: readonly KyselyPlugin[];
+  /** Runs before every statement (builders, templates and precompiled queries alike); throws to refuse it. */
+  check?: () => void;
 }
 
 /**
@@ -32,20 +28,58 @@ export function refuseTransactionControl(query: CompiledQuery | undefined): void
   if (statement !== undefined) throw new TransactionControlRefusedError(statement);
 }
 
+/** Whether `node` holds raw SQL anywhere (only raw SQL can spell a transaction-control statement). */
+function holdsRawSql(node: unknown): boolean {
+  if (typeof node !== 'object' || node === null) return false;
+  if (Array.isArray(node)) return node.some(holdsRawSql);
+  if ((node as OperationNode).kind === 'RawNode') return true;
+  for (const value of Object.values(node)) if (typeof value === 'object' && value !== null && holdsRawSql(value)) return true;
+  return false;
+}
+
+/** Checks each query before it is compiled for sending: `check`, then its text when it holds raw SQL. */
+class GuardPlugin implements KyselyPlugin {
+  private compiler: PostgresQueryCompiler | undefined;
+
+  constructor(private readonly check: (() => void) | undefined) {}
+
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    this.check?.();
+    if (holdsRawSql(args.node)) refuseTransactionControl((this.compiler ??= new PostgresQueryCompiler()).compileQuery(args.node, args.queryId));
+    return args.node;
+  }
+
+  transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    return Promise.resolve(args.result);
+  }
+}
+
 const isCompilable = <R>(query: CompiledQuery<R> | Compilable<R>): query is Compilable<R> => typeof (query as Partial<Compilable<R>>).compile === 'function';
 
 const REWRAP = new Set<PropertyKey>(['withPlugin', 'withSchema', 'withTables']);
 
-/** `trx` with every precompiled query and stream passed through `options.check` first. */
-export function guardTransaction<DB>(trx: Transaction<DB>, options: TransactionGuardOptions): Transaction<DB> {
+/**
+ * `trx` as user code should see it: every statement passes `options.check` (if any) and is
+ * refused with {@link TransactionControlRefusedError} when it would end the transaction.
+ */
+export function guardTransaction<DB>(trx: Transaction<DB>, options: TransactionGuardOptions = {}): Transaction<DB> {
+  const plugin = new GuardPlugin(options.check);
+  const checkCompiled = (query: CompiledQuery | undefined): void => {
+    options.check?.();
+    refuseTransactionControl(query);
+  };
+  return wrap(trx.withPlugin(plugin), plugin, checkCompiled);
+}
+
+function wrap<DB>(trx: Transaction<DB>, plugin: GuardPlugin, checkCompiled: (query: CompiledQuery | undefined) => void): Transaction<DB> {
   return new Proxy(trx, {
     get(target, property) {
       if (property === 'executeQuery') {
         return <R>(query: CompiledQuery<R> | Compilable<R>) => {
-          // A builder or `sql` template passed here is compiled first, so its text is checked too.
           try {
+            // A builder passed here is compiled first (through the plugin), so its text is checked too.
             const compiled = isCompilable(query) ? query.compile() : query;
-            options.check(compiled);
+            checkCompiled(compiled);
             return target.executeQuery(compiled);
           } catch (error) {
             return Promise.reject(error);
@@ -53,19 +87,15 @@ export function guardTransaction<DB>(trx: Transaction<DB>, options: TransactionG
         };
       }
       if (property === 'withoutPlugins') {
-        return () => {
-          let bare = target.withoutPlugins();
-          for (const plugin of options.keepPlugins ?? []) bare = bare.withPlugin(plugin);
-          return guardTransaction(bare, options);
-        };
+        return () => wrap(target.withoutPlugins().withPlugin(plugin), plugin, checkCompiled);
       }
       if (property === 'getExecutor') {
-        return () => guardExecutor(target.getExecutor(), options.check);
+        return () => guardExecutor(target.getExecutor(), checkCompiled);
       }
       const value: unknown = Reflect.get(target, property, target);
       if (typeof value !== 'function') return value;
       if (REWRAP.has(property)) {
-        return (...args: unknown[]) => guardTransaction((value as (...a: unknown[]) => Transaction<DB>).apply(target, args), options);
+        return (...args: unknown[]) => wrap((value as (...a: unknown[]) => Transaction<DB>).apply(target, args), plugin, checkCompiled);
       }
       return (value as (...a: unknown[]) => unknown).bind(target);
     },
@@ -75,7 +105,7 @@ export function guardTransaction<DB>(trx: Transaction<DB>, options: TransactionG
 const REWRAP_EXECUTOR = new Set<PropertyKey>(['withPlugin', 'withPlugins', 'withPluginAtFront', 'withoutPlugins', 'withConnectionProvider']);
 
 /** The executor behind a guarded transaction: runs (and streams) nothing `check` refuses. */
-function guardExecutor(executor: QueryExecutor, check: StatementCheck): QueryExecutor {
+function guardExecutor(executor: QueryExecutor, check: (query: CompiledQuery | undefined) => void): QueryExecutor {
   return new Proxy(executor, {
     get(target, property) {
       const value: unknown = Reflect.get(target, property, target);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
-import { childLogger, guardTransaction, InvalidConfigError, isInFailedTransaction, refuseTransactionControl, retyped, runInTransaction, TransactionAbortedError, untyped, type Logger } from '@effectively/core';
+import { childLogger, guardTransaction, InvalidConfigError, isInFailedTransaction, retyped, runInTransaction, TransactionAbortedError, untyped, type Logger } from '@effectively/core';
 import { fingerprintRequest } from './fingerprint';
 import { parseIdempotencyKey } from './idempotency-key';
 import { KeyStore, type ClaimRef, type KeyRecord } from './key-store';
@@ -182,7 +182,7 @@ export function createIdempotency<DB = unknown>(options: IdempotencyOptions<DB>)
   type Pinned = Kysely<DB> | undefined;
 
   /** The transaction as a handler sees it: a statement that would end it (COMMIT, ROLLBACK, …) is refused with TransactionControlRefusedError. */
-  const handlerTransaction = (t: Transaction<unknown>): Transaction<DB> => guardTransaction(retyped<DB>(t), { check: refuseTransactionControl });
+  const handlerTransaction = (t: Transaction<unknown>): Transaction<DB> => guardTransaction(retyped<DB>(t));
 
   /** Runs the handler in its transaction, storing the response there; returns what to send. */
   async function runTransactional(c: Claim, log: Logger, handler: IdempotentHandler<DB>, scope: string, pinned: Pinned): Promise<{ normalized: NormalizedResponse; stored: boolean }> {

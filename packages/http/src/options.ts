@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { assertIdentifier, InvalidConfigError, NoopMetrics, silentLogger, type Logger, type Metrics } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, loggerOption, type Logger, type Metrics } from '@effectively/core';
 
 /** Headers stored with a response and replayed, unless the `storedHeaders` option says otherwise. */
 export const DEFAULT_STORED_HEADERS: readonly string[] = Object.freeze([
@@ -151,7 +151,7 @@ export function resolveIdempotencyOptions<DB>(options: IdempotencyOptions<DB>): 
     replayHeader: headerName(options.replayHeader ?? 'idempotent-replayed', 'replayHeader'),
     retryAfterSeconds,
     problemTypeBase,
-    logger: options.logger ?? silentLogger(),
+    logger: loggerOption(options.logger, 'createIdempotency options.logger'),
     metrics,
   });
 }

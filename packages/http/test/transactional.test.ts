@@ -187,6 +187,7 @@ describe('transactional mode and what gets stored', () => {
   it.each([
     ['COMMIT after another statement', 'SELECT 1; COMMIT'],
     ['ROLLBACK', 'ROLLBACK'],
+    ['COMMIT added to a query builder with modifyEnd', 'builder'],
   ])('a handler that ends its transaction itself (%s) is refused before the statement is sent: 500, its write undone, nothing stored, the key released', async (_name, text) => {
     const app = await start({});
     const key = randomUUID();
@@ -195,10 +196,13 @@ describe('transactional mode and what gets stored', () => {
     behaviour = async (_body, { db, key: k }) => {
       attempts++;
       await effect(db, k);
-      if (attempts === 1) await db.executeQuery(CompiledQuery.raw(text)).catch((error: unknown) => {
-        refused = error;
-        throw error;
-      });
+      if (attempts === 1) {
+        const end = text === 'builder' ? db.selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; COMMIT`).execute() : db.executeQuery(CompiledQuery.raw(text));
+        await end.catch((error: unknown) => {
+          refused = error;
+          throw error;
+        });
+      }
       return { status: 201, json: {} };
     };
     expect((await send(app.url, '/items', { key, body: {} })).status).toBe(500);

@@ -1,5 +1,5 @@
-import type { Kysely, KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, Transaction, UnknownRow } from 'kysely';
-import { guardTransaction, refuseTransactionControl, type Outbox } from '@effectively/core';
+import type { Kysely, Transaction } from 'kysely';
+import { guardTransaction, type Outbox } from '@effectively/core';
 import { AttemptEndedError } from './errors';
 
 /**
@@ -23,14 +23,7 @@ export class Attempt {
 
   constructor(trx: Transaction<unknown>, outbox: Outbox) {
     const check = (): void => this.assertLive();
-    const plugin = new AttemptGuardPlugin(check);
-    this.trx = guardTransaction(trx.withPlugin(plugin), {
-      check: (query) => {
-        check();
-        refuseTransactionControl(query);
-      },
-      keepPlugins: [plugin],
-    });
+    this.trx = guardTransaction(trx, { check });
     const guarded: Outbox = {
       schema: outbox.schema,
       publish<DB>(t: Transaction<DB> | Kysely<DB>, messages: Parameters<Outbox['publish']>[1]) {
@@ -57,19 +50,5 @@ export class Attempt {
 
   private assertLive(): void {
     if (this.ended !== undefined) throw new AttemptEndedError(this.ended);
-  }
-}
-
-/** Refuses every query (builders and `sql` templates alike) once `check` throws. */
-class AttemptGuardPlugin implements KyselyPlugin {
-  constructor(private readonly check: () => void) {}
-
-  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    this.check();
-    return args.node;
-  }
-
-  transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
-    return Promise.resolve(args.result);
   }
 }

@@ -1,4 +1,4 @@
-import { assertIdentifier, InvalidConfigError, NoopMetrics, pgQuery, retyped, silentLogger, untyped, type Logger, type Metrics, type Outbox, type PgQuery, type TraceContextProvider } from '@effectively/core';
+import { assertIdentifier, InvalidConfigError, NoopMetrics, pgQuery, retyped, loggerOption, untyped, type Logger, type Metrics, type Outbox, type PgQuery, type TraceContextProvider } from '@effectively/core';
 import type { Kysely, Transaction } from 'kysely';
 import { createKafkajsConsumer, type ConsumerClient, type KafkaClientSettings, type RawMessage } from './kafka-adapter';
 import { createPlatformaticConsumer } from './platformatic-adapter';
@@ -333,7 +333,7 @@ export function resolveOptions<T, DB>(options: IdempotentConsumerOptions<T, DB>)
     partitionsConsumedConcurrently: positiveInt(options.partitionsConsumedConcurrently ?? DEFAULT_PARTITIONS_IN_FLIGHT, 'partitionsConsumedConcurrently', 1000),
     fromBeginning: options.fromBeginning ?? true,
     clientId: options.clientId ?? `effectively-${options.groupId}`,
-    logger: options.logger ?? silentLogger(),
+    logger: loggerOption(options.logger, 'IdempotentConsumer options.logger'),
     metrics: options.metrics ?? new NoopMetrics(),
     traceContext: traceContextProvider(options.traceContext),
     hooks: options.hooks ?? {},

@@ -1,4 +1,4 @@
-import { assertIdentifier, createOutbox, EVENT_ID_HEADER, InvalidConfigError, silentLogger, untyped, uuidv7, type Logger, type OutboxMessage } from '@effectively/core';
+import { assertIdentifier, createOutbox, EVENT_ID_HEADER, InvalidConfigError, loggerOption, untyped, uuidv7, type Logger, type OutboxMessage } from '@effectively/core';
 import type { Kysely } from 'kysely';
 import type { IdOrigin } from './event-id';
 import { clusterTopics, readTopicToEnd, type KafkaClientSettings, type RawMessage } from './kafka-adapter';
@@ -115,7 +115,7 @@ function matches(letter: DeadLetter, filter: DeadLetterFilter): boolean {
  */
 export async function listDeadLetters(options: DeadLetterSource): Promise<DeadLetter[]> {
   if (options.deadLetterTopics.length === 0) throw new InvalidConfigError('deadLetterTopics must name at least one dead-letter topic (e.g. "orders.dlq").');
-  const logger = options.logger ?? silentLogger();
+  const logger = loggerOption(options.logger, 'listDeadLetters options.logger');
   const settings = { brokers: options.brokers, logger, kafka: options.kafka, ...(options.readTimeoutMs === undefined ? {} : { timeoutMs: options.readTimeoutMs }) };
   // A misspelt topic is refused before anything is read (reading it would fail deep in kafkajs, or wait).
   const existing = new Set(await clusterTopics(settings));
@@ -206,6 +206,6 @@ export async function replayDeadLetters<DB>(options: ReplayOptions<DB>): Promise
   }));
   const outbox = createOutbox({ schema });
   const published = await untyped(options.db).transaction().execute((trx) => outbox.publish(trx, messages));
-  (options.logger ?? silentLogger()).warn({ redriveId, replayed: replayed.length, written: published.inserted }, 'dead letters replayed through the outbox');
+  loggerOption(options.logger, 'replayDeadLetters options.logger').warn({ redriveId, replayed: replayed.length, written: published.inserted }, 'dead letters replayed through the outbox');
   return { ...result, written: published.inserted };
 }

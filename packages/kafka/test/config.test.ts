@@ -1,4 +1,4 @@
-import { InvalidConfigError, InvalidIdentifierError } from '@effectively/core';
+import { InvalidConfigError, InvalidIdentifierError, silentLogger } from '@effectively/core';
 import { createTestSchema, testServices, type TestSchema } from '@effectively/testkit';
 import { IdempotentConsumer, type IdempotentConsumerOptions } from '../src';
 
@@ -32,6 +32,8 @@ describe('hostile or inconsistent configuration is refused at construction', () 
     ['an unknown client', { client: 'rdkafka' }, InvalidConfigError, /client must be "kafkajs", "platformatic" or a function/],
     ['kafkajs settings with client "platformatic"', { client: 'platformatic', kafka: { ssl: true } }, InvalidConfigError, /pass connection settings \(tls, sasl\) as platformatic/],
     ['platformatic settings with client "kafkajs"', { platformatic: { tls: {} } }, InvalidConfigError, /pass client: "platformatic"/],
+    ['silentLogger passed uncalled', { logger: silentLogger }, InvalidConfigError, /options\.logger must be a pino logger, got a function: call it/],
+    ['console as the logger', { logger: console }, InvalidConfigError, /options\.logger must be a pino logger \(it lacks child, bindings/],
   ])('refuses %s', (_name, patch, type, message) => {
     expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(type);
     expect(() => new IdempotentConsumer({ ...base(), ...patch } as IdempotentConsumerOptions)).toThrow(message);

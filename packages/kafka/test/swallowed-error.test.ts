@@ -88,17 +88,20 @@ describe('a handler that catches a database error and returns', () => {
     );
   });
 
+  const smuggled = (trx: Transaction<unknown>) => trx.selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; COMMIT`).execute();
   it.each([
-    ['sql`COMMIT`', (trx: Transaction<unknown>) => sql`COMMIT`.execute(trx)],
-    ['ROLLBACK through executeQuery', (trx: Transaction<unknown>) => trx.executeQuery(CompiledQuery.raw('rollback'))],
-    ['END after a comment, through the executor', (trx: Transaction<unknown>) => trx.getExecutor().executeQuery(CompiledQuery.raw('/* done */ end'))],
-    ['COMMIT after another statement in one text', (trx: Transaction<unknown>) => sql`SELECT 1; COMMIT`.execute(trx)],
-  ] as const)('a handler that ends its transaction itself (%s) is refused: the attempt fails, the event is dead-lettered, its earlier write undone', async (_name, end) => {
+    ['sql`COMMIT`', 'event', (trx: Transaction<unknown>) => sql`COMMIT`.execute(trx)],
+    ['ROLLBACK through executeQuery', 'event', (trx: Transaction<unknown>) => trx.executeQuery(CompiledQuery.raw('rollback'))],
+    ['END after a comment, through the executor', 'event', (trx: Transaction<unknown>) => trx.getExecutor().executeQuery(CompiledQuery.raw('/* done */ end'))],
+    ['COMMIT after another statement in one text', 'event', (trx: Transaction<unknown>) => sql`SELECT 1; COMMIT`.execute(trx)],
+    ['COMMIT added to a query builder with modifyEnd', 'event', smuggled],
+    ['COMMIT added to a query builder with modifyEnd', 'batch', smuggled],
+  ] as const)('a handler that ends its transaction itself (%s, %s mode) is refused: the attempt fails, the event is dead-lettered, its earlier write undone', async (_name, mode, end) => {
     await consume(
-      'endtx',
+      `endtx_${mode}`,
       ['c1', 'c2'],
       (schema) => ({
-        mode: 'event',
+        mode,
         maxAttempts: 2,
         handler: async (event, { trx }) => {
           await apply(trx, schema, event.value);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { assertIdentifier, assertOptionalPeer, InvalidConfigError, PLATFORMATIC_KAFKA, NoopMetrics, silentLogger, untyped, type Logger, type Metrics, type PlatformaticClientOptions } from '@effectively/core';
+import { assertIdentifier, assertOptionalPeer, InvalidConfigError, PLATFORMATIC_KAFKA, NoopMetrics, loggerOption, untyped, type Logger, type Metrics, type PlatformaticClientOptions } from '@effectively/core';
 import type { Kysely } from 'kysely';
 import { createKafkajsProducer, type KafkaSettings, type ProducerClient, type ProducerClientSettings, type ProducerSettings } from './kafka-adapter';
 import { createPlatformaticProducer } from './platformatic-producer';
@@ -265,7 +265,7 @@ export function resolveRelayOptions<DB>(options: OutboxRelayOptions<DB>): Resolv
     clientId: options.clientId ?? `effectively-relay-${schema}`,
     relayId,
     hooks: Object.freeze({ ...hooks }),
-    logger: options.logger ?? silentLogger(),
+    logger: loggerOption(options.logger, 'OutboxRelay options.logger'),
     metrics: options.metrics ?? new NoopMetrics(),
     kafka: Object.freeze({ connectionTimeout: 1_000, requestTimeout: sendTimeoutMs, retry: { ...SHORT_RETRY }, ...options.kafka }),
     producer: resolveProducer(options.producer),
