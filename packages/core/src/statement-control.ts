@@ -1,7 +1,7 @@
 /**
  * Finds, in SQL text about to be sent, a statement that would end the transaction it runs in.
  * The text may hold several statements (a query without parameters goes through Postgres's
- * simple query protocol, which runs them all), so it is read as Postgres 15's lexer reads it:
+ * simple query protocol, which runs them all), so it is read as Postgres's lexer reads it:
  * tokens, not characters. Quoted strings ('…', E'…' with backslash escapes, B'…', X'…', N'…',
  * U&'…', each continued across a line break as the server continues it), quoted identifiers
  * ("…", U&"…"), dollar-quoted bodies ($$…$$, $tag$…$tag$), comments (-- … and nested /* … *\/)
@@ -45,8 +45,8 @@ const AMPERSAND = 0x26;
 const LF = 0x0a;
 const CR = 0x0d;
 
-/** Whitespace as Postgres 15 reads it (space, \t, \n, \r, \f; not \v). */
-const isSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === LF || c === CR || c === 0x0c;
+/** Whitespace: space, \t, \n, \r, \f, and \v (whitespace from Postgres 16 on; in 15 a syntax error, so reading it as whitespace can only refuse). */
+const isSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === LF || c === CR || c === 0x0c || c === 0x0b;
 const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
 const isLetter = (c: number): boolean => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 const isIdentStart = (c: number): boolean => isLetter(c) || c === 0x5f || c >= 0x80;
@@ -59,7 +59,7 @@ const DOLLAR_DELIMITER = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)
  * a line break, then whitespace and whole comment lines, then a quote. Each repetition consumes
  * one character or one whole comment line, so a failed match backtracks linearly.
  */
-const STRING_CONTINUES = /[ \t\f]*(?:--[^\n\r]*)?[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*'/y;
+const STRING_CONTINUES = /[ \t\f\v]*(?:--[^\n\r]*)?[\n\r](?:[ \t\n\r\f\v]|--[^\n\r]*[\n\r])*'/y;
 
 /** Index just past the string whose opening quote is at `open`, continuations included. */
 function skipString(text: string, open: number, escapes: boolean, reading: Reading): number {

@@ -101,8 +101,10 @@ const FAILING: Array<[string, string | undefined]> = [
   ["COMMIT PREPARED 'effectively-test-none'", 'COMMIT'],
   ["ROLLBACK PREPARED 'effectively-test-none'", 'ROLLBACK'],
   ['DO $$BEGIN COMMIT; END$$', undefined],
-  ['SELECT 1;\u000bCOMMIT', undefined], // \v is not whitespace to Postgres 15
 ];
+
+/** \v is whitespace from Postgres 16 on (the COMMIT runs); Postgres 15 fails the text. */
+const VERTICAL_TAB = 'SELECT 1;\u000bCOMMIT';
 
 describe('transactionEndingStatement', () => {
   it.each(ENDING)('%j ends the transaction: %s', (text, statement) => {
@@ -123,6 +125,10 @@ describe('transactionEndingStatement', () => {
     expect(transactionEndingStatement(`SELECT 'a'${'-'.repeat(200)}`)).toBeUndefined();
     const long = `${"SELECT 'x', E'\\'', $$y$$, \"z\"; -- c\n".repeat(20_000)}COMMIT`;
     expect(transactionEndingStatement(long)).toBe('COMMIT');
+  });
+
+  it('reads \\v as whitespace (Postgres 16 and later do)', () => {
+    expect(transactionEndingStatement(VERTICAL_TAB)).toBe('COMMIT');
   });
 
   it('refuseTransactionControl throws TransactionControlRefusedError naming the statement, and lets others through', () => {
@@ -175,5 +181,7 @@ describe('what Postgres does with those texts inside a transaction', () => {
     for (const text of KEEPING) seen[await outcome(text)]?.push(text);
     for (const [text] of FAILING) seen[await outcome(text)]?.push(text);
     expect(seen).toEqual({ ended: ENDING.map(([t]) => t), open: KEEPING, failed: FAILING.map(([t]) => t) });
+    const { rows } = await client.query<{ v: number }>("SELECT current_setting('server_version_num')::int AS v");
+    expect(await outcome(VERTICAL_TAB)).toBe((rows[0]?.v ?? 0) >= 160000 ? 'ended' : 'failed');
   });
 });
