@@ -1,11 +1,11 @@
 /**
  * Wraps a Kysely transaction handed to user code so that no statement it sends can end the
  * transaction (see {@link refuseTransactionControl}), by any path: query builders (a plugin
- * compiles and checks every query that holds raw SQL, such as `modifyEnd(sql`…`)`), `sql`
- * templates, precompiled queries through `executeQuery` (also via `getExecutor()`), and streams.
+ * compiles and checks every query whose raw SQL holds a semicolon, such as
+ * `modifyEnd(sql`; COMMIT`)`), `sql` templates, precompiled queries through `executeQuery` (also via `getExecutor()`), and streams.
  * The wrappers `withPlugin`, `withSchema`, `withTables` and `withoutPlugins` return keep the guard.
  */
-import { PostgresQueryCompiler, type Compilable, type CompiledQuery, type KyselyPlugin, type OperationNode, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryExecutor, type QueryResult, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
+import { PostgresQueryCompiler, type Compilable, type CompiledQuery, type KyselyPlugin, type OperationNode, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryExecutor, type QueryResult, type RawNode, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
 import { TransactionControlRefusedError } from './errors';
 import { transactionEndingStatement } from './statement-control';
 
@@ -28,16 +28,29 @@ export function refuseTransactionControl(query: CompiledQuery | undefined): void
   if (statement !== undefined) throw new TransactionControlRefusedError(statement);
 }
 
-/** Whether `node` holds raw SQL anywhere (only raw SQL can spell a transaction-control statement). */
-function holdsRawSql(node: unknown): boolean {
-  if (typeof node !== 'object' || node === null) return false;
-  if (Array.isArray(node)) return node.some(holdsRawSql);
-  if ((node as OperationNode).kind === 'RawNode') return true;
-  for (const value of Object.values(node)) if (typeof value === 'object' && value !== null && holdsRawSql(value)) return true;
+/** Node kinds that carry user values (never SQL text): not searched. */
+const VALUE_KINDS = new Set(['ValueNode', 'PrimitiveValueListNode']);
+
+const isNode = (value: unknown): value is OperationNode => typeof value === 'object' && value !== null && typeof (value as { kind?: unknown }).kind === 'string';
+
+/**
+ * Whether raw SQL in `node` holds a semicolon. SQL a query builder writes itself never does
+ * (identifiers are quoted, values bound or quoted), so only such a query can carry a second
+ * statement; a query that is raw SQL at its root (a `sql` template) is checked where it is
+ * executed. User values are not searched.
+ */
+function rawSqlWithSemicolon(node: OperationNode): boolean {
+  if (VALUE_KINDS.has(node.kind)) return false;
+  if (node.kind === 'RawNode' && (node as RawNode).sqlFragments.some((f) => f.includes(';'))) return true;
+  for (const value of Object.values(node)) {
+    if (Array.isArray(value)) {
+      for (const item of value) if (isNode(item) && rawSqlWithSemicolon(item)) return true;
+    } else if (isNode(value) && rawSqlWithSemicolon(value)) return true;
+  }
   return false;
 }
 
-/** Checks each query before it is compiled for sending: `check`, then its text when it holds raw SQL. */
+/** Checks each query before it is compiled for sending: `check`, then its text when raw SQL in it could add a statement. */
 class GuardPlugin implements KyselyPlugin {
   private compiler: PostgresQueryCompiler | undefined;
 
@@ -45,7 +58,7 @@ class GuardPlugin implements KyselyPlugin {
 
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
     this.check?.();
-    if (holdsRawSql(args.node)) refuseTransactionControl((this.compiler ??= new PostgresQueryCompiler()).compileQuery(args.node, args.queryId));
+    if (rawSqlWithSemicolon(args.node)) refuseTransactionControl((this.compiler ??= new PostgresQueryCompiler()).compileQuery(args.node, args.queryId));
     return args.node;
   }
 

@@ -1,7 +1,7 @@
 import { Client } from 'pg';
-import { CompiledQuery } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
 import { testServices, uniqueName } from '@effectively/testkit';
-import { refuseTransactionControl, transactionEndingStatement, TransactionControlRefusedError } from '../src';
+import { guardTransaction, refuseTransactionControl, transactionEndingStatement, TransactionControlRefusedError } from '../src';
 
 // What a handler may send through the transaction the library opened for it. Every text below is
 // also sent to Postgres inside an open transaction (the simple query protocol, which runs every
@@ -136,6 +136,26 @@ describe('transactionEndingStatement', () => {
     expect(() => refuseTransactionControl(CompiledQuery.raw('select 1; end'))).toThrow(/Refused "END" from a handler/);
     expect(() => refuseTransactionControl(CompiledQuery.raw('ROLLBACK TO SAVEPOINT s'))).not.toThrow();
     expect(() => refuseTransactionControl(undefined)).not.toThrow();
+  });
+});
+
+describe('guardTransaction on query builders (compiled only, nothing sent)', () => {
+  // A Kysely instance that never connects: compile() runs the plugins and the compiler only.
+  const trx = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: {} as never }) }) as unknown as Transaction<unknown>;
+  const guarded = guardTransaction(trx);
+
+  it('refuses raw SQL that adds a transaction-ending statement to a builder', () => {
+    expect(() => guarded.selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; COMMIT`).compile()).toThrow(TransactionControlRefusedError);
+    expect(() => guarded.withSchema('s').selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql.raw('; rollback')).compile()).toThrow(/Refused "ROLLBACK"/);
+    expect(() => guarded.withoutPlugins().selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; END`).compile()).toThrow(/Refused "END"/);
+  });
+
+  it('lets semicolons inside quoted raw SQL through, and never searches user values (a cyclic object, a large buffer)', () => {
+    expect(guarded.selectNoFrom(sql<string>`'a; COMMIT'`.as('note')).compile().sql).toContain("'a; COMMIT'");
+    const cyclic: Record<string, unknown> = { note: '; COMMIT' };
+    cyclic['self'] = cyclic;
+    expect(() => guarded.selectNoFrom(sql<unknown>`${cyclic}`.as('v')).compile()).not.toThrow();
+    expect(() => guarded.selectNoFrom(sql<unknown>`${Buffer.alloc(1 << 20, 0x3b)}`.as('b')).compile()).not.toThrow();
   });
 });
 
