@@ -5,7 +5,7 @@
  * `modifyEnd(sql`; COMMIT`)`), `sql` templates, precompiled queries through `executeQuery` (also via `getExecutor()`), and streams.
  * The wrappers `withPlugin`, `withSchema`, `withTables` and `withoutPlugins` return keep the guard.
  */
-import { PostgresQueryCompiler, type Compilable, type CompiledQuery, type KyselyPlugin, type OperationNode, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryExecutor, type QueryResult, type RawNode, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
+import { PostgresQueryCompiler, type Compilable, type CompiledQuery, type DatabaseConnection, type KyselyPlugin, type OperationNode, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryExecutor, type QueryResult, type RawNode, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
 import { TransactionControlRefusedError } from './errors';
 import { transactionEndingStatement } from './statement-control';
 
@@ -142,8 +142,32 @@ function guardExecutor(executor: QueryExecutor, check: (query: CompiledQuery | u
             yield* method.apply(target, args) as AsyncIterable<unknown>;
           })();
       }
+      if (property === 'provideConnection') {
+        // The connection handed to the consumer checks its statements too.
+        return (consumer: (connection: DatabaseConnection) => Promise<unknown>) => target.provideConnection((connection) => consumer(guardConnection(connection, check)));
+      }
       if (REWRAP_EXECUTOR.has(property)) return (...args: unknown[]) => guardExecutor(method.apply(target, args) as QueryExecutor, check);
       return method.bind(target);
     },
   });
+}
+
+/** A connection whose statements pass `check` before they are sent. */
+function guardConnection(connection: DatabaseConnection, check: (query: CompiledQuery | undefined) => void): DatabaseConnection {
+  return {
+    executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+      try {
+        check(query);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return connection.executeQuery<R>(query);
+    },
+    streamQuery<R>(query: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
+      return (async function* checkedStream() {
+        check(query);
+        yield* connection.streamQuery<R>(query, chunkSize);
+      })();
+    },
+  };
 }

@@ -95,6 +95,7 @@ describe('a handler that catches a database error and returns', () => {
     ['END after a comment, through the executor', 'event', (trx: Transaction<unknown>) => trx.getExecutor().executeQuery(CompiledQuery.raw('/* done */ end'))],
     ['COMMIT after another statement in one text', 'event', (trx: Transaction<unknown>) => sql`SELECT 1; COMMIT`.execute(trx)],
     ['COMMIT added to a query builder with modifyEnd', 'event', smuggled],
+    ["COMMIT on the executor's connection", 'event', (trx: Transaction<unknown>) => trx.getExecutor().provideConnection((connection) => connection.executeQuery(CompiledQuery.raw('COMMIT')))],
     ['COMMIT added to a query builder with modifyEnd', 'batch', smuggled],
   ] as const)('a handler that ends its transaction itself (%s, %s mode) is refused: the attempt fails, the event is dead-lettered, its earlier write undone', async (_name, mode, end) => {
     await consume(
