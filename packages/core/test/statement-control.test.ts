@@ -1,5 +1,5 @@
-import { Client } from 'pg';
-import { CompiledQuery, Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
+import { Client, Pool } from 'pg';
+import { CompiledQuery, Kysely, PostgresDialect, RawNode, sql, type KyselyPlugin, type OperationNode, type RootOperationNode, type Transaction } from 'kysely';
 import { testServices, uniqueName } from '@effectively/testkit';
 import { guardTransaction, refuseTransactionControl, transactionEndingStatement, TransactionControlRefusedError } from '../src';
 
@@ -139,23 +139,65 @@ describe('transactionEndingStatement', () => {
   });
 });
 
-describe('guardTransaction on query builders (compiled only, nothing sent)', () => {
-  // A Kysely instance that never connects: compile() runs the plugins and the compiler only.
-  const trx = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: {} as never }) }) as unknown as Transaction<unknown>;
-  const guarded = guardTransaction(trx);
-
-  it('refuses raw SQL that adds a transaction-ending statement to a builder', () => {
-    expect(() => guarded.selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; COMMIT`).compile()).toThrow(TransactionControlRefusedError);
-    expect(() => guarded.withSchema('s').selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql.raw('; rollback')).compile()).toThrow(/Refused "ROLLBACK"/);
-    expect(() => guarded.withoutPlugins().selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; END`).compile()).toThrow(/Refused "END"/);
+describe('guardTransaction: every path user code has to the connection', () => {
+  const { databaseUrl } = testServices();
+  let db: Kysely<unknown>;
+  const schema = uniqueName('guard_paths');
+  beforeAll(async () => {
+    db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: databaseUrl, max: 2 }) }) });
+    await sql`CREATE SCHEMA ${sql.id(schema)}`.execute(db);
+  });
+  afterAll(async () => {
+    await sql`DROP SCHEMA IF EXISTS ${sql.id(schema)} CASCADE`.execute(db);
+    await db.destroy();
   });
 
-  it('lets semicolons inside quoted raw SQL through, and never searches user values (a cyclic object, a large buffer)', () => {
-    expect(guarded.selectNoFrom(sql<string>`'a; COMMIT'`.as('note')).compile().sql).toContain("'a; COMMIT'");
-    const cyclic: Record<string, unknown> = { note: '; COMMIT' };
-    cyclic['self'] = cyclic;
-    expect(() => guarded.selectNoFrom(sql<unknown>`${cyclic}`.as('v')).compile()).not.toThrow();
-    expect(() => guarded.selectNoFrom(sql<unknown>`${Buffer.alloc(1 << 20, 0x3b)}`.as('b')).compile()).not.toThrow();
+  /** A plugin user code adds after the guard: it appends `; commit` to every query it sees. */
+  const appendsCommit: KyselyPlugin = {
+    transformQuery: ({ node }) => ({ ...node, endModifiers: [...((node as { endModifiers?: readonly OperationNode[] }).endModifiers ?? []), RawNode.createWithSql('; commit')] }) as RootOperationNode,
+    transformResult: ({ result }) => Promise.resolve(result),
+  };
+
+  const attempts: Array<[string, (g: Transaction<unknown>) => Promise<unknown>]> = [
+    ['raw SQL added to a builder (modifyEnd)', (g) => g.selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; COMMIT`).execute()],
+    ['a function name (eb.fn)', (g) => g.selectNoFrom((eb) => eb.fn('now(); commit; select now', []).as('x')).execute()],
+    ['an aggregate function name (eb.fn.agg)', (g) => g.selectNoFrom((eb) => eb.fn.agg('count(1); commit; select count', [sql.lit(1)]).as('x')).execute()],
+    ['an explain format', (g) => g.selectNoFrom(sql.lit(1).as('x')).explain('json) select 1; commit; --' as never)],
+    ['a plugin added after the guard', (g) => g.withPlugin(appendsCommit).selectNoFrom(sql.lit(1).as('x')).execute()],
+    ['a plugin added to a builder', (g) => g.selectNoFrom(sql.lit(1).as('x')).withPlugin(appendsCommit).execute()],
+    ['schema builders without plugins', (g) => g.schema.withoutPlugins().createTable('t2').addColumn('a', 'integer').modifyEnd(sql`; commit`).execute()],
+    ['a schema builder with a plugin', (g) => g.schema.withPlugin(appendsCommit).createTable('t3').addColumn('a', 'integer').execute()],
+    ['withoutPlugins', (g) => g.withoutPlugins().selectNoFrom(sql<number>`1`.as('one')).modifyEnd(sql`; END`).execute()],
+    ["the executor's connection", (g) => g.getExecutor().provideConnection((c) => c.executeQuery(CompiledQuery.raw('COMMIT')))],
+    ['a stream', async (g) => {
+      for await (const row of g.getExecutor().stream(CompiledQuery.raw('SELECT 1; COMMIT'), 1)) void row;
+    }],
+    ['startTransaction', async (g) => (await g.startTransaction().execute()).commit().execute()],
+    ['a quoted value after standard_conforming_strings is turned off', async (g) => {
+      await sql`SET LOCAL standard_conforming_strings = off`.execute(g);
+      return g.selectNoFrom(sql.lit("\\'; commit; --").as('x')).execute();
+    }],
+  ];
+
+  it.each(attempts)('refuses COMMIT sent through %s; the transaction stays the same', async (_name, attempt) => {
+    await db.transaction().execute(async (t) => {
+      const g = guardTransaction(t.withSchema(schema));
+      const before = (await sql<{ x: string }>`SELECT txid_current()::text AS x`.execute(t)).rows[0]?.x;
+      await expect(attempt(g)).rejects.toBeInstanceOf(TransactionControlRefusedError);
+      const after = (await sql<{ x: string }>`SELECT txid_current()::text AS x`.execute(t)).rows[0]?.x;
+      expect(after).toBe(before);
+    });
+  });
+
+  it('lets ordinary statements through: builders, templates, savepoints, values with quotes and semicolons', async () => {
+    await db.transaction().execute(async (g0) => {
+      const g = guardTransaction(g0.withSchema(schema) as Transaction<{ notes: { note: string } }>);
+      await g.schema.createTable('notes').addColumn('note', 'text').execute();
+      await g.insertInto('notes').values({ note: "it's; COMMIT" }).execute();
+      await sql`SAVEPOINT s; ROLLBACK TO SAVEPOINT s`.execute(g);
+      expect((await g.selectFrom('notes').select('note').execute()).map((r) => r.note)).toEqual(["it's; COMMIT"]);
+      expect((await g.selectNoFrom(sql<string>`${"'; COMMIT"}::text`.as('v')).execute())[0]?.v).toBe("'; COMMIT");
+    });
   });
 });
 
