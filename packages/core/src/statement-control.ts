@@ -20,16 +20,53 @@ type Token = { kind: 'word'; word: string } | { kind: 'string' } | { kind: 'semi
 interface Reading {
   /** Backslash escapes in plain '…' strings too (`standard_conforming_strings = off`). */
   plainEscapes: boolean;
-  /** A backslash right after a non-ASCII character is part of that character (a multi-byte client encoding). */
-  swallowAfterNonAscii: boolean;
 }
 
-const READINGS: readonly Reading[] = [
-  { plainEscapes: false, swallowAfterNonAscii: false },
-  { plainEscapes: true, swallowAfterNonAscii: false },
-  { plainEscapes: false, swallowAfterNonAscii: true },
-  { plainEscapes: true, swallowAfterNonAscii: true },
+const READINGS: readonly Reading[] = [{ plainEscapes: false }, { plainEscapes: true }];
+
+/**
+ * Client encodings Postgres accepts whose two-byte (GB18030: also four-byte) characters can end
+ * in an ASCII byte such as a backslash: byte ranges of a lead byte and of the bytes after it.
+ * node-postgres sends UTF-8; a session that switched `client_encoding` to one of these makes
+ * the server pair those bytes differently, swallowing the ASCII byte after some non-ASCII
+ * characters.
+ */
+const TWO_BYTE_ENCODINGS: ReadonlyArray<{ name: string; lead: (b: number) => boolean; trail: (b: number) => boolean; fourByte?: boolean }> = [
+  { name: 'SJIS', lead: (b) => (b >= 0x81 && b <= 0x9f) || (b >= 0xe0 && b <= 0xfc), trail: (b) => (b >= 0x40 && b <= 0x7e) || (b >= 0x80 && b <= 0xfc) },
+  { name: 'BIG5', lead: (b) => b >= 0x81 && b <= 0xfe, trail: (b) => (b >= 0x40 && b <= 0x7e) || (b >= 0xa1 && b <= 0xfe) },
+  { name: 'GBK', lead: (b) => b >= 0x81 && b <= 0xfe, trail: (b) => (b >= 0x40 && b <= 0x7e) || (b >= 0x80 && b <= 0xfe) },
+  { name: 'UHC', lead: (b) => b >= 0x81 && b <= 0xfe, trail: (b) => (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || (b >= 0x81 && b <= 0xfe) },
+  { name: 'GB18030', lead: (b) => b >= 0x81 && b <= 0xfe, trail: (b) => (b >= 0x40 && b <= 0x7e) || (b >= 0x80 && b <= 0xfe), fourByte: true },
+  { name: 'JOHAB', lead: (b) => (b >= 0x84 && b <= 0xd3) || (b >= 0xd8 && b <= 0xde) || (b >= 0xe0 && b <= 0xf9), trail: (b) => (b >= 0x31 && b <= 0x7e) || (b >= 0x91 && b <= 0xfe) },
 ];
+
+/**
+ * `text` as the server reads it when the session's client encoding is `encoding`: the UTF-8
+ * bytes paired into that encoding's characters, each multi-byte character (and any other
+ * non-ASCII byte) standing as one non-ASCII character. A sequence the encoding does not allow
+ * makes Postgres refuse the whole text, so reading it one way or another changes nothing.
+ */
+function readAs(text: string, encoding: (typeof TWO_BYTE_ENCODINGS)[number]): string {
+  const bytes = Buffer.from(text, 'utf8');
+  let out = '';
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i] as number;
+    if (b < 0x80) {
+      out += String.fromCharCode(b);
+      i++;
+    } else if (encoding.fourByte === true && encoding.lead(b) && (bytes[i + 1] ?? 0) >= 0x30 && (bytes[i + 1] ?? 0) <= 0x39) {
+      out += '\u00ff';
+      i += 4;
+    } else if (encoding.lead(b) && i + 1 < bytes.length && encoding.trail(bytes[i + 1] as number)) {
+      out += '\u00ff';
+      i += 2;
+    } else {
+      out += '\u00ff';
+      i++;
+    }
+  }
+  return out;
+}
 
 const NON_ASCII_THEN_BACKSLASH = /[\u0080-\uffff]\\/;
 
@@ -62,13 +99,13 @@ const DOLLAR_DELIMITER = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)
 const STRING_CONTINUES = /[ \t\f\v]*(?:--[^\n\r]*)?[\n\r](?:[ \t\n\r\f\v]|--[^\n\r]*[\n\r])*'/y;
 
 /** Index just past the string whose opening quote is at `open`, continuations included. */
-function skipString(text: string, open: number, escapes: boolean, reading: Reading): number {
+function skipString(text: string, open: number, escapes: boolean): number {
   let j = open + 1;
   for (;;) {
     for (;;) {
       if (j >= text.length) return text.length;
       const c = text.charCodeAt(j);
-      if (c === BACKSLASH && escapes && !(reading.swallowAfterNonAscii && text.charCodeAt(j - 1) >= 0x80)) j += 2;
+      if (c === BACKSLASH && escapes) j += 2;
       else if (c === QUOTE) {
         if (text.charCodeAt(j + 1) === QUOTE) j += 2;
         else break;
@@ -117,22 +154,22 @@ function tokenize(text: string, reading: Reading): Token[] {
         } else i++;
       }
     } else if (c === QUOTE) {
-      i = skipString(text, i, reading.plainEscapes, reading);
+      i = skipString(text, i, reading.plainEscapes);
       tokens.push({ kind: 'string' });
     } else if (c === DOUBLE_QUOTE) {
       i = skipQuotedIdentifier(text, i);
       tokens.push({ kind: 'other', char: DOUBLE_QUOTE });
     } else if ((c === 0x45 || c === 0x65) && next === QUOTE) {
       // E'…': backslash escapes whatever the session says.
-      i = skipString(text, i + 1, true, reading);
+      i = skipString(text, i + 1, true);
       tokens.push({ kind: 'string' });
     } else if ((c === 0x42 || c === 0x62 || c === 0x58 || c === 0x78 || c === 0x4e || c === 0x6e) && next === QUOTE) {
       // B'…', X'…' and N'…' read like '…'.
-      i = skipString(text, i + 1, reading.plainEscapes, reading);
+      i = skipString(text, i + 1, reading.plainEscapes);
       tokens.push({ kind: 'string' });
     } else if ((c === 0x55 || c === 0x75) && next === AMPERSAND && (text.charCodeAt(i + 2) === QUOTE || text.charCodeAt(i + 2) === DOUBLE_QUOTE)) {
       if (text.charCodeAt(i + 2) === QUOTE) {
-        i = skipString(text, i + 2, reading.plainEscapes, reading);
+        i = skipString(text, i + 2, reading.plainEscapes);
         tokens.push({ kind: 'string' });
       } else {
         i = skipQuotedIdentifier(text, i + 2);
@@ -254,16 +291,17 @@ function scan(tokens: readonly Token[], bodies: boolean): { statement: string | 
  * refuse a statement, never let one through.
  */
 export function transactionEndingStatement(text: string): string | undefined {
-  // Without a backslash every reading is the same; without one right after a non-ASCII character, swallowing changes nothing.
-  const backslash = text.includes('\\');
-  const swallowable = backslash && NON_ASCII_THEN_BACKSLASH.test(text);
-  for (const reading of READINGS) {
-    if (reading !== READINGS[0] && !backslash) break;
-    if (reading.swallowAfterNonAscii && !swallowable) continue;
-    const tokens = tokenize(text, reading);
-    const read = scan(tokens, true);
-    const statement = read.statement ?? (read.closed ? undefined : scan(tokens, false).statement);
-    if (statement !== undefined) return statement;
+  // A backslash right after a non-ASCII character may be part of that character in another
+  // client encoding; without a backslash, every reading of quoted strings is the same.
+  const texts = NON_ASCII_THEN_BACKSLASH.test(text) ? [text, ...TWO_BYTE_ENCODINGS.map((e) => readAs(text, e))] : [text];
+  const readings = text.includes('\\') ? READINGS : READINGS.slice(0, 1);
+  for (const variant of texts) {
+    for (const reading of readings) {
+      const tokens = tokenize(variant, reading);
+      const read = scan(tokens, true);
+      const statement = read.statement ?? (read.closed ? undefined : scan(tokens, false).statement);
+      if (statement !== undefined) return statement;
+    }
   }
   return undefined;
 }

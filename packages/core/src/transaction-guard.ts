@@ -31,21 +31,34 @@ export function refuseTransactionControl(query: CompiledQuery | undefined): void
   if (statement !== undefined) throw new TransactionControlRefusedError(statement);
 }
 
+/**
+ * The query as it will be sent, its text read once: a `sql` that is not a string (node-postgres
+ * would take an object for a query config) or that reads differently the next time (a getter)
+ * cannot be checked, so it is refused.
+ */
+function checkedCopy(query: CompiledQuery): CompiledQuery {
+  const text: unknown = query.sql;
+  if (typeof text !== 'string') throw new TransactionControlRefusedError('a query whose sql is not a string');
+  const copy: CompiledQuery = { ...query, sql: text, parameters: [...query.parameters] };
+  refuseTransactionControl(copy);
+  return copy;
+}
+
 /** A connection whose statements are checked by {@link refuseTransactionControl} as they are sent. */
 function guardConnection(connection: DatabaseConnection): DatabaseConnection {
   return {
     executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+      let copy: CompiledQuery;
       try {
-        refuseTransactionControl(query);
+        copy = checkedCopy(query);
       } catch (error) {
         return Promise.reject(error);
       }
-      return connection.executeQuery<R>(query);
+      return connection.executeQuery<R>(copy);
     },
     streamQuery<R>(query: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
       return (async function* checkedStream() {
-        refuseTransactionControl(query);
-        yield* connection.streamQuery<R>(query, chunkSize);
+        yield* connection.streamQuery<R>(checkedCopy(query), chunkSize);
       })();
     },
   };

@@ -53,6 +53,8 @@ const ENDING: Array<[string, string, string?]> = [
   // Backslashes as the session reads them.
   ["SELECT '\\'';COMMIT;SELECT '\\''", 'COMMIT', 'SET LOCAL standard_conforming_strings = off'],
   ["SELECT E'\u00c1\\'; COMMIT; SELECT 1 --'", 'COMMIT', "SET LOCAL client_encoding = 'SJIS'"],
+  ["SELECT $\u0101\\$'$\u0101\\$; COMMIT; SELECT 'x'", 'COMMIT', "SET LOCAL client_encoding = 'SJIS'"],
+  ["SELECT E'\u00e9\\'\u0101\\'; COMMIT; SELECT E'\u00e9\\'\u0101\\'", 'COMMIT', "SET LOCAL backslash_quote = on; SET LOCAL client_encoding = 'SJIS'"],
 ];
 
 /** Texts that leave the transaction open. */
@@ -173,6 +175,7 @@ describe('guardTransaction: every path user code has to the connection', () => {
       for await (const row of g.getExecutor().stream(CompiledQuery.raw('SELECT 1; COMMIT'), 1)) void row;
     }],
     ['startTransaction', async (g) => (await g.startTransaction().execute()).commit().execute()],
+    ['a query whose sql is not a string', (g) => g.executeQuery({ sql: { text: 'COMMIT' }, parameters: [], queryId: { queryId: 'x' } } as never)],
     ['a quoted value after standard_conforming_strings is turned off', async (g) => {
       await sql`SET LOCAL standard_conforming_strings = off`.execute(g);
       return g.selectNoFrom(sql.lit("\\'; commit; --").as('x')).execute();
@@ -186,6 +189,18 @@ describe('guardTransaction: every path user code has to the connection', () => {
       await expect(attempt(g)).rejects.toBeInstanceOf(TransactionControlRefusedError);
       const after = (await sql<{ x: string }>`SELECT txid_current()::text AS x`.execute(t)).rows[0]?.x;
       expect(after).toBe(before);
+    });
+  });
+
+  it('sends a query whose sql reads differently the second time as it was checked', async () => {
+    await db.transaction().execute(async (t) => {
+      const g = guardTransaction(t);
+      const before = (await sql<{ x: string }>`SELECT txid_current()::text AS x`.execute(t)).rows[0]?.x;
+      let reads = 0;
+      const query = { parameters: [], queryId: { queryId: 'y' }, get sql() { return reads++ > 0 ? 'COMMIT' : 'SELECT 1 AS one'; } };
+      const result = await g.getExecutor().provideConnection((c) => c.executeQuery<{ one: number }>(query as never));
+      expect(result.rows).toEqual([{ one: 1 }]);
+      expect((await sql<{ x: string }>`SELECT txid_current()::text AS x`.execute(t)).rows[0]?.x).toBe(before);
     });
   });
 
