@@ -77,7 +77,8 @@ describe(`commit order: rows are published whatever order their transactions com
     await txA;
     await waitFor(() => outboxCount(s.db, s.schema), (n) => n === 0, 20_000, 'A published after its late commit');
     expect(await topicSize(kafka, topic)).toBe(3);
-    expect(eventIdsOf(await readTopic(kafka, topic))).toEqual(['early-b', keyless, 'late-a']);
+    // Read back partition by partition: the keyless row's partition is the partitioner's choice, so only the set is fixed.
+    expect(eventIdsOf(await readTopic(kafka, topic)).sort()).toEqual(['early-b', keyless, 'late-a'].sort());
     expect(r.stats.published).toBe(3);
   });
 
