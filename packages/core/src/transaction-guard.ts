@@ -77,6 +77,9 @@ const REFUSING_DRIVER: Driver = {
   destroy: () => Promise.resolve(),
 };
 
+/** The dialect a guarded transaction reports (for `introspection`); it is never asked for a connection. */
+const GUARD_DIALECT = new PostgresDialect({ pool: refused });
+
 /** Runs `check` for every query user code builds, before it is compiled. */
 class CheckPlugin implements KyselyPlugin {
   constructor(private readonly check: () => void) {}
@@ -91,8 +94,6 @@ class CheckPlugin implements KyselyPlugin {
   }
 }
 
-const isCompilable = <R>(query: CompiledQuery<R> | Compilable<R>): query is Compilable<R> => typeof (query as Partial<Compilable<R>>).compile === 'function';
-
 /**
  * `trx` as user code should see it: a `Transaction` on the same connection (same plugins) whose
  * statements are refused with {@link TransactionControlRefusedError} when they would end the
@@ -101,8 +102,7 @@ const isCompilable = <R>(query: CompiledQuery<R> | Compilable<R>): query is Comp
 export function guardTransaction<DB>(trx: Transaction<DB>, options: TransactionGuardOptions = {}): Transaction<DB> {
   const inner = trx.getExecutor();
   const provider: ConnectionProvider = { provideConnection: (consumer) => inner.provideConnection((connection) => consumer(guardConnection(connection))) };
-  const dialect = new PostgresDialect({ pool: refused });
-  const guarded = new Transaction<DB>({ config: { dialect }, dialect, driver: REFUSING_DRIVER, executor: inner.withConnectionProvider(provider) });
+  const guarded = new Transaction<DB>({ config: { dialect: GUARD_DIALECT }, dialect: GUARD_DIALECT, driver: REFUSING_DRIVER, executor: inner.withConnectionProvider(provider) });
   const check = options.check;
   if (check === undefined) return guarded;
   const plugin = new CheckPlugin(check);
@@ -119,7 +119,7 @@ function wrap<DB>(trx: Transaction<DB>, plugin: CheckPlugin, check: () => void):
         return <R>(query: CompiledQuery<R> | Compilable<R>) => {
           try {
             check();
-            return target.executeQuery(isCompilable(query) ? query.compile() : query);
+            return target.executeQuery(query);
           } catch (error) {
             return Promise.reject(error);
           }
